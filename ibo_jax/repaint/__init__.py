@@ -1,0 +1,29 @@
+"""RePaint inpainting in JAX: DDPM maths, the official jump schedule, one compiled sampler."""
+
+from ibo_jax.repaint.diffusion import (
+    DiffusionSchedule,
+    beta_schedule,
+    eps_loss,
+    make_schedule,
+    p_mean_variance,
+    p_sample_step,
+    predict_x0,
+    q_posterior_mean_variance,
+    q_sample,
+    respace,
+    space_timesteps,
+)
+
+__all__ = [
+    "DiffusionSchedule",
+    "beta_schedule",
+    "eps_loss",
+    "make_schedule",
+    "p_mean_variance",
+    "p_sample_step",
+    "predict_x0",
+    "q_posterior_mean_variance",
+    "q_sample",
+    "respace",
+    "space_timesteps",
+]

@@ -1,0 +1,338 @@
+"""The stage graph, the work directory, caching and resume.
+
+    workdir/
+      <stage>/manifest.json     written last, atomically: the stage is finished
+      <stage>/.fingerprint      written first: what the files in this folder were made from
+      <stage>/chunks/...        finished pieces of a long stage (atomic, one file each)
+      tensorboard/<stage>/      TensorBoard event files
+      run_summary.json          stages run / skipped, seconds, sizes
+
+A stage's fingerprint hashes its own config section, the global fields, the library version and
+its inputs' fingerprints. A stage whose manifest carries the same fingerprint is skipped. A stage
+whose folder carries the same fingerprint but no manifest was killed mid-way: it runs again in the
+same folder and skips its finished chunks. Any other folder is cleared first, so results of
+different configs are never mixed, and everything downstream of a changed stage reruns.
+
+A stage is a module with `default_config() -> ConfigDict` and `run(ctx: StageContext) -> dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import platform
+import shutil
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+from ibo_jax import io as ibo_io
+from ibo_jax import parallel, rng
+
+GLOBAL_FIELDS = ("seed", "image_size", "num_classes", "class_names")
+FINGERPRINT_FILE = ".fingerprint"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One node of the stage graph: `module` provides default_config() and run(ctx)."""
+
+    name: str
+    module: str
+    deps: tuple[str, ...] = ()
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+
+# The explicit registry, in run order. A stage that is not built yet is simply not listed.
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("data", "ibo_jax.stages.data"),
+    )
+}
+
+
+class PipelineError(RuntimeError):
+    """A problem with the work directory, the stage selection or a stage's inputs."""
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a stage sees: its folder, its config section, keys, upstream folders, helpers."""
+
+    name: str
+    dir: Path
+    workdir: Path
+    cfg: ml_collections.ConfigDict
+    config: ml_collections.ConfigDict
+    key: jax.Array
+    mesh: Any
+    inputs: Mapping[str, Path]
+    _writer: Any = None
+
+    @property
+    def process_index(self) -> int:
+        return jax.process_index()
+
+    @property
+    def process_count(self) -> int:
+        return jax.process_count()
+
+    def input_dir(self, stage: str) -> Path:
+        if stage not in self.inputs:
+            raise PipelineError(
+                f"stage {self.name!r} asked for stage {stage!r}, which is not one of its declared "
+                f"inputs {sorted(self.inputs)}"
+            )
+        return self.inputs[stage]
+
+    def chunk_path(self, name: str) -> Path:
+        path = self.dir / "chunks" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def chunk_done(self, name: str) -> bool:
+        return (self.dir / "chunks" / name).exists()
+
+    def progress(self, iterable: Iterable | None = None, total: int | None = None,
+                 desc: str | None = None, unit: str = "it"):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc or self.name, unit=unit,
+                    disable=self.process_index != 0 or os.environ.get("IBO_JAX_NO_PROGRESS") == "1",
+                    mininterval=1.0, dynamic_ncols=True)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.process_index != 0:
+            return
+        if self._writer is None:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.workdir / "tensorboard" / self.name))
+        self._writer.add_scalar(tag, float(value), int(step))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+        return {k: _to_plain(value[k]) for k in sorted(value.keys())}
+    if isinstance(value, Mapping):
+        return {str(k): _to_plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def fingerprint(stage: Stage, config: ml_collections.ConfigDict, upstream: Mapping[str, str]) -> str:
+    """Hash of what a stage's outputs depend on: its section, the globals, its inputs' hashes."""
+    from ibo_jax import __version__
+
+    payload = {
+        "stage": stage.name,
+        "format": FORMAT_VERSION,
+        "version": __version__,
+        "section": _to_plain(config.get(stage.name, {})),
+        "globals": {k: _to_plain(config.get(k)) for k in GLOBAL_FIELDS},
+        "inputs": dict(sorted(upstream.items())),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("ibo_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
+                 "tensorflow-datasets", "grain", "scikit-learn"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def check_workdir(workdir: str | os.PathLike) -> Path:
+    """Creates the work directory or explains why it cannot be used."""
+    path = Path(workdir).expanduser()
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise PipelineError(f"workdir {path}: {parent} exists and is a file, not a directory")
+        if parent.exists():
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"workdir {path}: cannot create it ({e.strerror})") from e
+    probe = path / f".write_test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PipelineError(f"workdir {path}: not writable ({e.strerror})") from e
+    return path.resolve()
+
+
+def read_manifest(stage_dir: Path) -> dict | None:
+    path = stage_dir / MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        return ibo_io.read_json(path)
+    except ValueError:
+        logging.warning("%s is unreadable; the stage will rerun", path)
+        return None
+
+
+def _prepare_dir(stage_dir: Path, fp: str) -> bool:
+    """Makes `stage_dir` hold only work for fingerprint `fp`. Returns True when resuming."""
+    marker = stage_dir / FINGERPRINT_FILE
+    if stage_dir.exists():
+        if marker.exists() and marker.read_text().strip() == fp:
+            (stage_dir / MANIFEST_FILE).unlink(missing_ok=True)
+            return True
+        # Different config or unknown contents: move aside then delete, never mix.
+        trash = stage_dir.with_name(f".{stage_dir.name}.old.{os.getpid()}.{time.time_ns()}")
+        stage_dir.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    stage_dir.mkdir(parents=True)
+    ibo_io.write_text(marker, fp + "\n")
+    return False
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def select(stages: Mapping[str, Stage], names: Sequence[str] | None) -> list[Stage]:
+    if not names:
+        return list(stages.values())
+    unknown = [n for n in names if n not in stages]
+    if unknown:
+        raise PipelineError(f"--stages: unknown stage(s) {unknown}; known: {list(stages)}")
+    return [s for s in stages.values() if s.name in names]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+        stages: Sequence[str] | None = None,
+        registry: Mapping[str, Stage] | None = None, mesh=None) -> dict:
+    """Runs the selected stages in registry order, skipping finished ones. Returns the run summary."""
+    registry = STAGES if registry is None else registry
+    workdir = check_workdir(workdir)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    chosen = select(registry, stages)
+    missing_sections = [s.name for s in chosen if s.name not in config]
+    if missing_sections:
+        raise PipelineError(f"config has no section for stage(s) {missing_sections}")
+    root = rng.root_key(config.seed)
+
+    fingerprints: dict[str, str] = {}
+    records = []
+    t_run = time.time()
+    for stage in registry.values():
+        upstream = {}
+        for dep in stage.deps:
+            if dep not in fingerprints:
+                raise PipelineError(f"stage {stage.name!r} depends on {dep!r}, which is not registered before it")
+            upstream[dep] = fingerprints[dep]
+        if stage.name not in config:
+            continue
+        fp = fingerprint(stage, config, upstream)
+        fingerprints[stage.name] = fp
+        if stage not in chosen:
+            continue
+        stage_dir = workdir / stage.name
+        for dep in stage.deps:
+            m = read_manifest(workdir / dep)
+            if m is None or m.get("fingerprint") != fingerprints[dep]:
+                raise PipelineError(
+                    f"stage {stage.name!r} needs stage {dep!r} finished with the current config; "
+                    f"run it first (add it to --stages)"
+                )
+        manifest = read_manifest(stage_dir)
+        if manifest is not None and manifest.get("fingerprint") == fp:
+            logging.info("stage %s: up to date (%s), skipped", stage.name, fp)
+            records.append({"stage": stage.name, "status": "skipped", "fingerprint": fp,
+                            "seconds": manifest.get("seconds"), "bytes": _dir_bytes(stage_dir)})
+            continue
+        resuming = False
+        if jax.process_index() == 0:
+            resuming = _prepare_dir(stage_dir, fp)
+        _barrier(f"prepare-{stage.name}")
+        logging.info("stage %s: %s (%s)", stage.name, "resuming" if resuming else "running", fp)
+        ctx = StageContext(
+            name=stage.name, dir=stage_dir, workdir=workdir, cfg=config[stage.name], config=config,
+            key=rng.fold(root, stage.name), mesh=mesh,
+            inputs={d: workdir / d for d in stage.deps},
+        )
+        started = time.time()
+        try:
+            summary = stage.load().run(ctx) or {}
+        finally:
+            ctx.close()
+        seconds = time.time() - started
+        _barrier(f"finish-{stage.name}")
+        if jax.process_index() == 0:
+            ibo_io.write_json(stage_dir / MANIFEST_FILE, {
+                "stage": stage.name,
+                "fingerprint": fp,
+                "config": _to_plain(config[stage.name]),
+                "globals": {k: _to_plain(config.get(k)) for k in GLOBAL_FIELDS},
+                "inputs": upstream,
+                "versions": library_versions(),
+                "host": socket.gethostname(),
+                "process_count": jax.process_count(),
+                "devices": [str(d) for d in jax.devices()],
+                "started": started,
+                "finished": time.time(),
+                "seconds": seconds,
+                "resumed": resuming,
+                "summary": summary,
+            })
+        logging.info("stage %s: done in %.1f s", stage.name, seconds)
+        records.append({"stage": stage.name, "status": "resumed" if resuming else "ran",
+                        "fingerprint": fp, "seconds": seconds, "bytes": _dir_bytes(stage_dir),
+                        "summary": summary})
+    run_summary = {"workdir": str(workdir), "seconds": time.time() - t_run, "stages": records,
+                   "registered": list(registry), "versions": library_versions()}
+    if jax.process_index() == 0:
+        ibo_io.write_json(workdir / "run_summary.json", run_summary)
+    return run_summary
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The global fields plus every registered stage's default section."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.image_size = 64
+    config.num_classes = 2
+    config.class_names = ("normal", "tumor")
+    config.jax_cache_dir = str(Path("~/.cache/ibo_jax/jax").expanduser())
+    config.stages = ""
+    for stage in STAGES.values():
+        config[stage.name] = stage.load().default_config()
+    return config

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up the test environment from the project's own files and runs the whole test suite.
+#   bash scripts/test.sh            (README quick start; .ci/run calls this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -e ".[test,interop]"
+# grad-cam and lpips declare torchvision, which would pull a multi-GB CUDA torch: install them
+# without dependencies (their real needs, opencv-python-headless and ttach, are in the interop extra).
+python -m pip install -q --no-deps "grad-cam==1.5.7" "lpips==0.1.4"
+export JAX_PLATFORMS=cpu
+python -m pytest -q "$@"

@@ -13,6 +13,7 @@ from ibo_jax.repaint.diffusion import (
     respace,
     space_timesteps,
 )
+from ibo_jax.repaint.schedule import ScheduleCost, count_schedule, jump_schedule, schedule_cost
 
 __all__ = [
     "DiffusionSchedule",
@@ -26,4 +27,8 @@ __all__ = [
     "q_sample",
     "respace",
     "space_timesteps",
+    "ScheduleCost",
+    "count_schedule",
+    "jump_schedule",
+    "schedule_cost",
 ]

@@ -1,0 +1,43 @@
+"""CAM explanations in JAX: seven methods (plus HiResCAM and LayerCAM), batched and jitted.
+
+    heat = cam.compute("gradcam", model, images, target_class=1)   # [B, H, W] float32 in [0, 1]
+    heat, info = cam.compute("scorecam", model, images, return_info=True, batch_size=64)
+
+Models follow `ibo_jax.models.base.Classifier` (features / head / normalize / biased_forward).
+Maps match pytorch-grad-cam 1.5.7 for the same weights (Eigen-CAM up to the SVD sign).
+"""
+
+from ibo_jax.cam import (  # noqa: F401  (registration side effect, in METHODS order)
+    ablationcam,
+    eigencam,
+    fullgrad,
+    gradcam,
+    gradcampp,
+    hirescam,
+    layercam,
+    scorecam,
+    xgradcam,
+)
+from ibo_jax.cam.base import REGISTRY, compute, make_cam_fn, minmax, resize, resize_matrix
+
+METHODS: tuple[str, ...] = (
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "ablationcam",
+    "fullgrad",
+    "scorecam",
+    "eigencam",
+)
+EXTRA_METHODS: tuple[str, ...] = ("hirescam", "layercam")
+
+__all__ = [
+    "EXTRA_METHODS",
+    "METHODS",
+    "REGISTRY",
+    "compute",
+    "make_cam_fn",
+    "minmax",
+    "resize",
+    "resize_matrix",
+]

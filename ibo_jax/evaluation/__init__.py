@@ -1,0 +1,72 @@
+"""Turning heatmaps into a verdict: importance levels, deletion curves, realism, rankings, report.
+
+    levels = evaluation.importance_levels(heat, k=5)          # [B, H, W] int8, 1 = most important
+    masks  = evaluation.progressive_masks(levels, n=4)        # [B, n, H, W] bool, nested
+    auc    = evaluation.deletion_auc(probs, fractions)        # trapezoid, lower = better
+    ranks  = evaluation.rank(scores_by_method, ascending=True)  # name -> 1..N, ties: cam.METHODS order
+    value  = evaluation.mard(ranks_a, ranks_b)                # mean absolute rank difference
+
+LPIPS (`evaluation.lpips`) and the report (`evaluation.report`) are submodules imported on use.
+"""
+
+from ibo_jax.evaluation.deletion import (
+    LOWER_IS_BETTER,
+    curve_auc,
+    deletion_auc,
+    insertion_masks,
+    lerf_masks,
+    mask_fractions,
+    mean_curve,
+)
+from ibo_jax.evaluation.levels import (
+    exclusion_counts,
+    fraction_masks,
+    importance_levels,
+    importance_levels_info,
+    progressive_masks,
+)
+from ibo_jax.evaluation.ranking import (
+    CONTROLS,
+    agreement,
+    bootstrap_mean_ci,
+    bootstrap_rankings,
+    exact_match_share,
+    iou,
+    kendall,
+    mard,
+    paired_mard_test,
+    rank,
+    spearman,
+)
+from ibo_jax.evaluation.realism import kid, make_feature_fn, pair_metrics, psnr, ssim
+
+__all__ = [
+    "CONTROLS",
+    "LOWER_IS_BETTER",
+    "agreement",
+    "bootstrap_mean_ci",
+    "bootstrap_rankings",
+    "curve_auc",
+    "deletion_auc",
+    "exact_match_share",
+    "exclusion_counts",
+    "fraction_masks",
+    "importance_levels",
+    "importance_levels_info",
+    "insertion_masks",
+    "iou",
+    "kendall",
+    "kid",
+    "lerf_masks",
+    "make_feature_fn",
+    "mard",
+    "mask_fractions",
+    "mean_curve",
+    "pair_metrics",
+    "paired_mard_test",
+    "progressive_masks",
+    "psnr",
+    "rank",
+    "spearman",
+    "ssim",
+]

@@ -1,0 +1,137 @@
+"""How realistic are occluded images: SSIM, PSNR, KID in the classifier's own feature space.
+
+LPIPS (lpips.py) needs user-supplied AlexNet weights; these are always available:
+- PSNR and SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1,
+  mean over the valid window positions and the three channels) of each occluded image against its
+  original: how much of the image changed, and how structurally.
+- KID (Binkowski et al. 2018): unbiased squared MMD with the polynomial kernel
+  k(x, y) = (x.y / d + 1)^3 between features of original and occluded images, where the features
+  are the evaluated classifier's target-layer activations, global-average pooled. It says how
+  out-of-distribution the occluded images are *for this classifier*, and is unbiased with a few
+  hundred samples (it can come out slightly negative).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def psnr(a: jax.Array, b: jax.Array, data_range: float = 1.0) -> jax.Array:
+    """PSNR in dB per image; a, b: [B, H, W, C]. Identical images give +inf."""
+    mse = jnp.mean((jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32)) ** 2, axis=(1, 2, 3))
+    return 10.0 * jnp.log10(data_range**2 / mse)
+
+
+def _gauss_window(size: int, sigma: float) -> jax.Array:
+    r = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
+    g = jnp.exp(-(r**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+@functools.partial(jax.jit, static_argnames=("win", "sigma", "data_range"))
+def _ssim(a: jax.Array, b: jax.Array, win: int, sigma: float, data_range: float) -> jax.Array:
+    g = _gauss_window(win, sigma)
+    c = a.shape[-1]
+
+    def blur(x):  # [B, H, W, C] -> [B, H-win+1, W-win+1, C], separable, valid positions only
+        k_h = jnp.tile(g[:, None, None, None], (1, 1, 1, c))  # [win, 1, 1, C] depthwise
+        k_w = jnp.tile(g[None, :, None, None], (1, 1, 1, c))
+        dn = ("NHWC", "HWIO", "NHWC")
+        x = jax.lax.conv_general_dilated(x, k_h, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+        return jax.lax.conv_general_dilated(x, k_w, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return jnp.mean(s, axis=(1, 2, 3))
+
+
+def ssim(a: jax.Array, b: jax.Array, *, win: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> jax.Array:
+    """Mean SSIM per image; a, b: [B, H, W, C] in [0, data_range] -> [B] float32.
+
+    Images smaller than the window use the largest odd window that fits.
+    """
+    a = jnp.asarray(a, jnp.float32)
+    b = jnp.asarray(b, jnp.float32)
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"ssim: expected two equal [B, H, W, C] arrays, got {a.shape} and {b.shape}")
+    w = min(win, a.shape[1], a.shape[2])
+    w = w if w % 2 == 1 else w - 1
+    if w < 3:
+        raise ValueError(f"ssim: images of {a.shape[1]}x{a.shape[2]} are too small (need >= 3x3)")
+    return _ssim(a, b, w, float(sigma), float(data_range))
+
+
+def kid(feats_a: np.ndarray, feats_b: np.ndarray, *, subset_size: int | None = None,
+        n_subsets: int = 100, seed: int = 0) -> dict[str, float]:
+    """Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel) of two feature sets.
+
+    feats_a: [N, D], feats_b: [M, D]. With subset_size None, one estimate on all samples (std NaN);
+    otherwise the mean and std over `n_subsets` random subsets of that size (as the KID paper).
+    """
+    x = np.asarray(feats_a, np.float64)
+    y = np.asarray(feats_b, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"kid: expected feature sets [N, D] and [M, D], got {x.shape} and {y.shape}")
+    if min(x.shape[0], y.shape[0]) < 2:
+        raise ValueError(f"kid: need at least 2 samples in each set, got {x.shape[0]} and {y.shape[0]}")
+    if subset_size is None or subset_size >= min(x.shape[0], y.shape[0]):
+        return {"kid": _mmd2_unbiased(x, y), "std": float("nan"), "n": int(min(len(x), len(y)))}
+    rng = np.random.default_rng(seed)
+    vals = [
+        _mmd2_unbiased(x[rng.choice(len(x), subset_size, replace=False)],
+                       y[rng.choice(len(y), subset_size, replace=False)])
+        for _ in range(n_subsets)
+    ]
+    return {"kid": float(np.mean(vals)), "std": float(np.std(vals)), "n": int(subset_size)}
+
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    n, m = len(x), len(y)
+    sxx = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+    syy = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(sxx + syy - 2 * kxy.mean())
+
+
+def make_feature_fn(model: nnx.Module, *, batch_size: int = 32):
+    """fn(images [N, H, W, 3] float in [0, 1]) -> [N, C] float32: global-average-pooled
+    `model.features(x)` (the CAM target layer) of the evaluated classifier, in eval mode."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def pooled(state, x):  # [B, H, W, 3] -> [B, C]
+        return jnp.mean(nnx.merge(graphdef, state).features(x), axis=(1, 2))
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, np.float32)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"features: expected images [N, H, W, 3], got {x.shape}")
+        out = []
+        for s in range(0, len(x), batch_size):
+            xb = x[s : s + batch_size]
+            n = len(xb)
+            if n < batch_size and len(x) > batch_size:
+                xb = np.pad(xb, ((0, batch_size - n), (0, 0), (0, 0), (0, 0)))
+            out.append(np.asarray(pooled(state, xb))[:n])
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    return fn
+
+
+def pair_metrics(original: np.ndarray, occluded: np.ndarray) -> dict[str, np.ndarray]:
+    """PSNR and SSIM per pair; both [N, H, W, 3] floats in [0, 1] -> dict of [N] float32."""
+    a = jnp.asarray(original, jnp.float32)
+    b = jnp.asarray(occluded, jnp.float32)
+    return {"psnr": np.asarray(psnr(a, b)), "ssim": np.asarray(ssim(a, b))}

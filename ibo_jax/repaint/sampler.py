@@ -1,0 +1,204 @@
+"""RePaint as one compiled program: a `lax.scan` over precomputed per-call step tables.
+
+The official time list (`schedule.jump_schedule`) is folded, on the host and once per schedule,
+into one row per network call: (merged undo coefficients, respaced t, trained t, inject flag).
+A run of consecutive undo steps from level a up to level b is one exact draw from the composed
+forward kernel, x_b = sqrt(abar_b / abar_a) x_a + sqrt(1 - abar_b / abar_a) eps, so the scan has
+exactly `unet_calls` iterations and memory does not depend on the schedule length.
+
+Per network call, as in the official RePaint `p_sample` (`inpa_inj_sched_prev`):
+  x <- undo(x)                                   (if the previous transitions went up)
+  x <- m * q_sample(x0, t) + (1 - m) * x         (every call but the first)
+  x <- reverse step from t with eps_fn(x, t_trained)
+and at the end the known pixels are pasted back exactly. Every draw of example b at call i comes
+from fold_in(key_b, i), so results do not depend on batch size, padding or device count.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ibo_jax.parallel import data_sharding, make_mesh, pad_batch
+from ibo_jax.repaint import diffusion as D
+from ibo_jax.repaint.schedule import jump_schedule
+
+EpsFn = Callable[..., jax.Array]
+
+
+@functools.lru_cache(maxsize=64)
+def _step_tables(betas_key: bytes, T: int, t_T: int, jump_args: tuple) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Respaced betas and one row per network call (host numpy, cached per schedule)."""
+    betas = np.frombuffer(betas_key, dtype=np.float64)
+    if t_T == T:
+        new_betas, tmap = betas.copy(), np.arange(T, dtype=np.int32)
+    else:
+        new_betas, tmap = D.respace(betas, D.space_timesteps(T, t_T))
+    abar = np.cumprod(1.0 - new_betas)
+    level_abar = lambda lv: 1.0 if lv < 0 else abar[lv]  # noqa: E731  level -1 = clean image
+    times = jump_schedule(t_T, *jump_args)
+    rows: dict[str, list] = {k: [] for k in ("t", "t_model", "undo_a", "undo_b", "inject")}
+    undo_from = None
+    for a, b in zip(times[:-1], times[1:]):
+        if b > a:  # step up: remember where the run of undo steps started
+            undo_from = a if undo_from is None else undo_from
+            continue
+        ratio = 1.0 if undo_from is None else level_abar(a) / level_abar(undo_from)
+        rows["t"].append(a)
+        rows["t_model"].append(int(tmap[a]))
+        rows["undo_a"].append(np.sqrt(ratio))
+        rows["undo_b"].append(np.sqrt(1.0 - ratio))
+        rows["inject"].append(0.0 if not rows["inject"] else 1.0)
+        undo_from = None
+    tables = {
+        "t": np.asarray(rows["t"], np.int32),
+        "t_model": np.asarray(rows["t_model"], np.int32),
+        "undo_a": np.asarray(rows["undo_a"], np.float32),
+        "undo_b": np.asarray(rows["undo_b"], np.float32),
+        "inject": np.asarray(rows["inject"], np.float32),
+    }
+    tables["index"] = np.arange(len(rows["t"]), dtype=np.int32)
+    return tables, new_betas
+
+
+def _reverse(sched, eps, x, t, noise, *, clip: bool, var: str, eta: float | None):
+    if eta is None:  # official: ancestral DDPM step
+        return D.p_sample_step(sched, eps, x, t, noise, clip=clip, var=var)
+    # diffusers-style DDIM step: sigma = eta * sqrt(posterior variance), eps kept after clipping x0
+    x0 = D.predict_x0(sched, x, t, eps)
+    x0 = jnp.clip(x0, -1.0, 1.0) if clip else x0
+    abar_prev = sched.alphas_cumprod_prev[t]
+    sigma = eta * jnp.sqrt(sched.posterior_variance[t])
+    direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps
+    return jnp.sqrt(abar_prev) * x0 + direction + jnp.where(t > 0, sigma, 0.0) * noise
+
+
+@functools.partial(
+    jax.jit, static_argnames=("eps_fn", "has_params", "clip", "var", "eta", "compute_dtype")
+)
+def _inpaint_core(params, sched, tables, x0, keep, keys, *, eps_fn, has_params, clip, var, eta, compute_dtype):
+    # x0 [N, H, W, C] float32 in [-1, 1]; keep [N, H, W, 1]; keys [N] typed keys
+    n = x0.shape[0]
+    if compute_dtype is not None:
+        params = jax.tree.map(lambda p: p.astype(compute_dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+
+    def call(x, t_model):
+        xin = x if compute_dtype is None else x.astype(compute_dtype)
+        tt = jnp.full((n,), t_model, jnp.int32)
+        eps = eps_fn(params, xin, tt) if has_params else eps_fn(xin, tt)
+        return eps.astype(jnp.float32)
+
+    def draw(i):  # three independent normals per example per call: undo, known part, reverse step
+        ks = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        z = jax.vmap(lambda k: jax.random.normal(k, (3,) + x0.shape[1:], jnp.float32))(ks)
+        return z[:, 0], z[:, 1], z[:, 2]
+
+    def body(x, row):
+        z_undo, z_known, z_step = draw(row["index"])
+        x = row["undo_a"] * x + row["undo_b"] * z_undo
+        known = D.q_sample(sched, x0, row["t"], z_known)
+        m = keep * row["inject"]
+        x = m * known + (1.0 - m) * x
+        eps = call(x, row["t_model"])
+        x = _reverse(sched, eps, x, row["t"], z_step, clip=clip, var=var, eta=eta)
+        return x, None
+
+    x_T = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0x7FFFFFFF), x0.shape[1:]))(keys)
+    x, _ = jax.lax.scan(body, x_T, tables)
+    return keep * x0 + (1.0 - keep) * x
+
+
+def _as_keys(key: Any, batch: int) -> jax.Array:
+    """Typed keys [batch]: a single key is folded with the example's position (0..batch-1)."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+    if key.ndim == 0:
+        return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch))
+    if key.shape != (batch,):
+        raise ValueError(f"inpaint: key must be a single key or one per example [{batch}], got shape {key.shape}")
+    return key
+
+
+def inpaint(
+    eps_fn: EpsFn,
+    x0: jax.Array,
+    keep_mask: jax.Array,
+    key: jax.Array,
+    *,
+    betas: np.ndarray,
+    t_T: int = 250,
+    jump_length: int = 10,
+    jump_n_sample: int = 10,
+    params: Any = None,
+    eta: float | None = None,
+    n_draws: int = 1,
+    jump2_length: int = 1,
+    jump2_n_sample: int = 1,
+    jump3_length: int = 1,
+    jump3_n_sample: int = 1,
+    n_sample: int = 1,
+    start_resampling: int = 100_000_000,
+    clip: bool = True,
+    var: str = "fixed_small",
+    compute_dtype: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> jax.Array:
+    """RePaint inpainting in the diffusion's space.
+
+    x0 [B, H, W, C] in [-1, 1]; keep_mask [B, H, W, 1] (or [B, H, W]), 1 = known pixel; key a
+    single key or one per example [B]; betas: the trained betas [T]; t_T respaced steps (t_T = T:
+    no respacing). eps_fn(x_t, t) or, with `params`, eps_fn(params, x_t, t), with t int32 [B] in
+    trained-timestep units. eta=None: the official ancestral step; a float: diffusers' DDIM-style
+    step. compute_dtype=jnp.bfloat16 runs the network in bf16. The batch is split over `mesh`
+    (default: this process's devices). Returns [B, H, W, C] float32, or [B, n_draws, H, W, C] when
+    n_draws > 1 (draw d of example b uses fold_in(key_b, d)).
+
+    eps_fn is a static argument of the compiled program: pass the same function object on every
+    call (not a fresh lambda) so the program is traced once per (shape, schedule length).
+    """
+    x0 = jnp.asarray(x0, jnp.float32)
+    if x0.ndim != 4:
+        raise ValueError(f"inpaint: x0 must be [B, H, W, C], got shape {x0.shape}")
+    keep = jnp.asarray(keep_mask, jnp.float32)
+    keep = keep[..., None] if keep.ndim == 3 else keep
+    if keep.shape != x0.shape[:3] + (1,):
+        raise ValueError(f"inpaint: keep_mask must be [B, H, W, 1] matching x0 {x0.shape}, got {tuple(keep_mask.shape)}")
+    if var not in D.VARIANCES:
+        raise ValueError(f"inpaint: var must be one of {D.VARIANCES}, got {var!r}")
+    betas = np.asarray(betas, np.float64)
+    if t_T > betas.size:
+        raise ValueError(f"inpaint: t_T={t_T} exceeds the {betas.size} trained steps")
+    b = x0.shape[0]
+    if n_draws < 1:
+        raise ValueError(f"inpaint: n_draws must be >= 1, got {n_draws}")
+    keys = _as_keys(key, b)
+    # [B * n_draws] rows, the draws of one example adjacent; draw d uses fold_in(key_b, d)
+    keys = jax.vmap(lambda k: jax.vmap(lambda d: jax.random.fold_in(k, d))(jnp.arange(n_draws)))(keys).reshape(-1)
+    if n_draws > 1:
+        x0 = jnp.repeat(x0, n_draws, axis=0)
+        keep = jnp.repeat(keep, n_draws, axis=0)
+    jump_args = (jump_length, jump_n_sample, jump2_length, jump2_n_sample, jump3_length, jump3_n_sample,
+                 n_sample, start_resampling)
+    tables, new_betas = _step_tables(betas.tobytes(), betas.size, int(t_T), jump_args)
+    sched = D.make_schedule(new_betas)
+
+    mesh = make_mesh(jax.local_devices()) if mesh is None else mesh
+    n = x0.shape[0]
+    multiple = mesh.devices.size
+    if multiple > 1:
+        x0, _ = pad_batch(np.asarray(x0), multiple)
+        keep, _ = pad_batch(np.asarray(keep), multiple)
+        keys = jax.random.wrap_key_data(jnp.asarray(pad_batch(np.asarray(jax.random.key_data(keys)), multiple)[0]))
+        sharding = data_sharding(mesh)
+        x0, keep, keys = (jax.device_put(a, sharding) for a in (x0, keep, keys))
+    out = _inpaint_core(
+        params, sched, {k: jnp.asarray(v) for k, v in tables.items()}, x0, keep, keys,
+        eps_fn=eps_fn, has_params=params is not None, clip=bool(clip), var=var,
+        eta=None if eta is None else float(eta), compute_dtype=compute_dtype,
+    )[:n]
+    return out.reshape((b, n_draws) + out.shape[1:]) if n_draws > 1 else out

@@ -1,0 +1,336 @@
+"""The study's report: `report.md` with tables (confidence intervals) and PNG figures beside it.
+
+Everything is read from files the other stages left in the work directory (score/summary.json,
+train_classifier/metrics.json, explain/heatmaps.npz, and figures if present), so the report can be
+rebuilt without recomputing anything: `write_report(workdir, out_dir, config=...)`.
+Figures use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ibo_jax import io as ibo_io
+
+UPSTREAM_FIGURES = (  # (stage, file, caption)
+    ("data", "examples.png", "Example patches of the data set (tumor and normal)."),
+    ("train_ddpm", "samples.png", "Samples of the DDPM trained on normal patches (what IBO inpaints with)."),
+    ("explain", "heatmaps.png", "Heatmaps per CAM method (target class: tumor)."),
+    ("occlude", "grid.png", "Occlusion strategies (rows) x progressive masks M1..M4 (columns)."),
+)
+SCHEDULE_KEYS = ("t_T", "jump_length", "jump_n_sample", "eta", "n_draws", "timesteps")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def _ci(c: Mapping | None, digits: int = 3) -> str:
+    if not c or c.get("mean") is None:
+        return "n/a"
+    lo, hi = c.get("lo"), c.get("hi")
+    if lo is None or hi is None:
+        return _num(c["mean"], digits)
+    return f"{_num(c['mean'], digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def figure_deletion_curves(summary: Mapping, path: Path, curve: str = "morf") -> bool:
+    strategies = [s for s in summary["strategies"] if curve in summary["strategies"][s]]
+    if not strategies:
+        return False
+    plt = _plt()
+    cols = min(3, len(strategies))
+    rows = (len(strategies) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    for ax, s in zip(axes.flat, strategies, strict=False):
+        curves = summary["strategies"][s][curve]["mean_curve"]
+        for m in [x for x in summary["methods"] + summary.get("controls", []) if x in curves]:
+            c = curves[m]
+            style = "--" if m in summary.get("controls", []) else "-"
+            ax.plot(c["x"], c["y"], style, marker="o", ms=3, label=m)
+        ax.set_title(s)
+        ax.set_xlabel("removed fraction p_i = |Mi|/|M4|" if curve == "morf" else "removed fraction q")
+        ax.set_ylabel("mean p(tumor)")
+        ax.set_ylim(-0.02, 1.02)
+    for ax in list(axes.flat)[len(strategies):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Deletion curves (lower area = more faithful explanation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
+def figure_realism(summary: Mapping, path: Path) -> bool:
+    strategies = [s for s in summary["strategies"] if "morf" in summary["strategies"][s]]
+    metrics = [k for k in ("lpips", "ssim", "psnr") if any(k in summary["strategies"][s]["morf"]["realism"] for s in strategies)]
+    kid = summary.get("kid") or {}
+    panels = metrics + (["kid"] if kid else [])
+    if not panels:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], panels, strict=True):
+        for s in strategies:
+            if k == "kid":
+                y = [np.nan if v is None else v for v in kid.get(s, [])]
+            else:
+                y = [np.nan if c["mean"] is None else c["mean"] for c in summary["strategies"][s]["morf"]["realism"].get(k, [])]
+            if y:
+                ax.plot(range(1, len(y) + 1), y, marker="o", label=s)
+        ax.set_title({"lpips": "LPIPS (lower = more realistic)", "ssim": "SSIM (higher = closer)",
+                      "psnr": "PSNR dB (higher = closer)", "kid": "KID, classifier features"}[k], fontsize=9)
+        ax.set_xlabel("mask level i (Mi removed)")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
+def figure_rank_agreement(summary: Mapping, path: Path) -> bool:
+    strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
+    gt = summary["gt"]["ranking"]
+    if not strategies or not gt:
+        return False
+    plt = _plt()
+    methods = sorted(gt, key=gt.get)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
+    mard = [summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies]
+    boot = [summary["strategies"][s]["morf"]["mard_boot"] for s in strategies]
+    err = np.array([[max(0.0, m - b["lo"]), max(0.0, b["hi"] - m)] for m, b in zip(mard, boot, strict=True)]).T
+    ax1.bar(strategies, mard, yerr=err, capsize=4, color="tab:blue")
+    ax1.set_ylabel("MARD vs GT ranking (lower = agrees)")
+    ax1.set_title("Rank agreement with the ground truth")
+    ax1.tick_params(axis="x", rotation=30)
+    grid = np.array([[gt[m] for m in methods]] + [[summary["strategies"][s]["morf"]["ranking"].get(m, np.nan) for m in methods] for s in strategies], float)
+    im = ax2.imshow(grid, cmap="viridis_r", aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        ax2.text(j, i, "" if np.isnan(v) else int(v), ha="center", va="center", color="w", fontsize=8)
+    ax2.set_yticks(range(len(strategies) + 1), ["GT (IoU)"] + strategies)
+    ax2.set_xticks(range(len(methods)), methods, rotation=30, fontsize=8)
+    ax2.set_title("Rank of each method (1 = best)")
+    fig.colorbar(im, ax=ax2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
+def figure_levels(explain_dir: Path, path: Path, n_images: int = 3) -> bool:
+    f_ev, f_hm = explain_dir / "eval_set.npz", explain_dir / "heatmaps.npz"
+    if not (f_ev.exists() and f_hm.exists()):
+        return False
+    ev, hm = ibo_io.read_npz(f_ev), ibo_io.read_npz(f_hm)
+    levels, methods = hm["levels"], [str(m) for m in hm["methods"]]
+    n = min(n_images, levels.shape[0])
+    plt = _plt()
+    k = max(int(levels.max()), 2)
+    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.6 * (len(methods) + 1), 1.7 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(ev["image"][i])
+        axes[i, 0].contour(ev["tumor_mask"][i], levels=[0.5], colors="lime", linewidths=0.8)
+        for j, m in enumerate(methods):
+            lv = np.where(levels[i, j] > 0, levels[i, j], np.nan)
+            axes[i, j + 1].imshow(lv, cmap="jet_r", vmin=1, vmax=k)
+            if i == 0:
+                axes[i, j + 1].set_title(m, fontsize=8)
+        if i == 0:
+            axes[i, 0].set_title("image + GT", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("Importance levels (red = level 1, most important ... blue = least; never removed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
+def _find(tree: Any, keys: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    if isinstance(tree, Mapping):
+        for k, v in tree.items():
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if k in keys:
+                out[name] = v
+            out.update(_find(v, keys, name))
+    return out
+
+
+
+
+def _section_tables(summary: Mapping) -> list[str]:
+    out = []
+    strategies = list(summary["strategies"])
+    methods, controls = summary["methods"], summary.get("controls", [])
+    gt = summary["gt"]
+    out.append("## Ground truth: IoU of the combined mask M4 with the pathologists' tumor mask\n\n"
+               "Mean over patches, 95% bootstrap confidence interval in brackets. The GT ranking sorts "
+               "methods by mean IoU, highest first. Controls are shown but never ranked.\n\n")
+    out.append(_table(["method", "mean IoU [95% CI]", "patches", "GT rank"],
+                      [[m, _ci(gt["iou"].get(m)), int(gt["iou"].get(m, {}).get("n") or 0), gt["ranking"].get(m, "control")]
+                       for m in methods + controls]))
+    for curve, title in (("morf", "Deletion AUC per method and strategy (MoRF, x = |Mi|/|M4|)"),
+                         ("fixed", "Fixed-fraction deletion AUC (top q of the pixels, same q for every method)")):
+        if not any(curve in summary["strategies"][s] for s in strategies):
+            continue
+        cols = [s for s in strategies if curve in summary["strategies"][s]]
+        out.append(f"\n## {title}\n\nMean AUC of p(tumor) [95% CI] (rank). Lower = the method's most "
+                   "important pixels really drove the prediction.\n\n")
+        rows = []
+        for m in methods + controls:
+            row = [m]
+            for s in cols:
+                d = summary["strategies"][s][curve]
+                r = d.get("ranking", {}).get(m)
+                row.append(f"{_ci(d['auc'].get(m))} ({r if r else 'control' if m in controls else '-'})")
+            rows.append(row)
+        out.append(_table(["method"] + cols, rows))
+        out.append("\n**Agreement of each strategy's ranking with the GT ranking**\n\n")
+        agr = []
+        for s in cols:
+            d = summary["strategies"][s][curve]
+            a, al, b = d.get("agreement", {}), d.get("agreement_logit", {}), d.get("mard_boot", {})
+            agr.append([s, _num(a.get("mard")), f"[{_num(b.get('lo'))}, {_num(b.get('hi'))}]",
+                        f"{100 * a['exact_match']:.0f}%" if "exact_match" in a else "n/a",
+                        _num(a.get("spearman")), _num(a.get("kendall")), _num(al.get("mard"))])
+        out.append(_table(["strategy", "MARD", "MARD bootstrap 95% interval", "exact rank matches",
+                           "Spearman", "Kendall", "MARD (AUC on logit)"], agr))
+    if any("area" in summary["strategies"][s].get("morf", {}) for s in strategies):
+        s0 = next(s for s in strategies if "area" in summary["strategies"][s].get("morf", {}))
+        area = summary["strategies"][s0]["morf"]["area"]
+        out.append("\n## Mask area |Mi| / HW per method\n\nLarger masks can win both the AUC (x is "
+                   "normalized by each method's own |M4|) and the IoU on mostly-tumor patches.\n\n")
+        n = len(next(iter(area.values())))
+        out.append(_table(["method"] + [f"M{i + 1}" for i in range(n)],
+                          [[m] + [_num(v) for v in area[m]] for m in methods + controls if m in area]))
+    out.append("\n## Realism of the occluded images per strategy and mask level\n\n"
+               "LPIPS (AlexNet; lower = more realistic), SSIM and PSNR against the original (higher = "
+               "closer), and KID between original and occluded images in the classifier's own feature "
+               "space (lower = less out-of-distribution for this classifier). Mean [95% CI] over patches.\n\n")
+    if not summary.get("lpips_available"):
+        out.append("LPIPS: **unavailable** (no AlexNet backbone weights were configured; set "
+                   "`score.lpips_alexnet_weights` to a torchvision AlexNet state dict file).\n\n")
+    rows = []
+    for s in strategies:
+        d = summary["strategies"][s].get("morf")
+        if not d:
+            continue
+        real, kid = d["realism"], (summary.get("kid") or {}).get(s, [])
+        n = max([len(v) for v in real.values()] + [len(kid)])
+        for i in range(n):
+            cells = [_ci(real[k][i]) if k in real and i < len(real[k]) else "n/a" for k in ("lpips", "ssim", "psnr")]
+            rows.append([s, f"M{i + 1}", *cells, _num(kid[i], 4) if i < len(kid) else "n/a"])
+    out.append(_table(["strategy", "mask", "LPIPS", "SSIM", "PSNR (dB)", "KID"], rows))
+    tests = summary.get("paired_mard_tests") or {}
+    if tests:
+        out.append("\n## Is one strategy's MARD really lower than another's? (paired bootstrap)\n\n"
+                   "Patches are resampled together for both strategies and the GT; p = share of "
+                   "resamples where A's MARD is not lower than B's (small p: A agrees with the GT better "
+                   "beyond patch-sampling noise).\n\n")
+        out.append(_table(["A < B", "MARD(A) - MARD(B)", "95% interval", "p"],
+                          [[k, _num(v["mard_diff"]), f"[{_num(v['lo'])}, {_num(v['hi'])}]", _num(v["p_value"])]
+                           for k, v in sorted(tests.items())]))
+    return out
+
+
+def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
+                    config: Mapping | None = None, figures: list[tuple[str, str]] = ()) -> str:
+    """The report text; `figures` are (file name beside report.md, caption)."""
+    strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
+    best = min(strategies, key=lambda s: summary["strategies"][s]["morf"]["agreement"]["mard"]) if strategies else None
+    out = ["# Which CAM explanation can we trust? Deletion tests under six occlusion strategies\n\n",
+           "A classifier labels histopathology patches as tumor or normal. CAM methods (Grad-CAM and six "
+           "others) produce heatmaps saying which pixels drove the *tumor* prediction. To test a heatmap we "
+           "**delete** its most important pixels step by step (masks M1 ⊂ M2 ⊂ M3 ⊂ M4 from 1-D k-means "
+           "levels of the heatmap) and watch p(tumor) fall: the faster it falls, the more faithful the "
+           "explanation (lower area under the curve, AUC). *How* pixels are deleted matters: blackening or "
+           "blurring creates unnatural images the classifier may react to. **IBO** regenerates the removed "
+           "pixels with a diffusion model (RePaint) trained on normal tissue only. Each strategy ranks the "
+           "methods by mean AUC; the **ground truth** ranks them by how well M4 overlaps the pathologists' "
+           "tumor annotation (IoU). MARD is the mean absolute difference between a strategy's ranks and "
+           "the GT ranks (0 = identical rankings). Controls: `random` (a random heatmap) and `oracle` (the "
+           "annotation itself) show what bad and ideal scores look like.\n\n"]
+    if best is not None:
+        mards = ", ".join(f"{s} {summary['strategies'][s]['morf']['agreement']['mard']:.3f}" for s in strategies)
+        out.append(f"**Verdict of this run:** the strategy whose ranking agrees best with the GT is "
+                   f"**{best}** (MARD: {mards}). Check the bootstrap intervals and paired tests below before "
+                   "trusting a difference.\n\n")
+    out.append("## This run\n\n")
+    facts = [["evaluation set", f"{summary.get('n_images', 'n/a')} tumor patches"],
+             ["misclassified (original image, p(tumor) < 0.5)", str(summary.get("misclassified", "n/a"))],
+             ["methods", ", ".join(summary["methods"])], ["controls", ", ".join(summary.get("controls", [])) or "none"],
+             ["strategies", ", ".join(summary["strategies"])]]
+    facts += [[f"excluded ({k})", str(v)] for k, v in sorted((summary.get("exclusions") or {}).items())]
+    facts += [[f"config: {k}", str(v)] for k, v in sorted(_find(config or {}, SCHEDULE_KEYS).items())]
+    facts += [[f"config: {k}", str(v)] for k, v in sorted((summary.get("layout") or {}).items())]
+    out.append(_table(["", ""], facts))
+    if classifier_metrics:
+        out.append("\n## The classifier\n\n")
+        flat = {k: v for k, v in classifier_metrics.items() if isinstance(v, (int, float, str))}
+        out.append(_table(["metric", "value"], [[k, _num(v, 4) if isinstance(v, float) else v] for k, v in sorted(flat.items())]))
+    out.extend("\n" + t if not t.startswith("\n") else t for t in _section_tables(summary))
+    if figures:
+        out.append("\n## Figures\n\n")
+        out.extend(f"![{cap}]({name})\n\n*{cap}*\n\n" for name, cap in figures)
+    return "".join(out)
+
+
+def write_report(workdir: str | Path, out_dir: str | Path, *, config: Mapping | None = None) -> dict:
+    """Builds out_dir/report.md and its figures from a work directory; returns a small summary."""
+    workdir, out_dir = Path(workdir), Path(out_dir)
+    summary_path = workdir / "score" / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path}: missing; run the score stage first")
+    summary = ibo_io.read_json(summary_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for stage, name, cap in UPSTREAM_FIGURES:
+        src = workdir / stage / name
+        if src.exists():
+            dst = out_dir / f"{stage}_{name}"
+            with ibo_io.atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+            figures.append((dst.name, cap))
+    own = (("levels.png", "Importance levels per method for a few patches (green: GT tumor outline).",
+            lambda p: figure_levels(workdir / "explain", p)),
+           ("deletion_curves.png", "Mean deletion curves per strategy (dashed: controls).",
+            lambda p: figure_deletion_curves(summary, p)),
+           ("deletion_curves_fixed.png", "Fixed-fraction deletion curves (same q grid for every method).",
+            lambda p: figure_deletion_curves(summary, p, "fixed")),
+           ("realism.png", "Realism of occluded images per mask level and strategy.", lambda p: figure_realism(summary, p)),
+           ("rank_agreement.png", "MARD per strategy (bootstrap 95% interval) and every method's rank.",
+            lambda p: figure_rank_agreement(summary, p)))
+    for name, cap, fn in own:
+        with ibo_io.atomic_path(out_dir / name) as tmp:
+            made = fn(tmp)
+        if made:
+            figures.append((name, cap))
+        else:
+            (out_dir / name).unlink(missing_ok=True)
+    metrics_path = workdir / "train_classifier" / "metrics.json"
+    metrics = ibo_io.read_json(metrics_path) if metrics_path.exists() else None
+    text = render_markdown(summary, classifier_metrics=metrics, config=config, figures=figures)
+    ibo_io.write_text(out_dir / "report.md", text)
+    return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

@@ -1,0 +1,55 @@
+"""Occlusion strategies: one registry from name to function.
+
+    out = occlusion.apply("nli", images, remove_mask, key=key, **options)
+
+images float32 [B, H, W, 3] in [0, 1]; remove_mask bool [B, H, W], True = removed; the result is
+float32 [B, H, W, 3] in [0, 1] with kept pixels unchanged (for `ibo` with n_draws > 1:
+[B, n_draws, H, W, 3]). Random strategies (histogram, nli, ibo) take `key`: one key (folded with
+the batch position) or, better, per-example keys [B] so results do not depend on batching.
+
+Every strategy is `fn(images, remove_mask, *, key=None, **options)`. `ibo` comes from
+`ibo_jax/occlusion/ibo.py` (RePaint) and needs `eps_model=` (an `EpsModel`); without that
+module the registry simply lacks it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import jax
+
+from ibo_jax.occlusion import blurring, histogram, nli, simple
+from ibo_jax.occlusion.simple import check_inputs, example_keys, to_uint8
+
+# Submodules keep their names (`occlusion.nli` is the module); the functions live in REGISTRY.
+REGISTRY: dict[str, Callable[..., jax.Array]] = {
+    "blackening": simple.blackening,
+    "blurring": blurring.blurring,
+    "mean": simple.mean,
+    "histogram": histogram.histogram,
+    "nli": nli.nli,
+}
+RANDOM = frozenset({"histogram", "nli", "ibo"})
+
+try:
+    _ibo_module = importlib.import_module("ibo_jax.occlusion.ibo")
+except ModuleNotFoundError as e:  # only the missing module itself is tolerated
+    if e.name != "ibo_jax.occlusion.ibo":
+        raise
+else:
+    REGISTRY["ibo"] = _ibo_module.ibo
+
+STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def apply(name: str, images, remove_mask, key=None, **options) -> jax.Array:
+    """Occludes `images` where `remove_mask` is True with strategy `name` (see STRATEGIES)."""
+    if name not in REGISTRY:
+        hint = " (needs ibo_jax/occlusion/ibo.py)" if name == "ibo" else ""
+        raise ValueError(f"occlusion strategy {name!r} unknown{hint}; expected one of {STRATEGIES}")
+    images, remove_mask = check_inputs(images, remove_mask)
+    return REGISTRY[name](images, remove_mask, key=key, **options)
+
+
+__all__ = ["REGISTRY", "STRATEGIES", "RANDOM", "apply", "check_inputs", "example_keys", "to_uint8"]

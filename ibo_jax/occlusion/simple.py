@@ -1,0 +1,96 @@
+"""Input checks, per-example keys, and the two simplest occlusions: blackening and mean.
+
+Every strategy takes images float32 [B, H, W, 3] in [0, 1] and remove_mask bool [B, H, W]
+(True = removed) and returns float32 [B, H, W, 3] in [0, 1] where kept pixels are unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_RANGE_SLACK = 1e-4
+
+
+def check_inputs(images, remove_mask) -> tuple[jax.Array, jax.Array]:
+    """Validates and converts: images float [B, H, W, 3] in [0, 1], remove_mask bool [B, H, W]."""
+    images = jnp.asarray(images)
+    remove_mask = jnp.asarray(remove_mask)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images: expected [B, H, W, 3] RGB, got shape {images.shape}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(
+            f"images: expected float values in [0, 1], got dtype {images.dtype} "
+            "(divide uint8 images by 255)"
+        )
+    if remove_mask.shape != images.shape[:3]:
+        raise ValueError(
+            f"remove_mask: expected shape {images.shape[:3]} ([B, H, W] of the images), "
+            f"got {remove_mask.shape}"
+        )
+    if remove_mask.dtype != jnp.bool_:
+        raise ValueError(f"remove_mask: expected bool (True = removed), got dtype {remove_mask.dtype}")
+    images = images.astype(jnp.float32)
+    if images.size:
+        lo, hi = float(jnp.min(images)), float(jnp.max(images))
+        if not (lo >= -_RANGE_SLACK and hi <= 1 + _RANGE_SLACK):
+            raise ValueError(f"images: expected values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return jnp.clip(images, 0.0, 1.0), remove_mask
+
+
+def example_keys(key, batch: int, *, name: str = "key") -> jax.Array:
+    """Per-example typed keys [B] from one key (folded with the batch position) or keys [B].
+
+    Pass per-example keys (e.g. `ibo_jax.rng.fold(root, image_id, ...)` stacked) so the draws do
+    not depend on how examples are batched. Accepts typed keys and raw uint32 keys.
+    """
+    if key is None:
+        raise ValueError(f"{name}: this strategy is random; pass a jax key or per-example keys [B]")
+    key = jnp.asarray(key)
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+            raise ValueError(f"{name}: expected a jax key (jax.random.key) or keys [B], got {key.dtype}{key.shape}")
+        key = jax.random.wrap_key_data(key)
+    if key.shape == ():
+        return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch))
+    if key.shape == (batch,):
+        return key
+    raise ValueError(f"{name}: expected one key or per-example keys of shape [{batch}], got {key.shape}")
+
+
+@jax.jit
+def _blacken(images: jax.Array, remove_mask: jax.Array) -> jax.Array:
+    return jnp.where(remove_mask[..., None], 0.0, images)
+
+
+def blackening(images, remove_mask, *, key=None) -> jax.Array:
+    """I' = I * (1 - M): removed pixels become black."""
+    del key
+    images, remove_mask = check_inputs(images, remove_mask)
+    return _blacken(images, remove_mask)
+
+
+@jax.jit
+def _mean_fill(images: jax.Array, remove_mask: jax.Array, kept_only: jax.Array) -> jax.Array:
+    keep = (~remove_mask)[..., None].astype(jnp.float32)  # [B, H, W, 1]
+    whole = jnp.mean(images, axis=(1, 2), keepdims=True)  # [B, 1, 1, 3]
+    n_kept = jnp.sum(keep, axis=(1, 2), keepdims=True)
+    kept = jnp.sum(images * keep, axis=(1, 2), keepdims=True) / jnp.maximum(n_kept, 1.0)
+    mu = jnp.where(kept_only & (n_kept > 0), kept, whole)
+    return jnp.where(remove_mask[..., None], mu, images)
+
+
+def mean(images, remove_mask, *, key=None, kept_only: bool = False) -> jax.Array:
+    """I' = I * (1 - M) + mu * M, mu the per-channel mean of the image itself.
+
+    kept_only: take mu over the kept pixels only (falls back to the whole image if none is kept).
+    """
+    del key
+    images, remove_mask = check_inputs(images, remove_mask)
+    return _mean_fill(images, remove_mask, jnp.asarray(bool(kept_only)))
+
+
+def to_uint8(images) -> np.ndarray:
+    """[0, 1] floats -> uint8 by rounding (how occluded images are stored and re-scored)."""
+    return np.asarray(jnp.round(jnp.clip(jnp.asarray(images), 0.0, 1.0) * 255.0)).astype(np.uint8)

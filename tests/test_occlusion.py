@@ -1,0 +1,183 @@
+"""Occlusion strategies: kept pixels untouched, formulas, determinism, NLI vs ROAD reference."""
+
+import importlib
+import importlib.util
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ibo_jax import occlusion
+from ibo_jax.occlusion import blurring as blur_mod
+from ibo_jax.occlusion import nli as nli_mod
+
+B, H, W = 3, 24, 24
+BASIC = ("blackening", "blurring", "mean", "histogram", "nli")
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:H, :W] / H
+    img = np.stack(
+        [np.stack([0.5 + 0.4 * np.sin(6 * xx + i) * np.cos(4 * yy + c) for c in range(3)], -1) for i in range(B)]
+    ).astype(np.float32)
+    mask = np.zeros((B, H, W), bool)
+    mask[0, 4:14, 6:20] = True
+    mask[1] = rng.random((H, W)) < 0.5
+    mask[2, :, :12] = True
+    mask[2, 0, 0] = False
+    return img, mask
+
+
+def _keys(n, salt=0):
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(salt), i))(jnp.arange(n))
+
+
+def test_registry():
+    assert set(BASIC) <= set(occlusion.STRATEGIES)
+    assert tuple(occlusion.REGISTRY) == occlusion.STRATEGIES
+    with pytest.raises(ValueError, match="unknown"):
+        occlusion.apply("smudge", *_data())
+
+
+@pytest.mark.parametrize("name", BASIC)
+def test_kept_pixels_unchanged_and_range(name):
+    img, mask = _data()
+    out = np.asarray(occlusion.apply(name, img, mask, key=_keys(B)))
+    assert out.shape == img.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[~mask], img[~mask])
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.abs(out[mask] - img[mask]).max() > 1e-3  # something happened
+
+
+@pytest.mark.parametrize("name", ("histogram", "nli"))
+def test_per_example_keys_independent_of_batching(name):
+    img, mask = _data()
+    keys = _keys(B, salt=7)
+    full = np.asarray(occlusion.apply(name, img, mask, key=keys))
+    one = np.asarray(occlusion.apply(name, img[1:2], mask[1:2], key=keys[1:2]))
+    np.testing.assert_array_equal(full[1], one[0])
+    again = np.asarray(occlusion.apply(name, img, mask, key=keys))
+    np.testing.assert_array_equal(full, again)
+    raw = np.asarray(occlusion.apply(name, img, mask, key=jax.random.key_data(keys)))
+    np.testing.assert_array_equal(full, raw)
+    with pytest.raises(ValueError, match="key"):
+        occlusion.apply(name, img, mask, key=None)
+
+
+def test_blackening_and_mean_formulas():
+    img, mask = _data()
+    out = np.asarray(occlusion.apply("blackening", img, mask))
+    np.testing.assert_array_equal(out, img * (1 - mask[..., None]))
+    out = np.asarray(occlusion.apply("mean", img, mask))
+    mu = img.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(out, np.where(mask[..., None], mu, img), atol=1e-6)
+    out = np.asarray(occlusion.apply("mean", img, mask, kept_only=True))
+    np.testing.assert_allclose(out[0][mask[0]][0], img[0][~mask[0]].mean(0), atol=1e-6)
+
+
+def test_blurring_matches_scipy():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    img, mask = _data()
+    sigma = blur_mod.default_sigma(W)
+    assert sigma == pytest.approx(10 * W / 224)
+    out = np.asarray(occlusion.apply("blurring", img, mask))
+    ref = ndimage.gaussian_filter(img.astype(np.float64), sigma=(0, sigma, sigma, 0), mode="reflect")
+    np.testing.assert_allclose(out, np.where(mask[..., None], np.clip(ref, 0, 1), img), atol=1e-5)
+    out3 = np.asarray(occlusion.apply("blurring", img, mask, sigma=3.0))
+    ref3 = ndimage.gaussian_filter(img.astype(np.float64), sigma=(0, 3, 3, 0), mode="reflect")
+    np.testing.assert_allclose(out3[mask], ref3[mask], atol=1e-5)
+
+
+def test_histogram_draws_from_kept_values():
+    img, mask = _data()
+    img = np.round(img * 255) / 255
+    out = np.asarray(occlusion.apply("histogram", img, mask, key=_keys(B)))
+    for i in range(B):
+        for c in range(3):
+            kept = set(np.round(img[i][~mask[i]][:, c] * 255).astype(int))
+            drawn = set(np.round(out[i][mask[i]][:, c] * 255).astype(int))
+            assert drawn <= kept
+    # distribution: mean of draws near the kept mean (many draws on image 1, half removed)
+    np.testing.assert_allclose(out[1][mask[1]].mean(0), img[1][~mask[1]].mean(0), atol=0.05)
+
+
+def test_nli_solution_is_neighbour_mean():
+    img, mask = _data()
+    out = np.asarray(occlusion.apply("nli", img, mask, noise=0.0)).astype(np.float64)
+    for i in range(B):
+        pad = np.pad(out[i], ((1, 1), (1, 1), (0, 0)))
+        inside = np.pad(np.ones((H, W)), 1)
+        num = sum(wt * pad[1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W] for (dy, dx), wt in nli_mod.NEIGHBOURS)
+        den = sum(wt * inside[1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W] for (dy, dx), wt in nli_mod.NEIGHBOURS)
+        np.testing.assert_allclose(out[i][mask[i]], (num / den[..., None])[mask[i]], atol=1e-5)
+
+
+def test_nli_cg_matches_scipy():
+    img, mask = _data()
+    exact = np.asarray(occlusion.apply("nli", img, mask, noise=0.0))
+    filled, iters, res = nli_mod.solve_cg(jnp.asarray(img), jnp.asarray(mask), 1e-6, 5000)
+    assert float(res) <= 1e-6 and int(iters) < 5000
+    np.testing.assert_allclose(np.asarray(filled), exact, atol=1e-4)
+    noisy = np.asarray(occlusion.apply("nli", img, mask, key=_keys(B), solver="cg"))
+    std = (noisy - exact)[mask].std()
+    assert 0.005 < std < 0.015  # ROAD's noise, std 0.01 (clipping trims a little)
+
+
+def test_all_removed_does_not_crash():
+    img, _ = _data()
+    mask = np.ones((B, H, W), bool)
+    for name in BASIC:
+        out = np.asarray(occlusion.apply(name, img, mask, key=_keys(B)))
+        assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "images, mask, match",
+    [
+        (np.zeros((2, 8, 8)), np.zeros((2, 8, 8), bool), r"\[B, H, W, 3\]"),
+        (np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), bool), "float"),
+        (np.full((2, 8, 8, 3), 2.0), np.zeros((2, 8, 8), bool), r"\[0, 1\]"),
+        (np.zeros((2, 8, 8, 3)), np.zeros((2, 8, 7), bool), "remove_mask"),
+        (np.zeros((2, 8, 8, 3)), np.zeros((2, 8, 8)), "bool"),
+    ],
+)
+def test_bad_input(images, mask, match):
+    with pytest.raises(ValueError, match=match):
+        occlusion.apply("blackening", images, mask)
+
+
+def _import_road():
+    """pytorch-grad-cam's ROAD module; its package imports torchvision, which is replaced."""
+    if "torchvision" not in sys.modules:
+        tv = types.ModuleType("torchvision")
+        tr = types.ModuleType("torchvision.transforms")
+        fn = types.ModuleType("torchvision.transforms.functional")
+        ops = types.ModuleType("torchvision.ops")
+        for name in ("Compose", "Normalize", "ToTensor", "Resize"):
+            setattr(tr, name, object)
+        fn.resize = None
+        tr.functional = fn
+        tv.transforms, tv.ops = tr, ops
+        sys.modules.update({"torchvision": tv, "torchvision.transforms": tr,
+                            "torchvision.transforms.functional": fn, "torchvision.ops": ops})
+    return importlib.import_module("pytorch_grad_cam.metrics.road")
+
+
+@pytest.mark.interop
+def test_nli_matches_pytorch_grad_cam():
+    torch = pytest.importorskip("torch")
+    if importlib.util.find_spec("pytorch_grad_cam") is None:
+        pytest.skip("pytorch-grad-cam not installed")
+    road = _import_road()
+    img, mask = _data()
+    ours = np.asarray(occlusion.apply("nli", img, mask, noise=0.0))
+    imputer = road.NoisyLinearImputer(noise=0.0)
+    for i in range(B):
+        chw = torch.tensor(img[i].transpose(2, 0, 1))
+        keep = torch.tensor((~mask[i]).astype(np.float32))  # reference: 1 = kept, 0 = impute
+        ref = imputer(chw, keep).numpy().transpose(1, 2, 0)
+        np.testing.assert_allclose(ours[i], np.clip(ref, 0, 1), atol=1e-5)

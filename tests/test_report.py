@@ -1,0 +1,111 @@
+"""Score summaries (Study) on synthetic score arrays, the tidy CSV, and the report."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from ibo_jax import io as ibo_io
+from ibo_jax.evaluation import report
+from ibo_jax.stages.score import Study
+
+M = ["gradcam", "gradcam++", "xgradcam", "ablationcam", "fullgrad", "scorecam", "eigencam", "random", "oracle"]
+QUALITY = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.05, 1.0])  # GT order = list order
+
+
+def make_study(n=10, n_masks=4, seed=0, strategies=(("ibo", 0.0), ("blackening", 0.6)), drop=None):
+    rng = np.random.default_rng(seed)
+    m = len(M)
+    areas = np.broadcast_to(np.linspace(0.1, 0.4, n_masks), (n, m, n_masks)).copy()
+    valid = np.ones((n, m), bool)
+    valid[0, 1] = False  # one excluded heatmap
+    gt_iou = np.clip(QUALITY[None] * 0.6 + 0.01 * rng.normal(size=(n, m)), 0, 1)
+    p0 = rng.uniform(0.9, 0.99, n)
+    st = Study(image_id=np.arange(100, 100 + n), label=np.ones(n, np.int32), methods=M,
+               controls=["random", "oracle"], areas=areas, valid=valid,
+               gt_iou=np.where(valid, gt_iou, np.nan), p0=p0, logit0=np.log(p0 / (1 - p0)),
+               fractions={"fixed": [0.1, 0.2, 0.3, 0.4][:n_masks]})
+    for strategy, noise in strategies:
+        for curve in ("morf", "fixed"):
+            pos, meth, mask = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(m), np.arange(1, n_masks + 1), indexing="ij"))
+            p = p0[pos] * np.exp(-3 * QUALITY[meth] * mask)  # better methods fall faster
+            p = np.clip(p + noise * rng.uniform(size=p.size), 0, 1)
+            keep = np.ones(p.size, bool) if drop is None else ~((np.array(M)[meth] == drop) & (pos == 1))
+            rows = {"pos": pos[keep], "method": np.array(M)[meth][keep], "mask": mask[keep],
+                    "draw": np.zeros(keep.sum(), np.int64), "p": p[keep],
+                    "logit": np.log(np.clip(p, 1e-9, 1) / np.clip(1 - p, 1e-9, 1))[keep],
+                    "ssim": (1 - 0.1 * mask * (1 + noise))[keep], "psnr": (30.0 - mask)[keep],
+                    "feat": rng.normal(size=(int(keep.sum()), 4)) + noise * mask[keep, None]}
+            st.add(strategy, curve, rows)
+    return st
+
+
+def test_summary_rankings_agreement_and_controls():
+    st = make_study()
+    s = st.summarize(n_boot=100, seed=0)
+    assert s["methods"] == M[:7] and s["controls"] == ["random", "oracle"]
+    assert s["gt"]["ranking"] == {m: i + 1 for i, m in enumerate(M[:7])}
+    ibo = s["strategies"]["ibo"]["morf"]
+    assert ibo["ranking"] == s["gt"]["ranking"]  # noise-free: the GT order exactly
+    assert ibo["agreement"]["mard"] == 0 and ibo["agreement"]["exact_match"] == 1
+    assert "random" not in ibo["ranking"] and "oracle" in ibo["auc"]
+    assert ibo["auc"]["random"]["mean"] > ibo["auc"]["gradcam"]["mean"] > ibo["auc"]["oracle"]["mean"]
+    assert ibo["auc"]["gradcam++"]["n"] == 9  # the excluded heatmap
+    assert s["strategies"]["blackening"]["morf"]["agreement"]["mard"] > 0
+    test = s["paired_mard_tests"]["ibo<blackening"]
+    assert test["mard_diff"] < 0 and test["p_value"] < 0.5
+    assert len(ibo["realism"]["ssim"]) == 4 and ibo["realism"]["ssim"][0]["mean"] == pytest.approx(0.9)
+    assert ibo["area"]["gradcam"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert s["strategies"]["ibo"]["fixed"]["mean_curve"]["gradcam"]["x"] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    kid = st.kid(np.random.default_rng(0).normal(size=(10, 4)))
+    assert kid["blackening"][-1] > kid["ibo"][-1]
+
+
+def test_missing_method_counted_and_bad_input():
+    st = make_study(strategies=(("ibo", 0.0),), drop="xgradcam")
+    s = st.summarize(n_boot=20)
+    assert s["strategies"]["ibo"]["morf"]["missing"] == 1
+    assert s["strategies"]["ibo"]["morf"]["auc"]["xgradcam"]["n"] == 9
+    with pytest.raises(ValueError, match=r"p_tumor of ibo/morf.*\[0, 1\]"):
+        st.add("ibo", "morf", {"pos": [0], "method": ["gradcam"], "mask": [1], "draw": [0], "p": [1.5], "logit": [0.0]})
+    with pytest.raises(ValueError, match="unknown methods"):
+        st.add("ibo", "morf", {"pos": [0], "method": ["nope"], "mask": [1], "draw": [0], "p": [0.5], "logit": [0.0]})
+
+
+def test_tidy_csv(tmp_path):
+    st = make_study(n=3, strategies=(("mean", 0.1),))
+    st.write_csv(tmp_path / "scores.csv")
+    with open(tmp_path / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * len(M) * 2 * 5  # images x methods x curves x (original + 4 masks)
+    for col in ("image_id", "method", "strategy", "mask", "fraction", "p_tumor", "logit", "area"):
+        assert col in rows[0]
+    orig = [r for r in rows if r["mask"] == "0"]
+    assert all(r["fraction"] == "0" and r["ssim"] == "" for r in orig)
+    r = next(r for r in rows if r["curve"] == "morf" and r["mask"] == "4" and r["method"] == "gradcam")
+    assert float(r["fraction"]) == 1 and float(r["area"]) == pytest.approx(0.4) and r["image_id"] == "100"
+
+
+def test_report_from_workdir(tmp_path):
+    st = make_study()
+    s = st.summarize(n_boot=50)
+    s.update(kid=st.kid(np.zeros((10, 4)) + 0.1), n_images=10, misclassified=1, lpips_available=False)
+    ibo_io.write_json(tmp_path / "score" / "summary.json", s)
+    ibo_io.write_json(tmp_path / "train_classifier" / "metrics.json", {"test_accuracy": 0.97, "note": "demo"})
+    (tmp_path / "occlude").mkdir()
+    (tmp_path / "occlude" / "grid.png").write_bytes(b"\x89PNG fake")
+    rng = np.random.default_rng(0)
+    ibo_io.write_npz(tmp_path / "explain" / "eval_set.npz", {
+        "image": rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8), "tumor_mask": rng.uniform(size=(2, 16, 16)) > 0.5})
+    ibo_io.write_npz(tmp_path / "explain" / "heatmaps.npz", {
+        "methods": np.array(M[:3]), "levels": rng.integers(1, 6, (2, 3, 16, 16)).astype(np.int8)})
+    out = report.write_report(tmp_path, tmp_path / "report", config={"occlude": {"ibo": {"t_T": 20, "jump_length": 5}}})
+    text = (tmp_path / "report" / "report.md").read_text()
+    for png in ("deletion_curves.png", "realism.png", "rank_agreement.png", "levels.png", "occlude_grid.png"):
+        assert (tmp_path / "report" / png).exists() and f"]({png})" in text
+    assert (tmp_path / "report" / "rank_agreement.png").read_bytes()[:4] == b"\x89PNG"
+    assert "**ibo**" in text and "LPIPS: **unavailable**" in text and "t_T | 20" in text
+    assert "test_accuracy | 0.9700" in text and "10 tumor patches" in text
+    assert out["figures"] >= 6
+    with pytest.raises(FileNotFoundError, match="score stage"):
+        report.write_report(tmp_path / "nowhere", tmp_path / "r2")

@@ -158,3 +158,38 @@ def test_sharded_over_forced_host_devices_matches_one_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
     assert "OK" in res.stdout, res.stderr[-2000:]
+
+
+class _TinyEps:
+    """A stand-in EpsModel: apply(params, x_t, t) -> eps, params, betas, image_size."""
+
+    def __init__(self, size):
+        self.params = {"w": jnp.float32(0.2)}
+        self.betas = np.linspace(0.01, 0.3, 20).astype(np.float32)
+        self.image_size = size
+
+    @staticmethod
+    def apply(params, x, t):
+        return params["w"] * x
+
+
+def test_ibo_strategy_chunks_keys_and_resizing():
+    from ibo_jax.occlusion.ibo import ibo
+
+    images = jax.random.uniform(jax.random.key(0), (5, 6, 6, 3))
+    remove = jnp.zeros((5, 6, 6), bool).at[:, 2:4, 1:5].set(True)
+    keys = jax.random.split(jax.random.key(1), 5)
+    kw = dict(key=keys, eps_model=_TinyEps(6), t_T=6, jump_length=2, jump_n_sample=2)
+    stats = {}
+    a = ibo(images, remove, batch_size=2, stats=stats, **kw)
+    b = ibo(images, remove, batch_size=5, **kw)
+    assert a.shape == images.shape and stats["inpaintings"] == 5
+    np.testing.assert_allclose(a, b, atol=1e-6)  # chunking does not change a draw
+    np.testing.assert_array_equal(np.where(remove[..., None], 0, a), np.where(remove[..., None], 0, images))
+    assert float(a.min()) >= 0 and float(a.max()) <= 1 and not np.allclose(a, images)
+    small = ibo(images, remove, batch_size=5, **(kw | {"eps_model": _TinyEps(4), "n_draws": 2}))
+    assert small.shape == (5, 2, 6, 6, 3)
+    np.testing.assert_array_equal(np.where(remove[:, None, ..., None], 0, small),
+                                  np.where(remove[:, None, ..., None], 0, jnp.repeat(images[:, None], 2, 1)))
+    with pytest.raises(ValueError, match="eps_model"):
+        ibo(images, remove, key=keys)

@@ -13,6 +13,7 @@ from ibo_jax.repaint.diffusion import (
     respace,
     space_timesteps,
 )
+from ibo_jax.repaint.sampler import inpaint
 from ibo_jax.repaint.schedule import ScheduleCost, count_schedule, jump_schedule, schedule_cost
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "q_sample",
     "respace",
     "space_timesteps",
+    "inpaint",
     "ScheduleCost",
     "count_schedule",
     "jump_schedule",

@@ -109,3 +109,89 @@ def test_report_from_workdir(tmp_path):
     assert out["figures"] >= 6
     with pytest.raises(FileNotFoundError, match="score stage"):
         report.write_report(tmp_path / "nowhere", tmp_path / "r2")
+
+
+def _tiny_classifier():
+    from flax import nnx
+
+    class Tiny(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0))
+            self.lin = nnx.Linear(4, 2, rngs=nnx.Rngs(1))
+
+        def features(self, x, *, normalized=False):
+            return nnx.relu(self.conv(x))
+
+        def head(self, a):
+            return self.lin(a.mean(axis=(1, 2)))
+
+        def __call__(self, x):
+            return self.head(self.features(x))
+
+    return Tiny()
+
+
+def test_score_stage_end_to_end_and_resume(tmp_path, monkeypatch):
+    import ml_collections
+
+    from ibo_jax import pipeline, rng
+    from ibo_jax.evaluation import progressive_masks
+    from ibo_jax.stages import report as report_stage
+    from ibo_jax.stages import score
+
+    n, h, methods = 3, 16, ["gradcam", "eigencam", "random"]
+    r = np.random.default_rng(0)
+    images = r.integers(0, 255, (n, h, h, 3), dtype=np.uint8)
+    levels = r.integers(1, 6, (n, len(methods), h, h)).astype(np.int8)
+    levels[2, 1] = 1  # constant heatmap -> excluded
+    ibo_io.write_npz(tmp_path / "explain" / "eval_set.npz", {
+        "index": np.arange(n) + 7, "image": images, "label": np.ones(n, np.int32),
+        "tumor_mask": r.uniform(size=(n, h, h)) > 0.5})
+    valid = np.ones((n, len(methods)), bool)
+    valid[2, 1] = False
+    ibo_io.write_npz(tmp_path / "explain" / "heatmaps.npz", {
+        "methods": np.array(methods), "levels": levels, "valid": valid, "controls": np.array(["random"])})
+    masks = progressive_masks(levels.reshape(-1, h, h), n=4).reshape(n, len(methods), 4, h, h)
+
+    def blocks():
+        for strategy in ("blackening", "mean"):
+            for i in range(n):
+                j, k = (g.ravel() for g in np.meshgrid(np.arange(len(methods)), np.arange(4), indexing="ij"))
+                m = masks[i, j, k][..., None]  # [R, H, W, 1]
+                fill = 0 if strategy == "blackening" else images[i].mean(axis=(0, 1))
+                img = np.where(m, fill, images[i][None]).astype(np.uint8)
+                yield {"strategy": strategy, "curve": "morf", "name": f"img{i}", "pos": np.full(j.size, i),
+                       "method": np.array(methods)[j], "mask": k + 1, "draw": np.zeros(j.size, np.int64), "image": img}
+
+    calls = []
+    monkeypatch.setattr(score, "_load_model", lambda d: _tiny_classifier())
+    monkeypatch.setattr(score, "_occluded", lambda d: ({"n_masks": 4}, blocks()))
+    real_block = score._score_block
+    monkeypatch.setattr(score, "_score_block", lambda *a: calls.append(1) or real_block(*a))
+    config = ml_collections.ConfigDict({"seed": 0, "score": score.default_config(), "report": report_stage.default_config()})
+    config.score.n_boot = 30
+
+    def ctx(name, deps):
+        (tmp_path / name).mkdir(exist_ok=True)
+        return pipeline.StageContext(name=name, dir=tmp_path / name, workdir=tmp_path, cfg=config[name], config=config,
+                                     key=rng.fold(rng.root_key(0), name), mesh=None,
+                                     inputs={d: tmp_path / d for d in deps})
+
+    out = score.run(ctx("score", ["explain", "occlude", "train_classifier"]))
+    assert out["blocks"] == 6 and len(calls) == 6
+    summary = ibo_io.read_json(tmp_path / "score" / "summary.json")
+    assert set(summary["strategies"]) == {"blackening", "mean"}
+    assert summary["methods"] == ["gradcam", "eigencam"] and summary["controls"] == ["random"]
+    assert summary["exclusions"]["invalid_heatmap"] == 1 and summary["n_images"] == 3
+    assert summary["lpips_available"] is False and len(summary["kid"]["mean"]) == 4
+    with open(tmp_path / "score" / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["image_id"] for r in rows} == {"7", "8", "9"}
+    assert all(0 <= float(r["p_tumor"]) <= 1 for r in rows)
+    # a rerun in the same folder (a killed run resuming) reuses every finished chunk
+    (tmp_path / "score" / "summary.json").unlink()
+    score.run(ctx("score", ["explain", "occlude", "train_classifier"]))
+    assert len(calls) == 6
+    assert ibo_io.read_json(tmp_path / "score" / "summary.json") == summary
+    report_stage.run(ctx("report", ["score"]))
+    assert "blackening" in (tmp_path / "report" / "report.md").read_text()

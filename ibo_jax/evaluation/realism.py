@@ -130,8 +130,14 @@ def make_feature_fn(model: nnx.Module, *, batch_size: int = 32):
     return fn
 
 
+PSNR_CAP_DB = 100.0
+
+
 def pair_metrics(original: np.ndarray, occluded: np.ndarray) -> dict[str, np.ndarray]:
-    """PSNR and SSIM per pair; both [N, H, W, 3] floats in [0, 1] -> dict of [N] float32."""
+    """PSNR and SSIM per pair; both [N, H, W, 3] floats in [0, 1] -> dict of [N] float32.
+
+    PSNR is capped at PSNR_CAP_DB (identical images would give +inf and break means and CIs).
+    """
     a = jnp.asarray(original, jnp.float32)
     b = jnp.asarray(occluded, jnp.float32)
-    return {"psnr": np.asarray(psnr(a, b)), "ssim": np.asarray(ssim(a, b))}
+    return {"psnr": np.minimum(np.asarray(psnr(a, b)), PSNR_CAP_DB), "ssim": np.asarray(ssim(a, b))}

@@ -32,7 +32,8 @@ def run(ctx) -> dict:
     score_dir = ctx.input_dir("score")
     if ctx.process_index != 0:
         return {"skipped": "not process 0"}
-    out = report.write_report(score_dir.parent, ctx.dir, config=_plain(ctx.config))
+    out = report.write_report(ctx.workdir, ctx.dir, config=_plain(ctx.config))
+    del score_dir  # declared input; read through the work directory
     if ctx.cfg.title:
         path = ctx.dir / "report.md"
         from ibo_jax import io as ibo_io

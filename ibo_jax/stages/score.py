@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -48,29 +49,36 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def make_predict_fn(model: nnx.Module, *, tumor_class: int = 1, batch_size: int = 32):
-    """fn(uint8 or float images [N, H, W, 3]) -> (p_tumor [N], logit [N]) float64 numpy.
+    """fn(uint8 or float images [N, H, W, 3]) -> (p_tumor [N], logit [N], feat [N, C]) numpy.
 
-    logit = log p_t - log(1 - p_t) (the tumor log-odds; for 2 classes the logit difference).
+    One pass: features(x) at the CAM target layer, then head(); `feat` is that activation
+    global-average pooled (for KID). logit = log p_t - log(1 - p_t), the tumor log-odds (for two
+    classes the logit difference).
     """
     graphdef, state = nnx.split(model)
 
     @jax.jit
-    def log_probs(state, x):  # [B, H, W, 3] -> [B, K]
-        return jax.nn.log_softmax(nnx.merge(graphdef, state)(x).astype(jnp.float32), axis=-1)
+    def forward(state, x):  # [B, H, W, 3] -> [B, K], [B, C]
+        net = nnx.merge(graphdef, state)
+        a = net.features(x)  # [B, h, w, C]
+        logits = net.head(a).astype(jnp.float32)
+        return jax.nn.log_softmax(logits, axis=-1), jnp.mean(a.astype(jnp.float32), axis=(1, 2))
 
-    def fn(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fn(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = to_float(images)
-        out = []
+        lps, feats = [], []
         for s in range(0, len(x), batch_size):
             xb = x[s : s + batch_size]
             n = len(xb)
-            if n < batch_size and len(x) > batch_size:
+            if n < batch_size and len(x) > batch_size:  # pad the tail: one compiled shape
                 xb = np.pad(xb, ((0, batch_size - n), (0, 0), (0, 0), (0, 0)))
-            out.append(np.asarray(log_probs(state, xb), np.float64)[:n])
-        lp = np.concatenate(out)
+            lp, f = forward(state, xb)
+            lps.append(np.asarray(lp, np.float64)[:n])
+            feats.append(np.asarray(f, np.float32)[:n])
+        lp = np.concatenate(lps)
         lt = lp[:, tumor_class]
         rest = np.log(np.clip(-np.expm1(lt), 1e-300, None))  # log(1 - p_t), stable
-        return np.exp(lt), lt - rest
+        return np.exp(lt), lt - rest, np.concatenate(feats)
 
     return fn
 
@@ -299,38 +307,58 @@ def _geometry(ev: dict, hm: dict, n_masks: int) -> dict:
             "excluded": {"invalid_heatmap": int(np.sum(~valid)), "empty_m4": int(np.sum(valid & empty))}}
 
 
-def _score_block(block: dict, originals: np.ndarray, predict, feature_fn, lpips_fns) -> dict:
+def _score_block(block: dict, originals: np.ndarray, predict, lpips_fns) -> dict:
     """Predictions, realism and pooled features for one block of occluded images."""
     img = block["image"]
     pos = np.asarray(block["pos"])
-    p, logit = predict(img)
+    p, logit, feat = predict(img)
     orig = to_float(originals[pos])
     occ = to_float(img)
     out = {"pos": pos, "method": np.asarray(block["method"]), "mask": np.asarray(block["mask"]),
            "draw": np.asarray(block["draw"]), "p": p, "logit": logit,
-           "feat": feature_fn(occ).astype(np.float16)}
+           "feat": feat.astype(np.float16)}
     out.update(realism.pair_metrics(orig, occ))
     for name, fn in lpips_fns.items():
         out[name] = np.asarray(fn(orig, occ), np.float32)
     return out
 
 
-def run(ctx) -> dict:
-    from ibo_jax.stages import occlude
+def _load_model(stage_dir: Path) -> nnx.Module:
     from ibo_jax.train.classifier import load_classifier
 
+    return load_classifier(stage_dir)
+
+
+def _occluded(occ_dir: Path) -> tuple[dict, Iterator[dict]]:
+    """(layout, blocks) from the occlude stage. layout: n_masks, fractions {curve: q grid}, ...;
+    each block: strategy, curve, name (unique per strategy and curve), pos [R], method [R],
+    mask [R] (1..n), draw [R], image uint8 [R, H, W, 3]."""
+    from ibo_jax.stages import occlude
+
+    layout = occlude.occluded_layout(occ_dir)
+    return layout, occlude.load_occluded(occ_dir)
+
+
+def _wait_for(ctx, chunk: str, timeout_s: float = 3600.0) -> None:
+    start = time.time()
+    while not ctx.chunk_done(chunk):
+        if time.time() - start > timeout_s:
+            raise TimeoutError(f"{ctx.chunk_path(chunk)}: another process did not write it in {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
+def run(ctx) -> dict:
     t0 = time.time()
     cfg = ctx.cfg
     ev, hm = _read_inputs(ctx.input_dir("explain"))
     methods = [str(x) for x in hm["methods"]]
     controls = [str(x) for x in hm.get("controls", [])] or [x for x in methods if x in ranking.CONTROLS]
     occ_dir = ctx.input_dir("occlude")
-    layout = occlude.occluded_layout(occ_dir)  # strategies, curves, n_masks, fractions, draws
+    layout, blocks = _occluded(occ_dir)
     geo = _geometry(ev, hm, int(layout["n_masks"]))
 
-    model = load_classifier(ctx.input_dir("train_classifier"))
+    model = _load_model(ctx.input_dir("train_classifier"))
     predict = make_predict_fn(model, tumor_class=int(cfg.tumor_class), batch_size=int(cfg.batch_size))
-    feature_fn = realism.make_feature_fn(model, batch_size=int(cfg.batch_size))
     lpips_fns = {}
     if cfg.lpips_alexnet_weights:
         from ibo_jax.evaluation import lpips
@@ -343,20 +371,23 @@ def run(ctx) -> dict:
         if vgg is not None:
             lpips_fns["lpips_vgg"] = vgg
 
-    p0, logit0 = predict(ev["image"])
-    feat0 = feature_fn(to_float(ev["image"]))
+    p0, logit0, feat0 = predict(ev["image"])
     pred = (p0 >= 0.5).astype(np.int32)
     results: dict[tuple[str, str], list[dict]] = {}
     n_blocks = 0
-    for block in ctx.progress(occlude.load_occluded(occ_dir), desc="score", unit="block"):
+    pending = []
+    for block in ctx.progress(blocks, desc="score", unit="block"):
         chunk = f"{block['strategy']}__{block['curve']}__{block['name']}.npz"
-        if ctx.chunk_done(chunk):
-            res = ibo_io.read_npz(ctx.chunk_path(chunk))
-        else:
-            res = _score_block(block, ev["image"], predict, feature_fn, lpips_fns)
-            ibo_io.write_npz(ctx.chunk_path(chunk), res)
-        results.setdefault((block["strategy"], block["curve"]), []).append(res)
+        mine = n_blocks % ctx.process_count == ctx.process_index  # hosts split the blocks
         n_blocks += 1
+        if not ctx.chunk_done(chunk) and mine:
+            ibo_io.write_npz(ctx.chunk_path(chunk), _score_block(block, ev["image"], predict, lpips_fns))
+        pending.append(((block["strategy"], block["curve"]), chunk))
+    if ctx.process_index != 0:  # process 0 assembles once every host's chunks are there
+        return {"blocks": n_blocks, "seconds": round(time.time() - t0, 2)}
+    for key, chunk in pending:
+        _wait_for(ctx, chunk)
+        results.setdefault(key, []).append(ibo_io.read_npz(ctx.chunk_path(chunk)))
 
     study = Study(
         image_id=np.asarray(ev["index"]), label=np.asarray(ev["label"]), methods=methods,

@@ -37,7 +37,7 @@ def _smooth_maps(n: int, size: int, seed: int) -> np.ndarray:
 def test_well_separated_matches_sklearn():
     rng = np.random.default_rng(0)
     sizes = (48, 48, 48, 48, 64)
-    x = np.concatenate([rng.normal(m, 0.01, (4, n)) for m, n in zip((0.0, 0.25, 0.5, 0.75, 1.0), sizes)], 1)
+    x = np.concatenate([rng.normal(m, 0.01, (4, n)) for m, n in zip((0.0, 0.25, 0.5, 0.75, 1.0), sizes, strict=True)], 1)
     x = np.stack([rng.permutation(r) for r in x]).reshape(4, 16, 16).astype(np.float32)
     lv, nl, valid = L.importance_levels_info(x, 5)
     assert lv.dtype == np.int8 and lv.shape == x.shape

@@ -181,3 +181,94 @@ def test_nli_matches_pytorch_grad_cam():
         keep = torch.tensor((~mask[i]).astype(np.float32))  # reference: 1 = kept, 0 = impute
         ref = imputer(chw, keep).numpy().transpose(1, 2, 0)
         np.testing.assert_allclose(ours[i], np.clip(ref, 0, 1), atol=1e-5)
+
+
+def _fake_explain(root, n=5, m=3, size=16):
+    from ibo_jax import io as ibo_io
+    from ibo_jax.evaluation import levels as L
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] / size
+    heat = np.stack([
+        np.stack([np.exp(-((xx - rng.random()) ** 2 + (yy - rng.random()) ** 2) / 0.05) for _ in range(m)])
+        for _ in range(n)
+    ]).astype(np.float32)
+    heat[1, -1] = 0.3  # a constant heatmap: excluded
+    flat_lv, flat_nl, flat_valid = L.importance_levels_info(heat.reshape(n * m, size, size), 5)
+    d = root / "explain"
+    ibo_io.write_npz(d / "eval_set.npz", {
+        "index": np.arange(100, 100 + n), "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        "label": np.ones(n, np.int32), "tumor_mask": np.zeros((n, size, size), bool)})
+    ibo_io.write_npz(d / "heatmaps.npz", {
+        "methods": np.array(["gradcam", "eigencam", "random"][:m]), "heatmaps": heat.astype(np.float16),
+        "levels": flat_lv.reshape(n, m, size, size), "n_levels": flat_nl.reshape(n, m),
+        "valid": flat_valid.reshape(n, m)})
+    return d
+
+
+def _ctx(root, cfg):
+    from ibo_jax import pipeline
+
+    d = root / "occlude"
+    d.mkdir(exist_ok=True)
+    return pipeline.StageContext(name="occlude", dir=d, workdir=root, cfg=cfg, config=None,
+                                 key=jax.random.key(0), mesh=None,
+                                 inputs={"explain": root / "explain", "train_ddpm": root / "train_ddpm"})
+
+
+def test_stage_occlude_layout_resume_and_reader(tmp_path, monkeypatch):
+    from ibo_jax.stages import occlude
+
+    monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
+    _fake_explain(tmp_path)
+    cfg = occlude.default_config()
+    cfg.strategies = ("blackening", "histogram", "nli")
+    cfg.images_per_chunk = 2
+    cfg.n_draws = 2
+    summary = occlude.run(_ctx(tmp_path, cfg))
+    assert summary["valid_pairs"] == 14 and summary["excluded"]["constant"] == 1
+    d = tmp_path / "occlude"
+    layout = occlude.occluded_layout(d)
+    assert layout["draws"] == {"blackening": 1, "histogram": 2, "nli": 2}
+    assert (d / "grid.png").is_file() and (d / "masks.npz").is_file()
+    blocks = list(occlude.load_occluded(d))
+    assert len(blocks) == 3 * 2 * 3  # strategies x curves x chunks
+    rows = {(b["strategy"], b["curve"]): 0 for b in blocks}
+    for b in blocks:
+        rows[(b["strategy"], b["curve"])] += len(b["pos"])
+        assert b["image"].dtype == np.uint8 and b["image"].shape[1:] == (16, 16, 3)
+    assert rows[("blackening", "morf")] == 14 * 4 and rows[("nli", "fixed")] == 14 * 3 * 2
+    areas = np.load(d / "masks.npz")["areas_fixed"]
+    np.testing.assert_allclose(areas[0, 0], [0.1, 0.25, 0.5], atol=1 / 256)
+    # resume: a deleted chunk is rewritten with the same bytes, the others are kept
+    first = blocks[5]
+    path = d / "chunks" / f"{first['strategy']}__{first['curve']}__{first['name']}.npz"
+    path.unlink()
+    occlude.run(_ctx(tmp_path, cfg))
+    again = next(b for b in occlude.load_occluded(d, strategy=first["strategy"], curve=first["curve"])
+                 if b["name"] == first["name"])
+    np.testing.assert_array_equal(again["image"], first["image"])
+
+
+def test_stage_occlude_ibo_with_tiny_eps_model(tmp_path, monkeypatch):
+    if "ibo" not in occlusion.STRATEGIES:
+        pytest.skip("ibo_jax/occlusion/ibo.py not present")
+    from ibo_jax.stages import occlude
+    from ibo_jax.train import ddpm
+
+    monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
+    eps = ddpm.EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
+                        betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=16)
+    monkeypatch.setattr(ddpm, "load_eps_model", lambda *a, **k: eps)
+    _fake_explain(tmp_path, n=2, m=2)
+    cfg = occlude.default_config()
+    cfg.strategies = ("ibo",)
+    cfg.curves = ("morf",)
+    cfg.ibo.t_T, cfg.ibo.jump_length, cfg.ibo.jump_n_sample, cfg.ibo.batch_size = 4, 2, 2, 8
+    summary = occlude.run(_ctx(tmp_path, cfg))
+    assert summary["rows_written"] == (2 * 2 - 1) * 4
+    (block,) = list(occlude.load_occluded(tmp_path / "occlude"))
+    ev = np.load(tmp_path / "explain" / "eval_set.npz")
+    hm = np.load(tmp_path / "explain" / "heatmaps.npz")
+    removed = hm["levels"][block["pos"], block["method"]] <= block["mask"][:, None, None]
+    np.testing.assert_array_equal(block["image"][~removed], ev["image"][block["pos"]][~removed])

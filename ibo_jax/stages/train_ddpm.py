@@ -1,0 +1,227 @@
+"""Stage `train_ddpm`: train the epsilon UNet on the NORMAL patches of the training split only.
+
+Inputs: stage `data` (`ibo_jax.data.patches.make_loader(..., "train", label=0)`); optionally the
+classifier of `train_classifier` for a KID figure in its feature space (`kid_samples > 0`).
+
+Outputs (train_ddpm/):
+  model.json, ema_params/   the EMA model, read by `ibo_jax.train.ddpm.load_eps_model(dir)`
+  checkpoints/<step>/       orbax (params, EMA, optimizer, step): a killed run resumes from the last
+  samples.png               a grid of samples (short respaced ancestral DDPM), rewritten every
+                            `sample_every` steps and at the end; real.png: training patches beside it
+  loss.png                  the loss curve (raw and smoothed); loss.csv its numbers
+A resumed run continues from the last checkpoint with a data stream seeded by the resume step (the
+batches after a resume differ from an uninterrupted run's; the model step count does not).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from ibo_jax import io as ibo_io
+from ibo_jax import parallel, rng
+from ibo_jax.models.unet import unet2d
+from ibo_jax.repaint import diffusion
+from ibo_jax.train import ddpm
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # UNet (diffusers UNet2DModel names); demo-sized here, configs/camelyon16.py has the study's
+    c.block_out_channels = (32, 64, 64)
+    c.layers_per_block = 1
+    c.attention_levels = (False, False, False)
+    c.mid_attention = True
+    c.attention_head_dim = 32
+    c.norm_num_groups = 8
+    c.dropout = 0.0
+    # diffusion
+    c.T = 1000
+    c.beta_schedule = "linear"
+    c.beta_start = 1e-4
+    c.beta_end = 0.02
+    # optimisation
+    c.num_steps = 400
+    c.batch_size = 16  # global
+    c.lr = 5e-4
+    c.warmup_steps = 50
+    c.weight_decay = 1e-6
+    c.grad_clip = 1.0
+    c.ema_decay = 0.999
+    c.bf16 = False
+    c.augment = True
+    # bookkeeping
+    c.log_every = 10
+    c.checkpoint_every = 200
+    c.sample_every = 0  # 0: only at the end
+    c.n_samples = 16
+    c.sample_steps = 50
+    c.kid_samples = 0  # > 0: KID of that many samples vs held-out normal patches (classifier features)
+    return c
+
+
+def _grid(images: np.ndarray, cols: int) -> np.ndarray:
+    """[N, H, W, 3] float in [0, 1] -> one uint8 image, `cols` per row, 2 px white gaps."""
+    n, h, w, _ = images.shape
+    rows = -(-n // cols)
+    out = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        out[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + c * (w + 2): 2 + c * (w + 2) + w] = \
+            np.clip(np.rint(im * 255), 0, 255).astype(np.uint8)
+    return out
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    with ibo_io.atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def _write_loss_plot(path: Path, steps: list[int], losses: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    ax.plot(steps, losses, lw=0.6, alpha=0.5, label="loss")
+    if len(losses) >= 5:
+        k = max(len(losses) // 20, 3)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("eps MSE")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    with ibo_io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _kid(ctx, samples: np.ndarray, n: int) -> dict:
+    """KID between samples and held-out (test split) normal patches, in the classifier's features."""
+    from ibo_jax.data.patches import read_split
+    from ibo_jax.evaluation import realism
+    from ibo_jax.train.classifier import load_classifier
+
+    model = load_classifier(ctx.input_dir("train_classifier"))
+    real = read_split(ctx.input_dir("data"), "test", label=0, limit=n)["image"].astype(np.float32) / 255.0
+
+    @jax.jit
+    def feats(x):
+        return jnp.mean(model.features(x), axis=(1, 2))  # [B, C] pooled target-layer activations
+
+    fa = np.concatenate([np.asarray(feats(jnp.asarray(real[i:i + 32]))) for i in range(0, len(real), 32)])
+    fb = np.concatenate([np.asarray(feats(jnp.asarray(samples[i:i + 32]))) for i in range(0, len(samples), 32)])
+    out = realism.kid(fa, fb)
+    out["n_real"], out["n_samples"] = len(fa), len(fb)
+    return out
+
+
+def run(ctx) -> dict:
+    from ibo_jax.data.patches import make_loader
+
+    c, t0 = ctx.cfg, time.time()
+    size = int(ctx.config.image_size)
+    main = ctx.process_index == 0
+    mesh = ctx.mesh
+    if c.batch_size % ctx.process_count or (c.batch_size // ctx.process_count) % parallel.local_batch_multiple(mesh):
+        raise ValueError(f"train_ddpm.batch_size={c.batch_size} must split evenly over processes and local devices")
+
+    model = unet2d(tuple(c.block_out_channels), c.layers_per_block, attention_levels=tuple(c.attention_levels),
+                   mid_attention=c.mid_attention, attention_head_dim=c.attention_head_dim or None,
+                   norm_num_groups=c.norm_num_groups, dropout=c.dropout, sample_size=size,
+                   dtype=jnp.bfloat16 if c.bf16 else None,
+                   rngs=nnx.Rngs(rng.fold(ctx.key, "init")))
+    betas = diffusion.beta_schedule(c.beta_schedule, c.T, c.beta_start, c.beta_end)
+    sched = diffusion.make_schedule(betas)
+    tx = ddpm.make_optimizer(c.lr, c.warmup_steps, c.weight_decay, c.grad_clip)
+    graphdef, state = ddpm.init_state(model, tx)
+    state = parallel.replicate(state, mesh)
+    mngr = ddpm.checkpoint_manager(ctx.dir / "checkpoints")
+    restored = ddpm.restore_checkpoint(mngr, state)
+    if restored is not None:
+        state = restored
+    start = int(state["step"])
+    step_fn = ddpm.make_train_step(graphdef, tx, sched, ema_decay=c.ema_decay, augment=c.augment,
+                                   dropout=c.dropout > 0)
+
+    def eps_model(st):
+        return ddpm.EpsModel(apply=ddpm.make_apply(graphdef), params=st["ema"], betas=np.float32(betas),
+                             image_size=size)
+
+    def write_samples(st, step):
+        x = np.asarray(ddpm.sample(eps_model(st), rng.fold(ctx.key, "samples"), c.n_samples,
+                                   num_steps=c.sample_steps))
+        if main:
+            _write_png(ctx.dir / "samples.png", _grid(x, int(np.ceil(np.sqrt(c.n_samples)))))
+        return x
+
+    loader = make_loader(ctx.input_dir("data"), "train", batch_size=c.batch_size // ctx.process_count,
+                         shuffle=True, seed=rng.stable_int(f"{ctx.config.seed}/ddpm/{start}"), num_epochs=None,
+                         label=0, shard_index=ctx.process_index, shard_count=ctx.process_count,
+                         drop_remainder=True)
+    log_file = ctx.dir / "loss.csv"
+    history = [tuple(map(float, line.split(","))) for line in log_file.read_text().split()[1:]] \
+        if log_file.is_file() and start > 0 else []
+    history = [(int(s), v) for s, v in history if s <= start]
+    real_batch, t_first, losses = None, None, []
+    it = iter(loader)
+    for step in ctx.progress(range(start, c.num_steps), total=c.num_steps - start, desc="train_ddpm", unit="step"):
+        images = np.asarray(next(it)["image"], np.float32)  # [b, H, W, 3] in [0, 1]
+        if real_batch is None:
+            real_batch = images
+        state, metrics = step_fn(state, parallel.shard_batch(images, mesh), rng.fold(ctx.key, "step", step))
+        losses.append(metrics["loss"])
+        if t_first is None:
+            jax.block_until_ready(metrics["loss"])
+            t_first = time.time()
+        done = step + 1
+        if done % c.log_every == 0 or done == c.num_steps:
+            vals = [float(v) for v in losses]
+            losses = []
+            history.append((done, float(np.mean(vals))))
+            ctx.scalar("train_ddpm/loss", history[-1][1], done)
+            ctx.scalar("train_ddpm/grad_norm", float(metrics["grad_norm"]), done)
+        if done % c.checkpoint_every == 0 and done != c.num_steps:
+            ddpm.save_checkpoint(mngr, state)
+            if main:
+                ibo_io.write_text(log_file, "step,loss\n" + "".join(f"{s},{v:.6g}\n" for s, v in history))
+        if c.sample_every and done % c.sample_every == 0 and done != c.num_steps:
+            write_samples(state, done)
+    train_s = time.time() - (t_first or time.time())
+    if start < c.num_steps:
+        ddpm.save_checkpoint(mngr, state)
+    ddpm.save_eps_model(ctx.dir, model.config, state["ema"], betas=betas, image_size=size,
+                        schedule={"kind": c.beta_schedule, "T": c.T, "beta_start": c.beta_start,
+                                  "beta_end": c.beta_end})
+    t_s = time.time()
+    samples = write_samples(state, c.num_steps)
+    sample_s = time.time() - t_s
+    summary = {"steps": int(c.num_steps), "resumed_from": start, "final_loss": history[-1][1] if history else None,
+               "params": int(sum(x.size for x in jax.tree.leaves(state["params"]))),
+               "train_seconds_after_compile": round(train_s, 2), "sample_seconds": round(sample_s, 2),
+               "sample_mean_rgb": np.round(samples.mean(axis=(0, 1, 2)), 4).tolist()}
+    if real_batch is not None:
+        summary["real_mean_rgb"] = np.round(real_batch.mean(axis=(0, 1, 2)), 4).tolist()
+    if main:
+        ibo_io.write_text(log_file, "step,loss\n" + "".join(f"{s},{v:.6g}\n" for s, v in history))
+        if history:
+            _write_loss_plot(ctx.dir / "loss.png", [s for s, _ in history], [v for _, v in history])
+        if real_batch is not None:
+            _write_png(ctx.dir / "real.png", _grid(real_batch[: c.n_samples], int(np.ceil(np.sqrt(c.n_samples)))))
+    if c.kid_samples > 0:
+        extra = np.asarray(ddpm.sample(eps_model(state), rng.fold(ctx.key, "kid"), c.kid_samples,
+                                       num_steps=c.sample_steps))
+        summary["kid"] = _kid(ctx, extra, c.kid_samples)
+    summary["seconds"] = round(time.time() - t0, 2)
+    return summary

@@ -1,0 +1,101 @@
+"""Stage `train_classifier`: train the tumor/normal classifier on the `data` stage's patches.
+
+Outputs (train_classifier/):
+  model_config.json   arch, num_classes, constructor kwargs (what `load_classifier` rebuilds)
+  model/              orbax: best-on-validation params + BatchNorm statistics
+  checkpoint/         orbax: the latest training state (resume after a kill)
+  history.json, best.json
+  metrics.json        val and test: accuracy, loss, per-class precision/recall/F1, confusion
+                      matrix, ROC AUC; plus the training history
+Read the model back with `ibo_jax.train.classifier.load_classifier(stage_dir)`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from ibo_jax import io
+from ibo_jax.train import classifier as tc
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Demo-sized: a stride-8 ResNet (64x64 patches -> 8x8 CAM maps)."""
+    c = ml_collections.ConfigDict()
+    c.arch = "resnet_small"   # or resnet18/34/50/101, vgg16, inception_v3
+    c.model_kwargs = ml_collections.ConfigDict({"widths": (16, 32, 64), "layers": (1, 1, 1),
+                                                "strides": (2, 2, 2)})
+    c.epochs = 3
+    c.batch_size = 32
+    c.lr = 2e-3
+    c.schedule = "cosine"
+    c.warmup_steps = 20
+    c.weight_decay = 1e-4
+    c.label_smoothing = 0.0
+    c.augment = True
+    c.jitter = 0.05
+    c.bf16 = False
+    c.checkpoint_every = 200
+    c.eval_batch_size = 128
+    c.limit_train = 0         # 0 = all training patches
+    return c
+
+
+def _train_config(cfg: ml_collections.ConfigDict) -> tc.TrainConfig:
+    fields = {f.name for f in tc.TrainConfig.__dataclass_fields__.values()}
+    return tc.TrainConfig(**{k: cfg[k] for k in fields if k in cfg})
+
+
+def run(ctx) -> dict:
+    from ibo_jax.data.patches import make_loader, read_split
+
+    t0 = time.time()
+    cfg, config = ctx.cfg, ctx.config
+    data_dir = ctx.input_dir("data")
+    num_classes = int(config.num_classes)
+    class_names = list(config.get("class_names", [str(i) for i in range(num_classes)]))
+    kwargs = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.model_kwargs.items()}
+    spec = tc.ModelSpec(cfg.arch, num_classes, kwargs)
+    tcfg = _train_config(cfg)
+    limit = int(cfg.limit_train) or None
+    n_train = len(read_split(data_dir, "train", limit=limit)["label"])
+    global_bs = tcfg.batch_size
+    if global_bs % ctx.process_count:
+        raise ValueError(f"train_classifier.batch_size: {global_bs} must be a multiple of {ctx.process_count} processes")
+    local_bs = global_bs // ctx.process_count
+    steps_per_epoch = n_train // global_bs
+
+    def train_batches(epoch: int):
+        loader = make_loader(data_dir, "train", batch_size=local_bs, shuffle=True,
+                             seed=int(config.seed) * 1009 + epoch, num_epochs=1,
+                             shard_index=ctx.process_index, shard_count=ctx.process_count,
+                             drop_remainder=True)
+        return loader
+
+    val = read_split(data_dir, "val")
+    summary = tc.train(spec, tcfg, train_batches=train_batches, steps_per_epoch=steps_per_epoch,
+                       workdir=ctx.dir, key=ctx.key, val=(val["image"], val["label"]), mesh=ctx.mesh,
+                       progress=ctx.progress, scalar=ctx.scalar, class_names=class_names)
+    model = tc.load_classifier(ctx.dir)
+    metrics = {"class_names": class_names, "best": summary["best"], "history": summary["history"],
+               "arch": spec.to_json()}
+    t_eval = time.time()
+    for split, arrays in (("val", val), ("test", read_split(data_dir, "test"))):
+        probs = tc.predict(model, arrays["image"], batch_size=tcfg.eval_batch_size, mesh=ctx.mesh)
+        metrics[split] = tc.classification_metrics(arrays["label"], probs, class_names)
+        ctx.scalar(f"{split}/final_accuracy", metrics[split]["accuracy"], summary["steps"])
+    n_eval = len(val["label"]) + metrics["test"]["n"]
+    metrics["eval_images_per_s"] = n_eval / max(time.time() - t_eval, 1e-9)
+    metrics["train_images_per_s"] = summary["train_images_per_s"]
+    if ctx.process_index == 0:
+        io.write_json(ctx.dir / "metrics.json", metrics)
+    return {
+        "arch": cfg.arch, "n_train": n_train, "steps": summary["steps"],
+        "val_accuracy": metrics["val"]["accuracy"], "test_accuracy": metrics["test"]["accuracy"],
+        "test_roc_auc": metrics["test"]["roc_auc"], "best_epoch": summary["best"].get("epoch"),
+        "train_images_per_s": summary["train_images_per_s"], "seconds": time.time() - t0,
+        "devices": int(np.prod(ctx.mesh.devices.shape)), "jax_backend": jax.default_backend(),
+    }

@@ -110,6 +110,7 @@ class Study:
     p0: np.ndarray  # [N] p(tumor) of the originals
     logit0: np.ndarray  # [N]
     fractions: dict = dataclasses.field(default_factory=dict)  # curve -> q grid (fixed-fraction)
+    curve_areas: dict = dataclasses.field(default_factory=dict)  # curve -> [N, M, n] (e.g. lerf)
     dense: dict = dataclasses.field(default_factory=dict)  # (strategy, curve) -> arrays
 
     REALISM = ("lpips", "lpips_vgg", "ssim", "psnr")
@@ -144,12 +145,15 @@ class Study:
 
     def x(self, curve: str, n_pts: int) -> np.ndarray:
         """x positions [N, M, 1, n+1]: p_i = |M_i|/|M_n| for MoRF, the q grid for fixed."""
-        if curve == "morf":
-            fr, _ = deletion.mask_fractions(self.areas[..., :n_pts])
+        if curve == "morf" or curve in self.curve_areas:
+            fr, _ = deletion.mask_fractions(self._areas(curve)[..., :n_pts])
             return fr[:, :, None, :]
         q = self.fractions.get(curve)
         q = np.linspace(0, 1, n_pts + 1)[1:] if q is None or len(q) != n_pts else np.asarray(q, np.float64)
         return np.concatenate([[0.0], q])[None, None, None, :]
+
+    def _areas(self, curve: str) -> np.ndarray:
+        return self.areas if curve == "morf" else np.asarray(self.curve_areas[curve], np.float64)
 
     def aucs(self, strategy: str, curve: str) -> dict[str, np.ndarray]:
         """Per image and method, averaged over draws: AUC on p and on the logit, [N, M] each."""
@@ -244,7 +248,8 @@ class Study:
             for (strategy, curve), d in sorted(self.dense.items()):
                 n, m, nd, npt = d["p"].shape
                 x = np.broadcast_to(self.x(curve, npt - 1), d["p"].shape)
-                area = (np.concatenate([np.zeros((n, m, 1)), self.areas[..., : npt - 1]], -1) if curve == "morf"
+                area = (np.concatenate([np.zeros((n, m, 1)), self._areas(curve)[..., : npt - 1]], -1)
+                        if curve == "morf" or curve in self.curve_areas
                         else np.broadcast_to(self.x(curve, npt - 1)[:, :, 0], (n, m, npt)))
                 for i, j, k, t in itertools.product(range(n), range(m), range(nd), range(npt)):
                     if not np.isfinite(d["p"][i, j, k, t]) or (t == 0 and k > 0):
@@ -355,6 +360,14 @@ def run(ctx) -> dict:
     controls = [str(x) for x in hm.get("controls", [])] or [x for x in methods if x in ranking.CONTROLS]
     occ_dir = ctx.input_dir("occlude")
     layout, blocks = _occluded(occ_dir)
+    if layout.get("methods") and list(layout["methods"]) != methods:
+        raise ValueError(f"{occ_dir}/layout.json: methods {layout['methods']} differ from explain's {methods}; "
+                         "rerun the occlude stage")
+    curve_areas = {}
+    if (occ_dir / "masks.npz").is_file():
+        masks_npz = ibo_io.read_npz(occ_dir / "masks.npz")
+        curve_areas = {k[len("areas_"):]: v for k, v in masks_npz.items()
+                       if k.startswith("areas_") and k not in ("areas_morf", "areas_fixed")}
     geo = _geometry(ev, hm, int(layout["n_masks"]))
 
     model = _load_model(ctx.input_dir("train_classifier"))
@@ -392,7 +405,7 @@ def run(ctx) -> dict:
     study = Study(
         image_id=np.asarray(ev["index"]), label=np.asarray(ev["label"]), methods=methods,
         controls=controls, areas=geo["areas"], valid=geo["valid"], gt_iou=geo["gt_iou"],
-        p0=p0, logit0=logit0, fractions=layout.get("fractions", {}),
+        p0=p0, logit0=logit0, fractions=layout.get("fractions", {}), curve_areas=curve_areas,
     )
     for (strategy, curve), parts in results.items():
         study.add(strategy, curve, {k: np.concatenate([r[k] for r in parts]) for k in parts[0]})

@@ -45,7 +45,7 @@ def _torch_resnet50(num_classes: int):
             self.relu = nn.ReLU()
             self.maxpool = nn.MaxPool2d(3, 2, 1)
             cin = 64
-            for i, (n, w) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+            for i, (n, w) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=False)):
                 blocks = []
                 for j in range(n):
                     blocks.append(Bottleneck(cin, w, (1 if i == 0 else 2) if j == 0 else 1))

@@ -14,7 +14,12 @@ import importlib
 from typing import Any
 
 from ibo_jax.models.base import Classifier, check_images
-from ibo_jax.models.convert import ARCHS, from_torchvision, load_state_dict, to_torchvision_state_dict
+from ibo_jax.models.convert import (
+    ARCHS,
+    from_torchvision,
+    load_state_dict,
+    to_torchvision_state_dict,
+)
 from ibo_jax.models.inception import InceptionV3, inception_v3
 from ibo_jax.models.resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet_small
 from ibo_jax.models.vgg import VGG, vgg16

@@ -14,8 +14,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ibo_jax.models.layers import (BatchNorm, ClassifierBase, Conv2d, Linear, Tap, as_dtype, avg_pool,
-                                   max_pool)
+from ibo_jax.models.layers import (
+    BatchNorm,
+    ClassifierBase,
+    Conv2d,
+    Linear,
+    Tap,
+    as_dtype,
+    avg_pool,
+    max_pool,
+)
 
 
 class BasicConv2d(nnx.Module):

@@ -15,7 +15,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ibo_jax.models.layers import ClassifierBase, Conv2d, Linear, Tap, adaptive_avg_pool, as_dtype, max_pool
+from ibo_jax.models.layers import (
+    ClassifierBase,
+    Conv2d,
+    Linear,
+    Tap,
+    adaptive_avg_pool,
+    as_dtype,
+    max_pool,
+)
 
 CFG16: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                                 512, 512, 512, "M", 512, 512, 512, "M")

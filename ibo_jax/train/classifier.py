@@ -15,7 +15,6 @@ statistics: synchronized BN for free). Augmentation runs inside the step with on
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -296,7 +295,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
         it = iter(train_batches(epoch))
         bar = range(skip, steps_per_epoch)
         bar = progress(bar, total=len(bar), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step") if progress else bar
-        for b in range(skip):
+        for _b in range(skip):
             next(it)
         m = None
         for _ in bar:

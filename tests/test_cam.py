@@ -171,3 +171,53 @@ def test_eigencam_sign_rule(model, images):
     total = np.asarray(acts).sum(-1)
     for p, t in zip(proj, total, strict=True):
         assert np.corrcoef(p.ravel(), t.ravel())[0, 1] >= 0
+
+
+def test_explain_stage(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import ml_collections
+
+    from ibo_jax import io, pipeline
+    from ibo_jax.stages import explain
+
+    n, size = 6, 16
+    rs = np.random.default_rng(0)
+    split = {
+        "image": rs.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        "label": np.ones(n, np.int32),
+        "tumor_mask": rs.uniform(size=(n, size, size)) > 0.5,
+        "index": np.arange(100, 100 + n, dtype=np.int64),
+        "slide": np.array(["s"] * n),
+    }
+    fake = types.ModuleType("ibo_jax.data.patches")
+    fake.read_split = lambda data_dir, name, *, label=None, limit=None: split
+    monkeypatch.setitem(sys.modules, "ibo_jax.data.patches", fake)
+    import ibo_jax.train.classifier as tc
+
+    monkeypatch.setattr(tc, "load_classifier", lambda d, **kw: TinyNet(nnx.Rngs(0)))
+
+    cfg = explain.default_config()
+    cfg.n_images, cfg.batch_size, cfg.methods = 4, 3, ("gradcam", "ablationcam")
+    config = ml_collections.ConfigDict({"seed": 0, "explain": cfg})
+    ctx = pipeline.StageContext(
+        name="explain", dir=tmp_path / "explain", workdir=tmp_path, cfg=cfg, config=config,
+        key=jax.random.key(0), mesh=None, inputs={"data": tmp_path, "train_classifier": tmp_path},
+    )
+    ctx.dir.mkdir()
+    summary = explain.run(ctx)
+    hm = io.read_npz(ctx.dir / "heatmaps.npz")
+    ev = io.read_npz(ctx.dir / "eval_set.npz")
+    assert list(hm["methods"]) == ["gradcam", "ablationcam", "random", "oracle"]
+    assert list(hm["controls"]) == ["random", "oracle"]
+    assert hm["heatmaps"].shape == (4, 4, size, size) and hm["heatmaps"].dtype == np.float16
+    assert hm["levels"].shape == (4, 4, size, size) and hm["levels"].dtype == np.int8
+    assert hm["valid"].shape == (4, 4) and hm["valid"].all()
+    assert np.all(np.diff(ev["index"]) > 0) and ev["image"].shape == (4, size, size, 3)
+    assert (ctx.dir / "heatmaps.png").stat().st_size > 0
+    assert summary["per_method"]["gradcam"]["n_valid"] == 4
+    # a rerun in the same folder reuses the chunks and gives the same files
+    again = explain.run(ctx)
+    np.testing.assert_array_equal(io.read_npz(ctx.dir / "heatmaps.npz")["levels"], hm["levels"])
+    assert again["n_images"] == 4

@@ -1,0 +1,232 @@
+"""Stage `explain`: the evaluation set, CAM heatmaps per method, importance levels, a figure.
+
+Inputs: `data` (test split), `train_classifier` (the trained model).
+Outputs (explain/):
+  eval_set.npz    index int64 [N], image uint8 [N,H,W,3], label int32 [N], tumor_mask bool [N,H,W]
+  heatmaps.npz    methods str [M] (CAM methods, then controls), controls str [C],
+                  heatmaps float16 [N,M,H,W] in [0,1], levels int8 [N,M,H,W] (1 = most important,
+                  0 = excluded), n_levels int8 [N,M], k, valid bool [N,M] (CAM map not degenerate
+                  and at least 2 levels), cam_valid bool [N,M]
+  heatmaps.png    a few patches: the image (GT contour), then one overlay per method
+  chunks/         per-batch heatmaps (resume after a kill; hosts split the batches)
+
+The evaluation set is `n_images` random tumor patches (label `label`) of the `split` split, drawn
+with the stage key, sorted by patch index. Levels are computed from the float16 heatmaps that
+are stored, so any later recomputation from the file gives the same masks. Controls: 'random' is
+a smooth random map (uniform noise on a coarse grid, bilinear upsampling, per-image key from the
+patch index); 'oracle' is the ground-truth mask, Gaussian-smoothed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ibo_jax import cam, io, parallel, rng
+
+CONTROLS = ("random", "oracle")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Demo-sized: 16 patches, all seven methods, both controls."""
+    c = ml_collections.ConfigDict()
+    c.n_images = 16          # the study used 100
+    c.split = "test"
+    c.label = 1              # tumor patches
+    c.target_class = 1       # explain the tumor logit
+    c.methods = cam.METHODS
+    c.controls = CONTROLS    # () for none
+    c.batch_size = 16        # images per jitted call (one compile per method)
+    c.scorecam_batch_size = 256   # masked forwards per chunk
+    c.ablation_batch_size = 1024  # ablated head evaluations per chunk
+    c.bf16 = False           # Score-CAM masked forwards in bfloat16 (GPU)
+    c.k = 5                  # importance levels
+    c.random_grid = 8        # 'random' control: noise grid size before upsampling
+    c.oracle_sigma = 0.02    # 'oracle' control: Gaussian sigma as a fraction of the image size
+    c.figure_patches = 4
+    return c
+
+
+def _method_options(method: str, cfg) -> dict:
+    if method == "scorecam":
+        opts = {"batch_size": int(cfg.scorecam_batch_size)}
+        if cfg.bf16:
+            opts["dtype"] = jnp.bfloat16
+        return opts
+    if method == "ablationcam":
+        return {"batch_size": int(cfg.ablation_batch_size)}
+    return {}
+
+
+def choose_eval_set(data_dir: Path, cfg, key: jax.Array) -> dict[str, np.ndarray]:
+    """n_images random patches of label `cfg.label` from `cfg.split`, sorted by index."""
+    from ibo_jax.data.patches import read_split
+
+    split = read_split(data_dir, cfg.split, label=int(cfg.label))
+    n_all = len(split["label"])
+    n = int(cfg.n_images)
+    if n < 1:
+        raise ValueError(f"explain.n_images: expected >= 1, got {n}")
+    if n_all < n:
+        raise ValueError(
+            f"explain.n_images: {n} requested but the {cfg.split!r} split has only {n_all} patches "
+            f"with label {cfg.label} in {data_dir}"
+        )
+    pick = np.asarray(jax.random.choice(rng.fold(key, "eval_set"), n_all, (n,), replace=False))
+    pick = pick[np.argsort(split["index"][pick], kind="stable")]
+    return {
+        "index": np.asarray(split["index"][pick], np.int64),
+        "image": np.asarray(split["image"][pick], np.uint8),
+        "label": np.asarray(split["label"][pick], np.int32),
+        "tumor_mask": np.asarray(split["tumor_mask"][pick], bool),
+    }
+
+
+def random_control(key: jax.Array, index: np.ndarray, size: tuple[int, int], grid: int) -> np.ndarray:
+    """Smooth random heatmaps [N, H, W] in [0, 1], one key per patch index."""
+    keys = jnp.stack([rng.fold(key, "random", int(i)) for i in index])
+    noise = jax.vmap(lambda k: jax.random.uniform(k, (grid, grid)))(keys)  # [N, g, g]
+    return np.asarray(cam.minmax(cam.resize(noise, size)), np.float32)
+
+
+def oracle_control(masks: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Ground-truth masks [N, H, W] -> smoothed maps in [0, 1] (empty mask -> zeros)."""
+    from scipy.ndimage import gaussian_filter
+
+    out = np.stack([gaussian_filter(m.astype(np.float32), sigma_px, mode="nearest") for m in masks])
+    return np.asarray(cam.minmax(jnp.asarray(out)), np.float32)
+
+
+def _compute_chunk(fns: dict, state, images: np.ndarray, batch: int, mesh) -> tuple[np.ndarray, np.ndarray, dict]:
+    """All methods on one batch (padded to `batch`) -> heat [n, M, H, W], valid [n, M], seconds."""
+    n = images.shape[0]
+    x = images.astype(np.float32) / 255.0
+    x, _ = parallel.pad_batch(x, batch)
+    if jax.process_count() == 1 and mesh is not None and mesh.devices.size > 1:
+        x, _ = parallel.pad_batch(x, parallel.local_batch_multiple(mesh))
+        x = parallel.shard_batch(x, mesh)
+    heats, valids, seconds = [], [], {}
+    for name, fn in fns.items():
+        t = time.time()
+        h, v = fn(state, x)
+        heats.append(parallel.to_host(h)[:n])
+        valids.append(parallel.to_host(v)[:n])
+        seconds[name] = time.time() - t
+    return np.stack(heats, 1), np.stack(valids, 1), seconds
+
+
+def heatmap_figure(path: Path, ev: dict, methods: list[str], heat: np.ndarray, n_patches: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(n_patches, len(ev["image"]))
+    cols = 1 + len(methods)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(ev["image"][i])
+        if ev["tumor_mask"][i].any():
+            axes[i, 0].contour(ev["tumor_mask"][i], levels=[0.5], colors="lime", linewidths=0.8)
+        for j, m in enumerate(methods):
+            axes[i, j + 1].imshow(ev["image"][i])
+            axes[i, j + 1].imshow(heat[i, j].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            if i == 0:
+                axes[i, j + 1].set_title(m, fontsize=8)
+        if i == 0:
+            axes[i, 0].set_title("image", fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run(ctx) -> dict:
+    from flax import nnx
+
+    from ibo_jax.evaluation import exclusion_counts, importance_levels_info
+    from ibo_jax.train.classifier import load_classifier
+
+    t0 = time.time()
+    cfg = ctx.cfg
+    methods = [str(m) for m in cfg.methods]
+    controls = [str(c) for c in cfg.controls]
+    for m in methods:
+        cam.base.check_method(m)
+    bad = [c for c in controls if c not in CONTROLS]
+    if bad:
+        raise ValueError(f"explain.controls: unknown {bad}; expected some of {CONTROLS}")
+
+    ev = choose_eval_set(ctx.input_dir("data"), cfg, ctx.key)
+    n, H, W, _ = ev["image"].shape
+    model = load_classifier(ctx.input_dir("train_classifier"))
+    graphdef, state = nnx.split(model)
+    if ctx.process_count == 1 and ctx.mesh is not None and ctx.mesh.devices.size > 1:
+        state = parallel.replicate(state, ctx.mesh)
+    fns = {m: cam.make_cam_fn(m, graphdef, target_class=int(cfg.target_class), **_method_options(m, cfg))
+           for m in methods}
+
+    batch = max(1, int(cfg.batch_size))
+    starts = list(range(0, n, batch))
+    mine = [s for i, s in enumerate(starts) if i % ctx.process_count == ctx.process_index]
+    seconds = dict.fromkeys(methods, 0.0)
+    for s in ctx.progress(mine, desc="explain", unit="batch"):
+        name = f"heat_{s:06d}.npz"
+        if ctx.chunk_done(name):
+            continue
+        heat, valid, sec = _compute_chunk(fns, state, ev["image"][s : s + batch], batch, ctx.mesh)
+        io.write_npz(ctx.chunk_path(name), {"heat": heat.astype(np.float16), "valid": valid})
+        for m in methods:
+            seconds[m] += sec[m]
+    if ctx.process_count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("explain-chunks")
+    if ctx.process_index != 0:
+        return {}
+
+    parts = [io.read_npz(ctx.chunk_path(f"heat_{s:06d}.npz")) for s in starts]
+    heat = np.concatenate([p["heat"] for p in parts]) if methods else np.zeros((n, 0, H, W), np.float16)
+    cam_valid = np.concatenate([p["valid"] for p in parts]) if methods else np.zeros((n, 0), bool)
+    extra = []
+    if "random" in controls:
+        extra.append(random_control(ctx.key, ev["index"], (H, W), int(cfg.random_grid)))
+    if "oracle" in controls:
+        extra.append(oracle_control(ev["tumor_mask"], float(cfg.oracle_sigma) * max(H, W)))
+    if extra:
+        heat = np.concatenate([heat, np.stack(extra, 1).astype(np.float16)], axis=1)
+        cam_valid = np.concatenate([cam_valid, np.ones((n, len(extra)), bool)], axis=1)
+    names = methods + controls
+    M = len(names)
+
+    flat = heat.reshape(n * M, H, W).astype(np.float32)  # levels from the stored float16 values
+    levels, n_levels, lv_valid = importance_levels_info(flat, int(cfg.k))
+    levels = levels.reshape(n, M, H, W)
+    n_levels = n_levels.reshape(n, M)
+    valid = cam_valid & lv_valid.reshape(n, M)
+
+    io.write_npz(ctx.dir / "eval_set.npz", ev)
+    io.write_npz(ctx.dir / "heatmaps.npz", {
+        "methods": np.asarray(names, dtype=str), "controls": np.asarray(controls, dtype=str),
+        "heatmaps": heat, "levels": levels.astype(np.int8), "n_levels": n_levels.astype(np.int8),
+        "k": np.int32(cfg.k), "valid": valid, "cam_valid": cam_valid,
+    })
+    heatmap_figure(ctx.dir / "heatmaps.png", ev, names, heat, int(cfg.figure_patches))
+    per_method = {}
+    for j, m in enumerate(names):
+        per_method[m] = {
+            "n_valid": int(valid[:, j].sum()),
+            "n_degenerate_cam": int((~cam_valid[:, j]).sum()),
+            **{f"excluded_{k}": v for k, v in exclusion_counts(n_levels[:, j]).items()},
+        }
+        if m in seconds and mine:
+            per_method[m]["ms_per_image"] = 1000.0 * seconds[m] / max(1, sum(min(batch, n - s) for s in mine))
+    return {"n_images": n, "image_size": [H, W], "methods": names, "controls": controls,
+            "per_method": per_method, "seconds": time.time() - t0}

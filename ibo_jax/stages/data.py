@@ -1,0 +1,103 @@
+"""Stage `data`: builds the patch dataset (TFDS array_record) that every later stage reads.
+
+Outputs in the stage directory: `dataset.json` (completeness marker: split counts, file sizes),
+`meta_<split>.npz`, `tfds/patch_dataset/1.0.0/*` and `examples.png` (a grid of training
+patches, tumor-mask outlines in green). Read them with `ibo_jax.data.patches.read_split` /
+`make_loader` on `ctx.input_dir("data")`.
+
+The global `seed` and `image_size` drive the generator. Resume: TFDS writes into an
+`incomplete.*` folder renamed on success and the marker is written last, so a killed run
+leaves no dataset that looks complete; a rerun deletes the leftovers and rebuilds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ml_collections
+import numpy as np
+
+from ibo_jax import io as ibo_io
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.source = "synthetic"  # the only source so far; CAMELYON16 slides and PCam arrive later
+    c.n_patches = 3000  # about half tumor (tumor_fraction)
+    c.n_slides = 20  # pseudo-slides: patches of a slide share a stain; splits are by slide
+    c.tumor_fraction = 0.5
+    c.tumor_area = (0.1, 0.8)  # range of the tumor-region share of a tumor patch
+    c.split_by = "slide"  # or "patch" (the study's random patch-level split)
+    c.fractions = (0.7, 0.15, 0.15)  # train / val / test
+    c.n_examples = 32  # patches in examples.png
+    return c
+
+
+def _source(ctx):
+    from ibo_jax.data.patches import SyntheticSource
+
+    c = ctx.cfg
+    if c.source != "synthetic":
+        raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic')")
+    return SyntheticSource(
+        n_patches=int(c.n_patches), image_size=int(ctx.config.image_size), seed=int(ctx.config.seed),
+        n_slides=int(c.n_slides), tumor_fraction=float(c.tumor_fraction),
+        tumor_area=tuple(float(v) for v in c.tumor_area), split_by=str(c.split_by),
+        fractions=tuple(float(v) for v in c.fractions))
+
+
+def write_examples_png(path, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
+                       cols: int = 8) -> None:
+    """A grid of patches (uint8 [N, H, W, 3]) with tumor-mask outlines, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, m, y in zip(axes.flat, images, masks, labels):
+        ax.imshow(img, interpolation="nearest")
+        if m.any():
+            ax.contour(m.astype(np.float32), levels=[0.5], colors="lime", linewidths=0.8)
+        ax.set_title(f"tumor {m.mean():.0%}" if y == 1 else "normal", fontsize=7)
+    fig.tight_layout()
+    with ibo_io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run(ctx) -> dict:
+    from ibo_jax.data.patches import read_split, write_dataset
+
+    t0 = time.time()
+    source = _source(ctx)
+    info = None
+    if ctx.process_index == 0:
+        info = write_dataset(source, ctx.dir)
+    if ctx.process_count > 1:  # the others wait for process 0's dataset
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("data_written")
+    if info is None:
+        from ibo_jax.data.patches import dataset_info
+
+        info = dataset_info(ctx.dir)
+    t_write = time.time() - t0
+    if ctx.process_index == 0 and int(ctx.cfg.n_examples) > 0:
+        k = int(ctx.cfg.n_examples)
+        ex = {lab: read_split(ctx.dir, "train", label=lab, limit=k - k // 2 if lab == 0 else k // 2)
+              for lab in (0, 1)}
+        imgs = np.concatenate([ex[1]["image"], ex[0]["image"]])
+        masks = np.concatenate([ex[1]["tumor_mask"], ex[0]["tumor_mask"]])
+        labels = np.concatenate([ex[1]["label"], ex[0]["label"]])
+        write_examples_png(ctx.dir / "examples.png", imgs, masks, labels)
+    seconds = time.time() - t0
+    n = sum(s["n"] for s in info["splits"].values())
+    ctx.scalar("data/patches_per_s", n / max(t_write, 1e-9), 0)
+    return {"source": ctx.cfg.source, "image_size": info["image_size"], "splits": info["splits"],
+            "n_patches": n, "bytes": info["bytes"], "seconds": seconds,
+            "write_seconds": t_write, "patches_per_s": n / max(t_write, 1e-9)}

@@ -191,13 +191,16 @@ def _section_tables(summary: Mapping) -> list[str]:
     out.append(_table(["method", "mean IoU [95% CI]", "patches", "GT rank"],
                       [[m, _ci(gt["iou"].get(m)), int(gt["iou"].get(m, {}).get("n") or 0), gt["ranking"].get(m, "control")]
                        for m in methods + controls]))
+    lower_text = ("Lower = the method's most important pixels really drove the prediction.",
+                  "Higher = removing the pixels the method calls least important leaves the prediction intact.")
     for curve, title in (("morf", "Deletion AUC per method and strategy (MoRF, x = |Mi|/|M4|)"),
-                         ("fixed", "Fixed-fraction deletion AUC (top q of the pixels, same q for every method)")):
+                         ("fixed", "Fixed-fraction deletion AUC (top q of the pixels, same q for every method)"),
+                         ("lerf", "LeRF deletion AUC (least relevant levels removed first)")):
         if not any(curve in summary["strategies"][s] for s in strategies):
             continue
         cols = [s for s in strategies if curve in summary["strategies"][s]]
-        out.append(f"\n## {title}\n\nMean AUC of p(tumor) [95% CI] (rank). Lower = the method's most "
-                   "important pixels really drove the prediction.\n\n")
+        lower = summary["strategies"][cols[0]][curve].get("lower_is_better", True)
+        out.append(f"\n## {title}\n\nMean AUC of p(tumor) [95% CI] (rank). {lower_text[0 if lower else 1]}\n\n")
         rows = []
         for m in methods + controls:
             row = [m]
@@ -259,7 +262,8 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
                     config: Mapping | None = None, figures: list[tuple[str, str]] = ()) -> str:
     """The report text; `figures` are (file name beside report.md, caption)."""
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
-    best = min(strategies, key=lambda s: summary["strategies"][s]["morf"]["agreement"]["mard"]) if strategies else None
+    mard_of = {s: summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies}
+    best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
     out = ["# Which CAM explanation can we trust? Deletion tests under six occlusion strategies\n\n",
            "A classifier labels histopathology patches as tumor or normal. CAM methods (Grad-CAM and six "
            "others) produce heatmaps saying which pixels drove the *tumor* prediction. To test a heatmap we "
@@ -274,8 +278,8 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
            "annotation itself) show what bad and ideal scores look like.\n\n"]
     if best is not None:
         mards = ", ".join(f"{s} {summary['strategies'][s]['morf']['agreement']['mard']:.3f}" for s in strategies)
-        out.append(f"**Verdict of this run:** the strategy whose ranking agrees best with the GT is "
-                   f"**{best}** (MARD: {mards}). Check the bootstrap intervals and paired tests below before "
+        out.append(f"**Verdict of this run:** the ranking that agrees best with the GT comes from "
+                   f"**{' and '.join(best)}**{' (tied)' if len(best) > 1 else ''} (MARD: {mards}). Check the bootstrap intervals and paired tests below before "
                    "trusting a difference.\n\n")
     out.append("## This run\n\n")
     facts = [["evaluation set", f"{summary.get('n_images', 'n/a')} tumor patches"],

@@ -415,7 +415,7 @@ def run(ctx) -> dict:
     summary["exclusions"].update(geo["excluded"])
     summary["misclassified"] = int(np.sum(pred != ev["label"]))
     summary["n_images"] = int(len(p0))
-    summary["layout"] = {k: v for k, v in layout.items() if k != "fractions"}
+    summary["layout"] = {k: v for k, v in layout.items() if k not in ("fractions", "blocks", "methods")}
     study.write_csv(ctx.dir / "scores.csv")
     ibo_io.write_json(ctx.dir / "summary.json", summary)
     return {"images": int(len(p0)), "blocks": n_blocks, "rows": study.n_rows,

@@ -1,6 +1,7 @@
 """Occlusion strategies: kept pixels untouched, formulas, determinism, NLI vs ROAD reference."""
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -150,29 +151,32 @@ def test_bad_input(images, mask, match):
         occlusion.apply("blackening", images, mask)
 
 
-def _import_road():
-    """pytorch-grad-cam's ROAD module; its package imports torchvision, which is replaced."""
+def _import_road(monkeypatch):
+    """pytorch-grad-cam's ROAD module; its package imports torchvision, replaced by a stand-in
+    for this test only (one already installed by another test is reused)."""
     if "torchvision" not in sys.modules:
         tv = types.ModuleType("torchvision")
         tr = types.ModuleType("torchvision.transforms")
         fn = types.ModuleType("torchvision.transforms.functional")
         ops = types.ModuleType("torchvision.ops")
+        for mod in (tv, tr, fn, ops):
+            mod.__spec__ = importlib.machinery.ModuleSpec(mod.__name__, None)
         for name in ("Compose", "Normalize", "ToTensor", "Resize"):
             setattr(tr, name, object)
         fn.resize = None
         tr.functional = fn
         tv.transforms, tv.ops = tr, ops
-        sys.modules.update({"torchvision": tv, "torchvision.transforms": tr,
-                            "torchvision.transforms.functional": fn, "torchvision.ops": ops})
+        for mod in (tv, tr, fn, ops):
+            monkeypatch.setitem(sys.modules, mod.__name__, mod)
     return importlib.import_module("pytorch_grad_cam.metrics.road")
 
 
 @pytest.mark.interop
-def test_nli_matches_pytorch_grad_cam():
+def test_nli_matches_pytorch_grad_cam(monkeypatch):
     torch = pytest.importorskip("torch")
     if importlib.util.find_spec("pytorch_grad_cam") is None:
         pytest.skip("pytorch-grad-cam not installed")
-    road = _import_road()
+    road = _import_road(monkeypatch)
     img, mask = _data()
     ours = np.asarray(occlusion.apply("nli", img, mask, noise=0.0))
     imputer = road.NoisyLinearImputer(noise=0.0)

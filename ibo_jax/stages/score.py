@@ -206,6 +206,7 @@ class Study:
                 s["agreement" + key] = ranking.agreement(rank, gt_ok)
             boot = ranking.bootstrap_rankings(a["p"][:, ri], self.gt_iou[:, ri], ranked, n_boot=n_boot, seed=seed, ascending=lower)
             s["rank_freq"] = {m: boot["rank_freq"][i].tolist() for i, m in enumerate(ranked)}
+            out["gt"]["rank_freq"] = {m: boot["gt_rank_freq"][i].tolist() for i, m in enumerate(ranked)}
             s["mard_boot"] = {"mean": float(boot["mard"].mean()), "lo": float(np.quantile(boot["mard"], alpha / 2)),
                               "hi": float(np.quantile(boot["mard"], 1 - alpha / 2))}
             s["mean_curve"] = self.mean_curves(strategy, curve)

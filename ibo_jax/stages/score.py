@@ -318,14 +318,14 @@ def _score_block(block: dict, originals: np.ndarray, predict, lpips_fns) -> dict
     img = block["image"]
     pos = np.asarray(block["pos"])
     p, logit, feat = predict(img)
-    orig = to_float(originals[pos])
-    occ = to_float(img)
+    orig, occ = to_float(originals[pos]), to_float(img)  # [R, H, W, 3] each
     out = {"pos": pos, "method": np.asarray(block["method"]), "mask": np.asarray(block["mask"]),
            "draw": np.asarray(block["draw"]), "p": p, "logit": logit,
            "feat": feat.astype(np.float16)}
-    out.update(realism.pair_metrics(orig, occ))
-    for name, fn in lpips_fns.items():
-        out[name] = np.asarray(fn(orig, occ), np.float32)
+    if block["curve"] == "morf":  # realism is reported per mask level of the study's curve only
+        out.update(realism.pair_metrics(orig, occ))
+        for name, fn in lpips_fns.items():
+            out[name] = np.asarray(fn(orig, occ), np.float32)
     return out
 
 

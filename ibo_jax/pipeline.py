@@ -61,8 +61,21 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("data", "ibo_jax.stages.data"),
+        Stage("train_classifier", "ibo_jax.stages.train_classifier", deps=("data",)),
+        Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",)),
+        Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
+        Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
+        Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude")),
+        Stage("report", "ibo_jax.stages.report",
+              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude", "score")),
+        # Not part of the study's pipeline: a grid over RePaint settings (configs/repaint_sweep.py).
+        Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",
+              deps=("data", "train_classifier", "train_ddpm")),
     )
 }
+
+# What the study runs, in order (configs/demo.py, configs/camelyon16.py).
+STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "explain", "occlude", "score", "report")
 
 
 class PipelineError(RuntimeError):
@@ -324,8 +337,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     return run_summary
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """The global fields plus every registered stage's default section."""
+def default_config(stages: Sequence[str] = STUDY_STAGES) -> ml_collections.ConfigDict:
+    """The global fields plus the default section of each named stage (only those are run)."""
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.image_size = 64
@@ -333,6 +346,6 @@ def default_config() -> ml_collections.ConfigDict:
     config.class_names = ("normal", "tumor")
     config.jax_cache_dir = str(Path("~/.cache/ibo_jax/jax").expanduser())
     config.stages = ""
-    for stage in STAGES.values():
-        config[stage.name] = stage.load().default_config()
+    for name in stages:
+        config[name] = STAGES[name].load().default_config()
     return config

@@ -125,8 +125,10 @@ class Study:
                 raise ValueError(f"occluded images of {strategy}/{curve}: unknown methods {unknown}")
             meth = np.array([self.methods.index(x) for x in meth.tolist()], np.int64)
         mask, draw = np.asarray(rows["mask"], np.int64), np.asarray(rows["draw"], np.int64)
-        if pos.size and (pos.min() < 0 or pos.max() >= n_img or mask.min() < 1):
-            raise ValueError(f"occluded images of {strategy}/{curve}: image positions or mask numbers out of range")
+        if pos.size and (pos.min() < 0 or pos.max() >= n_img or mask.min() < 1 or meth.min() < 0
+                         or meth.max() >= n_m or draw.min() < 0):
+            raise ValueError(f"occluded images of {strategy}/{curve}: image positions, method indices, mask "
+                             f"numbers or draws out of range (N={n_img}, M={n_m}, masks start at 1)")
         n_pts = int(mask.max()) if mask.size else 0
         n_draw = int(draw.max()) + 1 if draw.size else 1
         shape = (n_img, n_m, n_draw, n_pts + 1)
@@ -417,6 +419,9 @@ def run(ctx) -> dict:
     summary["misclassified"] = int(np.sum(pred != ev["label"]))
     summary["n_images"] = int(len(p0))
     summary["layout"] = {k: v for k, v in layout.items() if k not in ("fractions", "blocks", "methods")}
+    for strategy, curves in summary["strategies"].items():
+        if "agreement" in curves.get("morf", {}):
+            ctx.scalar(f"mard/{strategy}", curves["morf"]["agreement"]["mard"], 0)
     study.write_csv(ctx.dir / "scores.csv")
     ibo_io.write_json(ctx.dir / "summary.json", summary)
     return {"images": int(len(p0)), "blocks": n_blocks, "rows": study.n_rows,

@@ -77,33 +77,49 @@ def _assign(x: jax.Array, c: jax.Array) -> jax.Array:
     return jnp.sum(x[..., None] > mids, axis=-1).astype(jnp.int32)
 
 
-def _lloyd(x: jax.Array, c0: jax.Array, k: int, max_iter: int):
-    """Lloyd's iterations from ascending centroids c0 [k] -> (labels [P], centroids, inertia)."""
+def _lloyd(x: jax.Array, c0: jax.Array, k: int, max_iter: int, xs: jax.Array | None = None,
+           prefix: jax.Array | None = None):
+    """Lloyd's iterations from ascending centroids c0 [k] -> (labels [P], centroids, inertia).
+
+    In 1-D every cluster is a run of the sorted values, so an iteration only needs the k - 1 cut
+    points (binary search) and prefix sums: O(k log P) instead of O(k P). xs: sorted x;
+    prefix: [P + 1] pairwise prefix sums of xs (computed if not given).
+    """
+    p = x.shape[0]
+    if xs is None:
+        xs = jnp.sort(x)
+    if prefix is None:
+        prefix = _prefix_sums(xs)
     active = jnp.isfinite(c0)
 
-    def update(labels):
-        onehot = labels[:, None] == jnp.arange(k)[None, :]  # [P, k]
-        counts = jnp.sum(onehot, axis=0)
-        sums = jnp.sum(jnp.where(onehot, x[:, None], 0.0), axis=0)
-        return counts, sums
+    def cuts(c):  # cluster j = sorted values [cut_j, cut_{j+1}); ties at a midpoint go down
+        mids = 0.5 * (c[:-1] + c[1:])
+        inner = jnp.searchsorted(xs, mids, side="right").astype(jnp.int32)
+        return jnp.concatenate([jnp.zeros(1, jnp.int32), inner, jnp.full(1, p, jnp.int32)])
 
     def body(state):
-        it, labels, c, _ = state
-        counts, sums = update(labels)
+        it, cut, c, _ = state
+        counts = cut[1:] - cut[:-1]
+        sums = prefix[cut[1:]] - prefix[cut[:-1]]
         c_new = jnp.where(active & (counts > 0), sums / jnp.maximum(counts, 1), c)
-        c_new = jnp.where(active, c_new, jnp.inf)
-        labels_new = _assign(x, c_new)
-        changed = jnp.any(labels_new != labels)
-        return it + 1, labels_new, c_new, changed
+        c_new = jnp.sort(jnp.where(active, c_new, jnp.inf))  # an emptied cluster may fall out of order
+        cut_new = cuts(c_new)
+        return it + 1, cut_new, c_new, jnp.any(cut_new != cut)
 
-    labels0 = _assign(x, c0)
-    _, labels, c, _ = jax.lax.while_loop(
-        lambda s: (s[0] < max_iter) & s[3], body, (0, labels0, c0, jnp.array(True))
+    _, _, c, _ = jax.lax.while_loop(
+        lambda s: (s[0] < max_iter) & s[3], body, (0, cuts(c0), c0, jnp.array(True))
     )
-    counts, sums = update(labels)
-    means = sums / jnp.maximum(counts, 1)
+    labels = _assign(x, c)
+    onehot = labels[:, None] == jnp.arange(k)[None, :]  # [P, k], once: exact means and inertia
+    counts = jnp.sum(onehot, axis=0)
+    means = jnp.sum(jnp.where(onehot, x[:, None], 0.0), axis=0) / jnp.maximum(counts, 1)
     inertia = jnp.sum((x - means[labels]) ** 2)
     return labels, c, inertia
+
+
+def _prefix_sums(xs: jax.Array) -> jax.Array:
+    """[P] -> [P + 1] prefix sums, tree-ordered (associative scan) to keep float32 error small."""
+    return jnp.concatenate([jnp.zeros(1, xs.dtype), jax.lax.associative_scan(jnp.add, xs)])
 
 
 def _kmeans_one(x: jax.Array, k: int, max_iter: int) -> tuple[jax.Array, jax.Array]:
@@ -119,8 +135,9 @@ def _kmeans_one(x: jax.Array, k: int, max_iter: int) -> tuple[jax.Array, jax.Arr
     lin = xs[0] + (jnp.arange(k) + 0.5) / k * (xs[-1] - xs[0])
     c_q = _init_centroids(uniq, n_distinct, quant)
     c_l = _init_centroids(uniq, n_distinct, lin)
-    la, ca, ia = _lloyd(x, c_q, k, max_iter)
-    lb, cb, ib = _lloyd(x, c_l, k, max_iter)
+    prefix = _prefix_sums(xs)
+    la, ca, ia = _lloyd(x, c_q, k, max_iter, xs, prefix)
+    lb, cb, ib = _lloyd(x, c_l, k, max_iter, xs, prefix)
     first = ia <= ib
     return jnp.where(first, la, lb), jnp.where(first, ca, cb)
 

@@ -272,6 +272,29 @@ def _section_tables(summary: Mapping) -> list[str]:
     return out
 
 
+def _classifier_section(metrics: Mapping) -> list[str]:
+    """train_classifier/metrics.json: a table per split (val, test) plus the flat scalars."""
+    out = ["\n## The classifier\n\nHow well the explained model separates tumor from normal patches "
+           "(metrics from `train_classifier/metrics.json`).\n\n"]
+    splits = [k for k in ("val", "test") if isinstance(metrics.get(k), Mapping)]
+    if splits:
+        rows = []
+        for sp in splits:
+            m = metrics[sp]
+            per = m.get("per_class") or {}
+            cls = "; ".join(f"{c}: P {_num(v.get('precision'))} R {_num(v.get('recall'))} F1 {_num(v.get('f1'))}"
+                            for c, v in per.items())
+            rows.append([sp, m.get("n", "n/a"), _num(m.get("accuracy"), 4), _num(m.get("roc_auc"), 4),
+                         _num(m.get("loss"), 4), cls or "n/a", m.get("confusion_matrix", "n/a")])
+        out.append(_table(["split", "patches", "accuracy", "ROC AUC", "NLL", "per class", "confusion (rows = true)"], rows))
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    if isinstance(metrics.get("arch"), Mapping):
+        flat["arch"] = metrics["arch"].get("arch", str(metrics["arch"]))
+    if flat:
+        out.append("\n" + _table(["", ""], [[k, _num(v, 4) if isinstance(v, float) else v] for k, v in sorted(flat.items())]))
+    return out
+
+
 def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
                     config: Mapping | None = None, figures: list[tuple[str, str]] = ()) -> str:
     """The report text; `figures` are (file name beside report.md, caption)."""
@@ -305,9 +328,7 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     facts += [[f"config: {k}", str(v)] for k, v in sorted((summary.get("layout") or {}).items())]
     out.append(_table(["", ""], facts))
     if classifier_metrics:
-        out.append("\n## The classifier\n\n")
-        flat = {k: v for k, v in classifier_metrics.items() if isinstance(v, (int, float, str))}
-        out.append(_table(["metric", "value"], [[k, _num(v, 4) if isinstance(v, float) else v] for k, v in sorted(flat.items())]))
+        out.extend(_classifier_section(classifier_metrics))
     out.extend("\n" + t if not t.startswith("\n") else t for t in _section_tables(summary))
     if figures:
         out.append("\n## Figures\n\n")

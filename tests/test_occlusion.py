@@ -276,3 +276,31 @@ def test_stage_occlude_ibo_with_tiny_eps_model(tmp_path, monkeypatch):
     hm = np.load(tmp_path / "explain" / "heatmaps.npz")
     removed = hm["levels"][block["pos"], block["method"]] <= block["mask"][:, None, None]
     np.testing.assert_array_equal(block["image"][~removed], ev["image"][block["pos"]][~removed])
+
+
+def test_stage_rows_independent_of_chunking_and_keys_documented(tmp_path, monkeypatch):
+    from ibo_jax import rng
+    from ibo_jax.stages import occlude
+
+    monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
+    base = jax.random.key(3)
+    ids = np.array([[rng.stable_int(104), rng.stable_int("eigencam"), rng.stable_int("morf:2"), 1]])
+    np.testing.assert_array_equal(
+        jax.random.key_data(occlude._row_keys(rng.fold(base, "nli"), ids))[0],
+        jax.random.key_data(rng.fold(base, "nli", 104, "eigencam", "morf:2", 1)))
+    out = {}
+    for per in (2, 5):
+        root = tmp_path / f"per{per}"
+        _fake_explain(root)
+        cfg = occlude.default_config()
+        cfg.strategies, cfg.curves, cfg.images_per_chunk, cfg.grid_patches = ("histogram",), ("morf",), per, 0
+        occlude.run(_ctx(root, cfg))
+        blocks = list(occlude.load_occluded(root / "occlude"))
+        rows = {}
+        for b in blocks:
+            for r in range(len(b["pos"])):
+                rows[(int(b["pos"][r]), int(b["method"][r]), int(b["mask"][r]))] = b["image"][r]
+        out[per] = rows
+    assert out[2].keys() == out[5].keys()
+    for k in out[2]:
+        np.testing.assert_array_equal(out[2][k], out[5][k])

@@ -48,6 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.strategies = ("blackening", "blurring", "mean", "histogram", "nli", "ibo")
     c.curves = ("morf", "fixed")
     c.n_masks = 4
+    c.k = 5  # importance levels, only used if explain/heatmaps.npz carries no levels
     c.fractions = (0.1, 0.25, 0.5)  # q grid of the fixed-fraction curve
     # Strategies for the non-morf curves; empty = all of `strategies`. IBO is left out of the
     # demo's fixed-fraction curve: RePaint costs ~1-4 s per 64 px inpainting on 2 CPU cores.
@@ -170,7 +171,7 @@ def run(ctx) -> dict:
         n_levels = (hm["n_levels"].astype(np.int32).reshape(n, m_count) if "n_levels" in hm
                     else levels.reshape(n, m_count, -1).max(-1).astype(np.int32))
     else:
-        lv_flat, nl_flat, _ = lv.importance_levels_info(heat.reshape(n * m_count, h, w), 5)
+        lv_flat, nl_flat, _ = lv.importance_levels_info(heat.reshape(n * m_count, h, w), int(cfg.k))
         levels, n_levels = lv_flat.reshape(heat.shape), nl_flat.reshape(n, m_count)
     valid = n_levels >= 2
     if "valid" in hm:
@@ -205,17 +206,18 @@ def run(ctx) -> dict:
     blocks, seconds, rows_done = [], {}, 0
     draws = {s: (int(cfg.n_draws) if s in occlusion.RANDOM else 1) for s in strategies}
     work = [(s, c) for s in strategies for c in curves if c == "morf" or s in fixed_strats]
+    options: dict[str, dict] = {}  # built on first use (loads the DDPM once, only if needed)
     for strategy, curve in work:
-        opts, t_s = None, time.time()
+        t_s = time.time()
         for ci, pos_list in enumerate(ctx.progress(chunks, desc=f"occlude {strategy}/{curve}", unit="chunk")):
             name = f"c{ci:04d}"
             fname = f"{strategy}__{curve}__{name}.npz"
             blocks.append({"strategy": strategy, "curve": curve, "name": name, "file": f"chunks/{fname}"})
             if ci % ctx.process_count != ctx.process_index or ctx.chunk_done(fname):
                 continue
-            if opts is None:
-                opts = _options(strategy, cfg, ctx)
-            out = _occlude_chunk(strategy, opts, ev, methods, heat, levels, n_levels, valid, pos_list,
+            if strategy not in options:
+                options[strategy] = _options(strategy, cfg, ctx)
+            out = _occlude_chunk(strategy, options[strategy], ev, methods, heat, levels, n_levels, valid, pos_list,
                                  curve, cfg, draws[strategy], ctx.key)
             ibo_io.write_npz(ctx.chunk_path(fname), out)
             rows_done += len(out["pos"])

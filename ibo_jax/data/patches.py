@@ -15,6 +15,7 @@ tumor_mask bool, index int64.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -68,6 +69,9 @@ class SyntheticSource:
 
     def assignment(self) -> dict[str, np.ndarray]:
         """label, slide, split (0 train, 1 val, 2 test) of every index 0..n_patches-1."""
+        return _assignment(self)
+
+    def _compute_assignment(self) -> dict[str, np.ndarray]:
         index = np.arange(self.n_patches, dtype=np.int64)
         label, slide = synthetic.plan(index, seed=self.seed, n_slides=self.n_slides,
                                       tumor_fraction=self.tumor_fraction)
@@ -91,14 +95,18 @@ class SyntheticSource:
         for start in range(0, len(idx), batch_size):
             out = synthetic.generate(idx[start:start + batch_size], seed=self.seed,
                                      image_size=self.image_size, n_slides=self.n_slides,
-                                     tumor_fraction=self.tumor_fraction, tumor_area=self.tumor_area,
-                                     batch_size=batch_size)
+                                     tumor_fraction=self.tumor_fraction, tumor_area=self.tumor_area)
             for j, i in enumerate(out["index"]):
                 rank = int(i) // self.n_slides
                 yield {"image": out["image"][j], "tumor_mask": out["tumor_mask"][j],
                        "label": int(out["label"][j]), "slide": f"synthetic-{int(out['slide'][j]):03d}",
                        "coords": ((rank // per_row) * self.image_size, (rank % per_row) * self.image_size),
                        "index": int(i)}
+
+
+@functools.lru_cache(maxsize=8)
+def _assignment(source: SyntheticSource) -> dict[str, np.ndarray]:
+    return source._compute_assignment()
 
 
 @dataclasses.dataclass(frozen=True)

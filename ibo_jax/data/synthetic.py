@@ -267,21 +267,24 @@ def _generate_batch(seed_key, indices, n_slides, tumor_fraction, tumor_area, siz
     return jax.vmap(one)(indices)
 
 
+_plan_batch = jax.jit(jax.vmap(_plan_one, in_axes=(None, 0, None, None)))
+
+
 def plan(indices, *, seed: int, n_slides: int = 20, tumor_fraction: float = 0.5):
     """(label int32 [N], slide int32 [N]) of patches, without rendering them."""
     idx = jnp.asarray(np.asarray(indices, np.int64) & 0x7FFFFFFF, jnp.uint32)
-    fn = jax.jit(jax.vmap(_plan_one, in_axes=(None, 0, None, None)))
-    label, slide = fn(root_key(seed), idx, n_slides, tumor_fraction)
+    label, slide = _plan_batch(root_key(seed), idx, n_slides, tumor_fraction)
     return np.asarray(label), np.asarray(slide)
 
 
 def generate(indices, *, seed: int, image_size: int = 64, n_slides: int = 20,
              tumor_fraction: float = 0.5, tumor_area: tuple[float, float] = (0.1, 0.8),
-             batch_size: int = 128) -> dict[str, np.ndarray]:
+             batch_size: int | None = None) -> dict[str, np.ndarray]:
     """Renders patches by index. Returns numpy: image uint8 [N, S, S, 3], tumor_mask bool
     [N, S, S], label int32 [N] (1 = tumor, about `tumor_fraction` of them), slide int32 [N]
     (pseudo-slide id in [0, n_slides): patches of a slide share a stain), index int64 [N].
-    Patch i's bytes depend only on (seed, i, image_size, n_slides, tumor_fraction, tumor_area)."""
+    Patch i's bytes depend only on (seed, i, image_size, n_slides, tumor_fraction, tumor_area),
+    not on `batch_size` (patches per compiled call; default: 128 at 64x64, fewer when larger)."""
     _check_size(image_size)
     indices = np.asarray(indices, np.int64).reshape(-1)
     if n_slides < 1:
@@ -293,6 +296,8 @@ def generate(indices, *, seed: int, image_size: int = 64, n_slides: int = 20,
     if indices.size and (indices.min() < 0 or indices.max() > 0x7FFFFFFF):
         raise ValueError("indices must be in [0, 2**31)")
     n, s = indices.size, int(image_size)
+    if batch_size is None:
+        batch_size = max(1, (128 * 64 * 64) // (s * s))
     out = {"image": np.empty((n, s, s, 3), np.uint8), "tumor_mask": np.empty((n, s, s), bool),
            "label": np.empty((n,), np.int32), "slide": np.empty((n,), np.int32), "index": indices}
     key = root_key(seed)

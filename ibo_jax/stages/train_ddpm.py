@@ -34,7 +34,7 @@ from ibo_jax.train import ddpm
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # UNet (diffusers UNet2DModel names); demo-sized here, configs/camelyon16.py has the study's
-    c.block_out_channels = (32, 64, 64)
+    c.block_out_channels = (16, 32, 64)
     c.layers_per_block = 1
     c.attention_levels = (False, False, False)
     c.mid_attention = True
@@ -47,18 +47,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.beta_start = 1e-4
     c.beta_end = 0.02
     # optimisation
-    c.num_steps = 400
+    c.num_steps = 200
     c.batch_size = 16  # global
-    c.lr = 5e-4
-    c.warmup_steps = 50
+    c.lr = 1e-3
+    c.warmup_steps = 20
     c.weight_decay = 1e-6
     c.grad_clip = 1.0
-    c.ema_decay = 0.999
+    c.ema_decay = 0.995
     c.bf16 = False
     c.augment = True
     # bookkeeping
     c.log_every = 10
-    c.checkpoint_every = 200
+    c.checkpoint_every = 100
     c.sample_every = 0  # 0: only at the end
     c.n_samples = 16
     c.sample_steps = 50

@@ -141,7 +141,7 @@ def _threshold_for_area(field, area, steps: int = 20):
     return 0.5 * (lo + hi)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool_sizes(size: int) -> tuple[int, int]:
     """How many uniform and normal numbers one patch of this size uses (counted by tracing)."""
     pool = _Pool()
@@ -248,6 +248,12 @@ def _slide_stain(seed_key, slide):
             "i0": jnp.minimum(i0, 255.0)}
 
 
+def slide_stain(seed: int, slide: int) -> dict[str, np.ndarray]:
+    """The true stain of a pseudo-slide (numpy): h_vec, e_vec (unit OD vectors [3]), h_scale,
+    e_scale, i0 [3] (white level). Per patch, the scales and white level jitter a few percent."""
+    return {k: np.asarray(v) for k, v in jax.jit(_slide_stain)(root_key(seed), slide).items()}
+
+
 def _plan_one(seed_key, index, n_slides, tumor_fraction):
     k = jax.random.fold_in(jax.random.fold_in(seed_key, _TAG_PLAN), index)
     u = jax.random.uniform(k, (2,))
@@ -307,6 +313,6 @@ def generate(indices, *, seed: int, image_size: int = 64, n_slides: int = 20,
         padded = np.pad(chunk, (0, batch_size - chunk.size), mode="edge")  # one compiled shape
         res = _generate_batch(key, jnp.asarray(padded, jnp.uint32), n_slides,
                               float(tumor_fraction), area, s)
-        for name, arr in zip(("image", "tumor_mask", "label", "slide"), res):
+        for name, arr in zip(("image", "tumor_mask", "label", "slide"), res, strict=True):
             out[name][start:start + chunk.size] = np.asarray(arr)[:chunk.size]
     return out

@@ -4,9 +4,8 @@
 tensorflow-datasets and grain, load on first use (`ibo_jax.data.read_split`, ...).
 """
 
-from __future__ import annotations
 
-import importlib
+import importlib  # no `from __future__ import annotations` here: it would shadow the submodule
 from typing import Any
 
 from ibo_jax.data.synthetic import generate, plan

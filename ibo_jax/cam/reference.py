@@ -175,6 +175,7 @@ def make_reference(method: str, model: nn.Module, *, batch_size: int = 64):
 def reference_cam(method: str, model: nn.Module, images: np.ndarray, target_class: int = 1,
                   *, batch_size: int = 64) -> np.ndarray:
     """pytorch-grad-cam's maps [B, H, W] for images [B, H, W, 3] in [0, 1]."""
+    install_torchvision_stub()
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     explainer = make_reference(method, model, batch_size=batch_size)

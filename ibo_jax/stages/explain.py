@@ -175,7 +175,7 @@ def run(ctx) -> dict:
 
     batch = max(1, int(cfg.batch_size))
     starts = list(range(0, n, batch))
-    mine = [s for i, s in enumerate(starts) if i % ctx.process_count == ctx.process_index]
+    mine = [s for i, s in enumerate(starts) if i % ctx.process_count == ctx.process_index] if methods else []
     seconds = dict.fromkeys(methods, 0.0)
     for s in ctx.progress(mine, desc="explain", unit="batch"):
         name = f"heat_{s:06d}.npz"
@@ -192,7 +192,7 @@ def run(ctx) -> dict:
     if ctx.process_index != 0:
         return {}
 
-    parts = [io.read_npz(ctx.chunk_path(f"heat_{s:06d}.npz")) for s in starts]
+    parts = [io.read_npz(ctx.chunk_path(f"heat_{s:06d}.npz")) for s in starts] if methods else []
     heat = np.concatenate([p["heat"] for p in parts]) if methods else np.zeros((n, 0, H, W), np.float16)
     cam_valid = np.concatenate([p["valid"] for p in parts]) if methods else np.zeros((n, 0), bool)
     extra = []

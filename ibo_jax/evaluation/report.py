@@ -301,7 +301,9 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
     mard_of = {s: summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
-    out = ["# Which CAM explanation can we trust? Deletion tests under six occlusion strategies\n\n",
+    n_strat = len(summary["strategies"])
+    out = [f"# Which CAM explanation can we trust? Deletion tests under {n_strat} occlusion "
+           f"strateg{'y' if n_strat == 1 else 'ies'}\n\n",
            "A classifier labels histopathology patches as tumor or normal. CAM methods (Grad-CAM and six "
            "others) produce heatmaps saying which pixels drove the *tumor* prediction. To test a heatmap we "
            "**delete** its most important pixels step by step (masks M1 ⊂ M2 ⊂ M3 ⊂ M4 from 1-D k-means "

@@ -151,6 +151,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ablation-chunk", type=int, default=2048)
     p.add_argument("--ref-small", type=int, default=64, help="reference input size for Ablation/Score-CAM")
     p.add_argument("--ref-chunk", type=int, default=64, help="pytorch-grad-cam batch_size")
+    p.add_argument("--ref-skip", default="", help="methods to leave out of --reference (comma list)")
     p.add_argument("--fp32", action="store_true", help="--gpu without TF32/bf16")
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -174,7 +175,8 @@ def main(argv=None) -> dict:
     if args.reference:
         if tmodel is None:
             raise SystemExit("--reference needs torch, pytorch-grad-cam and a resnet50 (--arch resnet50)")
-        out["reference"] = bench_reference(tmodel, model, methods, args)
+        skip = set(args.ref_skip.split(","))
+        out["reference"] = bench_reference(tmodel, model, [m for m in methods if m not in skip], args)
     print(json.dumps(out))
     return out
 

@@ -5,7 +5,7 @@ random weights and randomized BatchNorm statistics and affine parameters; it is 
 `ibo_jax.models.from_torchvision`. Inputs are 128x128. Ablation-CAM and Score-CAM cost one
 reference forward per layer4 channel (2,048 on ResNet50, minutes on this CPU): the default run checks
 them on a torchvision-layout ResNet18 (512 channels) at 64x64; the ResNet50 versions are marked
-`slow` and run with IBO_JAX_SLOW=1. Tolerance: max abs diff 1e-3 on [0, 1] maps.
+`slow` and run with IBO_JAX_SLOW=1 (as are HiResCAM and LayerCAM). Tolerance: max abs diff 1e-3 on [0, 1] maps.
 """
 
 from __future__ import annotations
@@ -64,11 +64,12 @@ def test_logits_match(models):
     np.testing.assert_allclose(np.asarray(jmodel(x)), ref, rtol=1e-3, atol=1e-3)
 
 
-CASES = [pytest.param(m, "resnet50", id=m) for m in METHODS if m not in SIZES]
-CASES += [pytest.param(m, "resnet18", id=f"{m}-resnet18") for m in SIZES]
+EXTRAS = ("hirescam", "layercam")
 _SLOW = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("IBO_JAX_SLOW") != "1",
-                                               reason="ResNet50 Ablation/Score-CAM reference: set IBO_JAX_SLOW=1")]
-CASES += [pytest.param(m, "resnet50", id=m, marks=_SLOW) for m in SIZES]
+                                               reason="long on 2 CPU cores: set IBO_JAX_SLOW=1")]
+CASES = [pytest.param(m, "resnet50", id=m) for m in METHODS if m not in SIZES and m not in EXTRAS]
+CASES += [pytest.param(m, "resnet18", id=f"{m}-resnet18") for m in SIZES]
+CASES += [pytest.param(m, "resnet50", id=m, marks=_SLOW) for m in (*SIZES, *EXTRAS)]
 
 
 @pytest.mark.parametrize("method,arch", CASES)

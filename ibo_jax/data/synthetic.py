@@ -172,10 +172,12 @@ def _render_one(ks: _Pool, stain, label, tumor_area, size: int):
     e_low = 0.12 * _value_noise(ks, 5, size)
     chrom = _value_noise(ks, 28, size)  # chromatin / cytoplasm granularity
     eosin = 0.75 * (1.0 - 0.35 * fibre_amp + 0.75 * fibre_amp * fibre + e_low)
-    eosin = jnp.where(region, 0.75 * (0.85 + 0.12 * chrom + e_low), eosin)
+    # Between tumor cells: cytoplasm plus compressed fibres (keeps the colour histogram alike).
+    eosin = jnp.where(region, 0.75 * (0.9 - 0.2 * fibre_amp + 0.4 * fibre_amp * fibre
+                                      + 0.08 * chrom + e_low), eosin)
     hema = 0.08 + 0.04 * chrom  # faint background hematoxylin
 
-    # Fat holes and vessels (up to 3), outside the tumor region.
+    # Fat holes and vessels (up to 3), anywhere (inside the tumor region they stay in its mask).
     hy, hx = coord[:, None], coord[None, :]
     hp = ks.uniform((3, 6))
     hole_wobble = 1.0 + 0.12 * _value_noise(ks, 9, size)
@@ -191,18 +193,20 @@ def _render_one(ks: _Pool, stain, label, tumor_area, size: int):
         ring = jnp.clip(1.0 - jnp.abs(d - r) / (1.2 * k), 0.0, 1.0) * on
         lumen, rim = jnp.maximum(lumen, inside), jnp.maximum(rim, ring)
         rbc = jnp.maximum(rbc, inside * (hp[j, 5] < 0.4) * (chrom > 0.2))  # vessels carry RBCs
-    free = ~region
-    lumen, rim, rbc = lumen * free, rim * free, rbc * free
 
     edge = 0.7
     # Lymphocytes: small, round, dark; density from sparse to lymphoid-dense, in clusters.
     g, cell, cy, cx, cu = _cells(ks, size, 4.0 * k, 0.05, 0.95)
-    dens = jnp.clip(0.15 + 0.75 * u[5] + 0.35 * _value_noise(ks, 3, g), 0.0, 0.95)
+    # In a tumor patch the lymphocytes around the tumor thin out so that the patch's total
+    # nuclear area has the same distribution as in normal patches: area is not the cue.
+    base = 0.15 + 0.75 * u[5]
+    base = jnp.where(label == 1, jnp.clip((base - 1.7 * area) / (1.0 - area), 0.05, 0.95), base)
+    dens = jnp.clip(base + 0.35 * _value_noise(ks, 3, g), 0.0, 0.95)
     at = lambda a, y, x: a[jnp.clip(y.astype(jnp.int32), 0, size - 1), jnp.clip(x.astype(jnp.int32), 0, size - 1)]
     free_at = lambda y, x: ~at(region, y, x) & (at(lumen, y, x) < 0.5)
     lym_cov, lym_val = _nuclei(
         size, cell, (cu[0] < dens) & free_at(cy, cx), cy, cx, (1.3 + 0.45 * cu[1]) * k,
-        0.8 + 0.2 * cu[2], cu[3] * jnp.pi, 1.05 + 0.3 * cu[4], 1.0, edge)
+        0.8 + 0.2 * cu[2], cu[3] * jnp.pi, 1.05 + 0.4 * cu[4], 1.0, edge)
 
     # Fibroblasts: sparse elongated spindle nuclei aligned with the fibres.
     g, cell, cy, cx, cu = _cells(ks, size, 10.0 * k, 0.25, 0.75)
@@ -218,8 +222,9 @@ def _render_one(ks: _Pool, stain, label, tumor_area, size: int):
     tum_cov, tum_val = _nuclei(
         size, cell, (cu[0] < 0.93) & at(region, cy, cx), cy, cx,
         jnp.minimum((3.0 + 1.2 * cu[1]) * k, rmax), 0.6 + 0.35 * cu[2], cu[3] * jnp.pi,
-        1.15 + 0.35 * cu[4], wob, edge)
+        1.1 + 0.35 * cu[4], wob, edge)
     tum_val = tum_val * (0.85 + 0.22 * chrom)
+    lym_val = lym_val * (0.88 + 0.2 * chrom)  # same tonal spread as tumor nuclei: shape is the cue
 
     nuc_cov = jnp.maximum(jnp.maximum(lym_cov, fib_cov), tum_cov)
     hema = hema + jnp.maximum(jnp.maximum(lym_val, fib_val), tum_val) * 1.5

@@ -104,6 +104,9 @@ def test_array_source_round_trip(tmp_path):
     np.testing.assert_array_equal(d["image"], arrays["image"][2:4])
     np.testing.assert_array_equal(d["tumor_mask"], arrays["tumor_mask"][2:4])
     assert list(d["slide"]) == ["b", "b"] and list(d["index"]) == [102, 103]
+    arrays["image"][2] = 0  # changed content: rebuilt, never reused
+    patches.write_dataset(patches.ArraySource(arrays), tmp_path)
+    assert patches.read_split(tmp_path, "val")["image"][0].max() == 0
 
 
 def test_bad_source_config():

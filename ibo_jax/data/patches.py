@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -124,7 +125,13 @@ class ArraySource:
         return int(self.arrays["image"].shape[1])
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "n": int(len(self.arrays["label"]))}
+        """Name, size and a digest of the arrays' bytes (a rebuild follows any change)."""
+        h = hashlib.blake2b(digest_size=16)
+        for k in sorted(self.arrays):
+            a = np.ascontiguousarray(np.asarray(self.arrays[k]))
+            h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
+            h.update(a.tobytes())
+        return {"name": self.name, "n": int(len(self.arrays["label"])), "digest": h.hexdigest()}
 
     def examples(self, split: str) -> Iterator[dict[str, Any]]:
         a = self.arrays

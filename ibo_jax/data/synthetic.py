@@ -10,9 +10,11 @@ grid where each pixel checks only the 4 nearest cells), then a Beer-Lambert stai
 Normal tissue: eosin stroma with wavy fibres, small round dark lymphocyte nuclei (density varies
 from sparse stroma to dense lymphoid tissue), spindle fibroblast nuclei, fat holes and vessels.
 Tumor: a ragged region (10-80% of the patch, the exact `tumor_mask`) of crowded, enlarged,
-irregular, hyperchromatic nuclei with coarse chromatin. Normal and tumor patches share the same
-range of nuclear area and stain, so a global colour histogram is a weak cue (see
-benchmarks/synthetic_throughput.py); nuclear size, shape and crowding are the strong one.
+irregular, hyperchromatic nuclei with coarse chromatin. Around a tumor region lymphocytes thin
+out so the total nuclear area stays in the normal range, and nuclei of both kinds share a tonal
+spread: a global colour histogram is a weak cue (logistic regression on 48 histogram bins, new
+pseudo-slides: ~0.78 accuracy, benchmarks/synthetic_throughput.py) while the demo's small ResNet
+reaches ~0.98 on the test slides; nuclear size, shape and crowding carry the label.
 Sizes from 64 to 512: every length scales with image_size / 64 (same field of view).
 """
 

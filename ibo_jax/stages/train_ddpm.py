@@ -155,8 +155,10 @@ def run(ctx) -> dict:
     step_fn = ddpm.make_train_step(graphdef, tx, sched, ema_decay=c.ema_decay, augment=c.augment,
                                    dropout=c.dropout > 0)
 
+    apply = ddpm.make_apply(graphdef)  # one function: the sampler compiles once
+
     def eps_model(st):
-        return ddpm.EpsModel(apply=ddpm.make_apply(graphdef), params=st["ema"], betas=np.float32(betas),
+        return ddpm.EpsModel(apply=apply, params=st["ema"], betas=np.float32(betas),
                              image_size=size)
 
     def write_samples(st, step):

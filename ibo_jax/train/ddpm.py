@@ -75,7 +75,10 @@ def dihedral_augment(x: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.take_along_axis(stacked, k[None, :, None, None, None], axis=0)[0]
 
 
+@functools.lru_cache(maxsize=64)
 def make_apply(graphdef: nnx.GraphDef) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+    """`apply(params, x_t, t) -> eps`; one function per graphdef, so jit caches keyed on it hit."""
+
     def apply(params, x_t, t):
         return nnx.merge(graphdef, params)(x_t, t)
 

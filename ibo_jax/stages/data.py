@@ -59,7 +59,7 @@ def write_examples_png(path, images: np.ndarray, masks: np.ndarray, labels: np.n
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img, m, y in zip(axes.flat, images, masks, labels):
+    for ax, img, m, y in zip(axes.flat, images, masks, labels, strict=False):
         ax.imshow(img, interpolation="nearest")
         if m.any():
             ax.contour(m.astype(np.float32), levels=[0.5], colors="lime", linewidths=0.8)

@@ -48,3 +48,18 @@ def test_lab_round_trip_and_bad_input():
         stain.macenko_stains(np.full((8, 8, 3), 250, np.uint8))
     with pytest.raises(ValueError, match="RGB"):
         stain.macenko_stains(np.zeros((8, 8), np.uint8))
+
+
+def test_stain_normalized_source_in_the_dataset(tmp_path):
+    from ibo_jax.data import patches
+
+    src = patches.SyntheticSource(n_patches=12, n_slides=3, seed=2)
+    norm = patches.StainNormalized(src)
+    assert norm.config()["stain_normalization"] == "macenko" and norm.image_size == 64
+    patches.write_dataset(norm, tmp_path)
+    d = patches.read_split(tmp_path, "train")
+    raw = synthetic.generate(d["index"], seed=2, n_slides=3)
+    assert d["image"].shape == raw["image"].shape and not np.array_equal(d["image"], raw["image"])
+    np.testing.assert_array_equal(d["tumor_mask"], raw["tumor_mask"])
+    with pytest.raises(ValueError, match="macenko"):
+        patches.StainNormalized(src, "vahadane")

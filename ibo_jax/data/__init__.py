@@ -17,6 +17,7 @@ _LAZY = {
     "dataset_info": "ibo_jax.data.patches",
     "SyntheticSource": "ibo_jax.data.patches",
     "ArraySource": "ibo_jax.data.patches",
+    "StainNormalized": "ibo_jax.data.patches",
     "PatchDataset": "ibo_jax.data.tfds_builder",
 }
 

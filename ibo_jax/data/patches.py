@@ -141,6 +141,37 @@ class ArraySource:
                    "coords": a["coords"][j] if "coords" in a else (0, 0)}
 
 
+@dataclasses.dataclass(frozen=True)
+class StainNormalized:
+    """Any source with its images Macenko-normalized to the reference H&E stain (a patch with
+    too little tissue to estimate a stain passes through unchanged)."""
+
+    source: Any
+    method: str = "macenko"
+
+    def __post_init__(self):
+        if self.method != "macenko":
+            raise ValueError(f"stain normalization method must be 'macenko', got {self.method!r}")
+
+    def __getattr__(self, name):  # name, image_size, description, splits of the wrapped source
+        if name == "source" or name.startswith("__"):  # no recursion while (un)pickling
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def config(self) -> dict[str, Any]:
+        return {**self.source.config(), "stain_normalization": self.method}
+
+    def examples(self, split: str) -> Iterator[dict[str, Any]]:
+        from ibo_jax.data import stain
+
+        for ex in self.source.examples(split):
+            try:
+                ex = {**ex, "image": stain.macenko_normalize(ex["image"])}
+            except ValueError:
+                pass
+            yield ex
+
+
 # ----------------------------------------------------------------------------- writing
 def _files(root: Path) -> dict[str, int]:
     tfds_root = root / TFDS_SUBDIR

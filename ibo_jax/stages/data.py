@@ -29,6 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.tumor_area = (0.1, 0.8)  # range of the tumor-region share of a tumor patch
     c.split_by = "slide"  # or "patch" (the study's random patch-level split)
     c.fractions = (0.7, 0.15, 0.15)  # train / val / test
+    c.stain_normalization = ""  # "" (none) or "macenko" (to the reference H&E stain)
     c.n_examples = 32  # patches in examples.png
     return c
 
@@ -37,13 +38,20 @@ def _source(ctx):
     from ibo_jax.data.patches import SyntheticSource
 
     c = ctx.cfg
+    if c.stain_normalization not in ("", "macenko"):
+        raise ValueError(f"data.stain_normalization: {c.stain_normalization!r}, expected '' or 'macenko'")
     if c.source != "synthetic":
         raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic')")
-    return SyntheticSource(
+    source = SyntheticSource(
         n_patches=int(c.n_patches), image_size=int(ctx.config.image_size), seed=int(ctx.config.seed),
         n_slides=int(c.n_slides), tumor_fraction=float(c.tumor_fraction),
         tumor_area=tuple(float(v) for v in c.tumor_area), split_by=str(c.split_by),
         fractions=tuple(float(v) for v in c.fractions))
+    if c.stain_normalization:
+        from ibo_jax.data.patches import StainNormalized
+
+        source = StainNormalized(source, str(c.stain_normalization))
+    return source
 
 
 def write_examples_png(path, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,

@@ -257,10 +257,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     registry = STAGES if registry is None else registry
     workdir = check_workdir(workdir)
     mesh = parallel.make_mesh() if mesh is None else mesh
-    chosen = select(registry, stages)
-    missing_sections = [s.name for s in chosen if s.name not in config]
-    if missing_sections:
-        raise PipelineError(f"config has no section for stage(s) {missing_sections}")
+    if stages:
+        chosen = select(registry, stages)
+        missing_sections = [s.name for s in chosen if s.name not in config]
+        if missing_sections:
+            raise PipelineError(f"--stages: the config has no section for stage(s) {missing_sections}")
+    else:  # every registered stage the config has a section for
+        chosen = [s for s in registry.values() if s.name in config]
     root = rng.root_key(config.seed)
 
     fingerprints: dict[str, str] = {}

@@ -22,7 +22,7 @@ from ibo_jax import io as ibo_io
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.source = "synthetic"  # the only source so far; CAMELYON16 slides and PCam arrive later
+    c.source = "synthetic"  # "synthetic" or "wsi" (CAMELYON16-style slides + ASAP XML annotations)
     c.n_patches = 3000  # about half tumor (tumor_fraction)
     c.n_slides = 20  # pseudo-slides: patches of a slide share a stain; splits are by slide
     c.tumor_fraction = 0.5
@@ -31,7 +31,42 @@ def default_config() -> ml_collections.ConfigDict:
     c.fractions = (0.7, 0.15, 0.15)  # train / val / test
     c.stain_normalization = ""  # "" (none) or "macenko" (to the reference H&E stain)
     c.n_examples = 32  # patches in examples.png
+    # source = "wsi": slides (*.tif, *.svs, ...) in slides_dir, ASAP XML with the same stem in
+    # annotations_dir (a slide without one is all normal), patches cut at `level`.
+    c.slides_dir = ""
+    c.slides_glob = "*.tif"
+    c.annotations_dir = ""
+    c.patch_size = 512
+    c.level = 0
+    c.min_tissue = 0.5
+    c.tumor_threshold = 0.5
+    c.max_per_class = 0  # 0 = no cap (per slide and class)
     return c
+
+
+def _wsi_source(c, image_size: int, seed: int):
+    from pathlib import Path
+
+    from ibo_jax.data.wsi import WsiSource
+
+    slides_dir = Path(c.slides_dir).expanduser()
+    if not c.slides_dir or not slides_dir.is_dir():
+        raise ValueError(f"data.slides_dir: {c.slides_dir!r} is not a directory of slides")
+    slides = sorted(slides_dir.glob(c.slides_glob))
+    if not slides:
+        raise ValueError(f"data.slides_dir: no file matches {c.slides_glob!r} in {slides_dir}")
+    ann_dir = Path(c.annotations_dir).expanduser() if c.annotations_dir else None
+    if ann_dir is not None and not ann_dir.is_dir():
+        raise ValueError(f"data.annotations_dir: {c.annotations_dir!r} is not a directory")
+    pairs = []
+    for slide in slides:
+        ann = ann_dir / f"{slide.stem}.xml" if ann_dir is not None else None
+        pairs.append((str(slide), str(ann) if ann is not None and ann.exists() else None))
+    return WsiSource(slides=pairs, patch_size=int(c.patch_size), level=int(c.level),
+                     image_size=image_size, min_tissue=float(c.min_tissue),
+                     tumor_threshold=float(c.tumor_threshold),
+                     max_per_class=int(c.max_per_class) or None, seed=seed,
+                     fractions=tuple(float(v) for v in c.fractions))
 
 
 def _source(ctx):
@@ -40,13 +75,16 @@ def _source(ctx):
     c = ctx.cfg
     if c.stain_normalization not in ("", "macenko"):
         raise ValueError(f"data.stain_normalization: {c.stain_normalization!r}, expected '' or 'macenko'")
-    if c.source != "synthetic":
-        raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic')")
-    source = SyntheticSource(
-        n_patches=int(c.n_patches), image_size=int(ctx.config.image_size), seed=int(ctx.config.seed),
-        n_slides=int(c.n_slides), tumor_fraction=float(c.tumor_fraction),
-        tumor_area=tuple(float(v) for v in c.tumor_area), split_by=str(c.split_by),
-        fractions=tuple(float(v) for v in c.fractions))
+    if c.source == "wsi":
+        source = _wsi_source(c, int(ctx.config.image_size), int(ctx.config.seed))
+    elif c.source != "synthetic":
+        raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic', 'wsi')")
+    else:
+        source = SyntheticSource(
+            n_patches=int(c.n_patches), image_size=int(ctx.config.image_size), seed=int(ctx.config.seed),
+            n_slides=int(c.n_slides), tumor_fraction=float(c.tumor_fraction),
+            tumor_area=tuple(float(v) for v in c.tumor_area), split_by=str(c.split_by),
+            fractions=tuple(float(v) for v in c.fractions))
     if c.stain_normalization:
         from ibo_jax.data.patches import StainNormalized
 

@@ -122,6 +122,14 @@ def test_degenerate_maps_are_zero_and_counted(images):
             assert np.all(heat == 0), method
 
 
+def test_nan_images_are_flagged_not_propagated(model, images):
+    x = np.asarray(images).copy()
+    x[0, 3, 3, 0] = np.nan
+    heat, info = cam.compute("gradcam", model, x, return_info=True)
+    assert np.all(np.isfinite(np.asarray(heat)))
+    assert list(np.asarray(info["valid"])) == [False, True, True]
+
+
 def test_no_retrace_on_second_call(model, images):
     cam.compute("gradcam", model, images)
     n = cam_base._compute_jit._cache_size()

@@ -22,7 +22,7 @@ from ibo_jax import io as ibo_io
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.source = "synthetic"  # "synthetic" or "wsi" (CAMELYON16-style slides + ASAP XML annotations)
+    c.source = "synthetic"  # "synthetic", "wsi" (slides + ASAP XML) or "npz" (your own patch arrays)
     c.n_patches = 3000  # about half tumor (tumor_fraction)
     c.n_slides = 20  # pseudo-slides: patches of a slide share a stain; splits are by slide
     c.tumor_fraction = 0.5
@@ -41,7 +41,38 @@ def default_config() -> ml_collections.ConfigDict:
     c.min_tissue = 0.5
     c.tumor_threshold = 0.5
     c.max_per_class = 0  # 0 = no cap (per slide and class)
+    # source = "npz": one .npz with image uint8 [N,H,W,3], label int [N], tumor_mask bool [N,H,W],
+    # split str [N] (train/val/test), optional slide str [N] and coords int [N,2].
+    c.npz_path = ""
     return c
+
+
+def _npz_source(c, image_size: int):
+    from ibo_jax.data.patches import ArraySource
+
+    arrays = ibo_io.read_npz(c.npz_path) if c.npz_path else None
+    if arrays is None:
+        raise ValueError("data.npz_path: required when data.source = 'npz'")
+    need = {"image": 4, "label": 1, "tumor_mask": 3, "split": 1}
+    for key, ndim in need.items():
+        if key not in arrays:
+            raise ValueError(f"{c.npz_path}: missing array {key!r} (needs {sorted(need)})")
+        if arrays[key].ndim != ndim:
+            raise ValueError(f"{c.npz_path}: {key!r} has shape {arrays[key].shape}, expected {ndim} dims")
+    img = arrays["image"]
+    if img.dtype != np.uint8 or img.shape[-1] != 3:
+        raise ValueError(f"{c.npz_path}: 'image' must be uint8 [N, H, W, 3], got {img.dtype} {img.shape}")
+    if img.shape[1] != image_size or img.shape[2] != image_size:
+        raise ValueError(f"{c.npz_path}: patches are {img.shape[1]}x{img.shape[2]}, but image_size = "
+                         f"{image_size} (set --config.image_size={img.shape[1]})")
+    bad = sorted(set(np.unique(arrays["split"]).astype(str)) - {"train", "val", "test"})
+    if bad:
+        raise ValueError(f"{c.npz_path}: 'split' values must be train/val/test, found {bad}")
+    n = len(arrays["label"])
+    arrays.setdefault("index", np.arange(n, dtype=np.int64))
+    arrays.setdefault("slide", np.array([f"patch{i}" for i in range(n)]))
+    arrays["tumor_mask"] = arrays["tumor_mask"].astype(bool)
+    return ArraySource(arrays=arrays)
 
 
 def _wsi_source(c, image_size: int, seed: int):
@@ -77,8 +108,10 @@ def _source(ctx):
         raise ValueError(f"data.stain_normalization: {c.stain_normalization!r}, expected '' or 'macenko'")
     if c.source == "wsi":
         source = _wsi_source(c, int(ctx.config.image_size), int(ctx.config.seed))
+    elif c.source == "npz":
+        source = _npz_source(c, int(ctx.config.image_size))
     elif c.source != "synthetic":
-        raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic', 'wsi')")
+        raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic', 'wsi', 'npz')")
     else:
         source = SyntheticSource(
             n_patches=int(c.n_patches), image_size=int(ctx.config.image_size), seed=int(ctx.config.seed),

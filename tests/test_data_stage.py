@@ -1,0 +1,68 @@
+"""Stage `data` with your own patches (source='npz') and clear errors for bad sources."""
+
+import numpy as np
+import pytest
+
+from ibo_jax import io as ibo_io
+from ibo_jax import pipeline
+
+
+def _config(tmp_path, **data):
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "configs"))
+    import demo
+
+    config = demo.get_config()
+    config.image_size = 16
+    for k, v in data.items():
+        config.data[k] = v
+    config.data.n_examples = 4
+    return config
+
+
+def _patches(n=24, size=16):
+    rng = np.random.default_rng(0)
+    label = np.arange(n) % 2
+    mask = np.zeros((n, size, size), bool)
+    mask[label == 1, 4:12, 4:12] = True
+    split = np.array(["train"] * (n - 8) + ["val"] * 4 + ["test"] * 4)
+    image = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    return {"image": image, "label": label, "tumor_mask": mask, "split": split}
+
+
+def test_npz_source_round_trip(tmp_path):
+    from ibo_jax.data.patches import read_split
+
+    arrays = _patches()
+    ibo_io.write_npz(tmp_path / "mine.npz", arrays)
+    config = _config(tmp_path, source="npz", npz_path=str(tmp_path / "mine.npz"))
+    pipeline.run(config, tmp_path / "w", stages=["data"])
+    test = read_split(tmp_path / "w" / "data", "test")
+    order = np.argsort(test["index"])
+    np.testing.assert_array_equal(test["image"][order], arrays["image"][-4:])
+    np.testing.assert_array_equal(test["tumor_mask"][order], arrays["tumor_mask"][-4:])
+    assert (test["label"][order] == arrays["label"][-4:]).all()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("split"), "missing array 'split'"),
+    (lambda a: a.__setitem__("image", a["image"].astype(np.float32)), "must be uint8"),
+    (lambda a: a.__setitem__("split", np.array(["train"] * 23 + ["holdout"])), "holdout"),
+])
+def test_npz_source_errors_name_the_problem(tmp_path, change, message):
+    arrays = _patches()
+    change(arrays)
+    ibo_io.write_npz(tmp_path / "bad.npz", arrays)
+    config = _config(tmp_path, source="npz", npz_path=str(tmp_path / "bad.npz"))
+    with pytest.raises(ValueError, match=message):
+        pipeline.run(config, tmp_path / "w", stages=["data"])
+    assert not (tmp_path / "w" / "data" / "manifest.json").exists()
+
+
+def test_unknown_source_and_missing_slides_dir(tmp_path):
+    with pytest.raises(ValueError, match="unknown source 'pcam2'"):
+        pipeline.run(_config(tmp_path, source="pcam2"), tmp_path / "w", stages=["data"])
+    with pytest.raises(ValueError, match="data.slides_dir"):
+        pipeline.run(_config(tmp_path, source="wsi", slides_dir=str(tmp_path / "nope")), tmp_path / "w",
+                     stages=["data"])

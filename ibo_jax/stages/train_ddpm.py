@@ -41,6 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.attention_head_dim = 32
     c.norm_num_groups = 8
     c.dropout = 0.0
+    c.image_size = 0  # the DDPM's own size; 0 = the global image_size (patches are resized to it)
     # diffusion
     c.T = 1000
     c.beta_schedule = "linear"
@@ -107,6 +108,14 @@ def _write_loss_plot(path: Path, steps: list[int], losses: list[float]) -> None:
     plt.close(fig)
 
 
+def _resize(x, size: int):
+    """[B, H, W, 3] -> [B, size, size, 3], antialiased (the same resize the ibo strategy uses)."""
+    if x.shape[1] == size and x.shape[2] == size:
+        return x
+    return jnp.clip(jax.image.resize(jnp.asarray(x), (x.shape[0], size, size, x.shape[-1]), "linear",
+                                     antialias=True), 0.0, 1.0)
+
+
 def _kid(ctx, samples: np.ndarray, n: int) -> dict:
     """KID between samples and held-out (test split) normal patches, in the classifier's features."""
     from ibo_jax.data.patches import read_split
@@ -131,7 +140,11 @@ def run(ctx) -> dict:
     from ibo_jax.data.patches import make_loader
 
     c, t0 = ctx.cfg, time.time()
-    size = int(ctx.config.image_size)
+    data_size = int(ctx.config.image_size)
+    size = int(c.image_size) or data_size
+    if size > data_size:
+        raise ValueError(f"train_ddpm.image_size={size} is larger than the patches ({data_size})")
+    to_size = jax.jit(lambda x: _resize(x, size)) if size != data_size else (lambda x: x)
     main = ctx.process_index == 0
     mesh = ctx.mesh
     if c.batch_size % ctx.process_count or (c.batch_size // ctx.process_count) % parallel.local_batch_multiple(mesh):
@@ -179,7 +192,7 @@ def run(ctx) -> dict:
     real_batch, t_first, losses = None, None, []
     it = iter(loader)
     for step in ctx.progress(range(start, c.num_steps), total=c.num_steps - start, desc="train_ddpm", unit="step"):
-        images = np.asarray(next(it)["image"], np.float32)  # [b, H, W, 3] in [0, 1]
+        images = np.asarray(to_size(np.asarray(next(it)["image"], np.float32)))  # [b, S, S, 3] in [0, 1]
         if real_batch is None:
             real_batch = images
         state, metrics = step_fn(state, parallel.shard_batch(images, mesh), rng.fold(ctx.key, "step", step))
@@ -227,8 +240,8 @@ def run(ctx) -> dict:
         except Exception as e:  # noqa: BLE001 - the stage graph did not give us the classifier
             summary["kid"] = {"skipped": f"no train_classifier input ({e})"}
         else:
-            extra = np.asarray(ddpm.sample(eps_model(state), rng.fold(ctx.key, "kid"), c.kid_samples,
-                                           num_steps=c.sample_steps))
+            extra = np.asarray(_resize(ddpm.sample(eps_model(state), rng.fold(ctx.key, "kid"), c.kid_samples,
+                                                   num_steps=c.sample_steps), data_size))
             summary["kid"] = _kid(ctx, extra, c.kid_samples)
     summary["seconds"] = round(time.time() - t0, 2)
     return summary

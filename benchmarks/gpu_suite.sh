@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every GPU benchmark once, each under its own time limit (GPU time is scarce): one JSON line per
+# benchmark in $OUT/<name>.log (last line), device facts in $OUT/gpu.txt.
+#   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/ibo_jax_gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 IBO_JAX_NO_PROGRESS=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"; } > "$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+run() {
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" python3 "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name rc=$rc $((SECONDS - t0))s"
+  tail -c 1500 "$OUT/$name.log"; echo
+}
+run repaint "${T_REPAINT:-170}" benchmarks/repaint_throughput.py --gpu --batches 8 32 --calls 30
+run cam "${T_CAM:-150}" benchmarks/cam_throughput.py --gpu
+run unet "${T_UNET:-130}" benchmarks/unet_throughput.py --gpu
+run classifier "${T_CLASSIFIER:-90}" benchmarks/classifier_throughput.py --gpu

@@ -58,6 +58,8 @@ def flops_per_image(model, size: int) -> float:
     try:  # the HLO's own count before backend fusion: the same on every platform, no compile
         cost = lowered.cost_analysis()
     except Exception:  # noqa: BLE001 - older JAX: only the compiled executable has it
+        cost = None
+    if not cost:  # some backends (GPU) give no count before compiling
         cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))

@@ -154,7 +154,10 @@ def inpaint(
     single key or one per example [B]; betas: the trained betas [T]; t_T respaced steps (t_T = T:
     no respacing). eps_fn(x_t, t) or, with `params`, eps_fn(params, x_t, t), with t int32 [B] in
     trained-timestep units. eta=None: the official ancestral step; a float: diffusers' DDIM-style
-    step. compute_dtype=jnp.bfloat16 runs the network in bf16. The batch is split over `mesh`
+    step. compute_dtype casts the parameters and the network input (e.g. jnp.bfloat16); for a
+    Flax module whose own `dtype` is None that is not enough (an fp32 time embedding promotes the
+    activations back to fp32): build the module with dtype=jnp.bfloat16 instead
+    (`load_eps_model(dir, dtype=jnp.bfloat16)`, `unet2d(dtype=...)`). The batch is split over `mesh`
     (default: this process's devices). Returns [B, H, W, C] float32, or [B, n_draws, H, W, C] when
     n_draws > 1 (draw d of example b uses fold_in(key_b, d)).
 

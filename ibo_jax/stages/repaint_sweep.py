@@ -110,15 +110,14 @@ def run(ctx) -> dict:
     masks = box_masks(data["index"], size, float(cfg.mask_fraction), int(ctx.config.seed))
     ids = np.asarray([rng.stable_int(int(i)) for i in data["index"]], np.uint32)
     keys = jax.vmap(lambda i: jax.random.fold_in(ctx.key, i))(ids)  # [N] per-image keys
-    eps_model = load_eps_model(ctx.input_dir("train_ddpm"))
+    eps_model = load_eps_model(ctx.input_dir("train_ddpm"), dtype=jax.numpy.bfloat16 if cfg.bf16 else None)
     lpips_fn = None
     if cfg.lpips_alexnet:
         from ibo_jax.evaluation.lpips import load_lpips, make_lpips_fn
 
         lpips_fn = make_lpips_fn(load_lpips(cfg.lpips_alexnet))
     opts = dict(key=keys, eps_model=eps_model, n_draws=int(cfg.n_draws), batch_size=int(cfg.batch_size),
-                eta=None if cfg.eta < 0 else float(cfg.eta), compute_dtype=jax.numpy.bfloat16 if cfg.bf16 else None,
-                progress=False)
+                eta=None if cfg.eta < 0 else float(cfg.eta), progress=False)
     rows = []
     for t_T, j, r in ctx.progress(list(cfg.grid), desc="repaint_sweep", unit="setting"):
         name = f"{t_T}_{j}_{r}"

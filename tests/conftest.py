@@ -29,3 +29,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "interop" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_torchvision_stand_in():
+    """Some interop tests register a minimal `torchvision` stand-in (the real one cannot be
+    installed beside the CPU torch); it must not leak into later tests (diffusers probes it)."""
+    import sys
+
+    def names():
+        return {k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")}
+
+    before = names()
+    yield
+    for name in names() - before:
+        del sys.modules[name]

@@ -8,6 +8,7 @@ minimal stand-in before pytorch-grad-cam is imported.
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 
@@ -42,6 +43,8 @@ def install_torchvision_stub() -> None:
     ops.box_iou = _missing
     transforms.functional = functional
     tv.transforms, tv.ops = transforms, ops
+    for mod in (tv, transforms, functional, ops):  # importlib.util.find_spec() needs a spec
+        mod.__spec__ = importlib.machinery.ModuleSpec(mod.__name__, None)
     sys.modules.update({
         "torchvision": tv, "torchvision.transforms": transforms,
         "torchvision.transforms.functional": functional, "torchvision.ops": ops,

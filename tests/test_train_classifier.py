@@ -67,3 +67,28 @@ def test_bad_inputs(tmp_path):
         tc.ModelSpec("resnet9", 2).build()
     with pytest.raises(FileNotFoundError, match="model_config.json"):
         tc.load_classifier(tmp_path)
+
+
+def test_fine_tune_from_torchvision_weights(tmp_path):
+    """init_weights: the backbone starts from the checkpoint, the head is new (other class count)."""
+    from flax import nnx
+
+    from ibo_jax import models
+    from ibo_jax.models.convert import to_torchvision_state_dict
+
+    source = models.resnet18(num_classes=10, rngs=nnx.Rngs(7))
+    ckpt = to_torchvision_state_dict("resnet18", source)
+    np.savez(tmp_path / "r18.npz", **ckpt)
+    x, y = _toy(16, hw=32)
+    spec = tc.ModelSpec("resnet18", 2)
+    frozen = tc.TrainConfig(epochs=1, batch_size=8, lr=0.0, warmup_steps=0, weight_decay=0.0,
+                            augment=False, eval_batch_size=16, schedule="constant")
+    tc.train(spec, frozen, train_batches=lambda e: tc.array_batches(x, y, batch_size=8, seed=0, epoch=e),
+             steps_per_epoch=1, workdir=tmp_path / "w", key=jax.random.key(0), val=(x, y),
+             init_weights=str(tmp_path / "r18.npz"))
+    tuned = tc.load_classifier(tmp_path / "w")
+    np.testing.assert_array_equal(np.asarray(tuned.conv1.kernel.value), np.asarray(source.conv1.kernel.value))
+    assert tuned.fc.kernel.value.shape[-1] == 2
+    with pytest.raises(ValueError, match="init_weights"):
+        tc.train(SPEC, CFG, train_batches=lambda e: tc.array_batches(x, y, batch_size=8, seed=0, epoch=e),
+                 steps_per_epoch=1, workdir=tmp_path / "v", key=jax.random.key(0), init_weights=ckpt)

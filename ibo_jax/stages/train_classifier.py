@@ -41,6 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 200
     c.eval_batch_size = 128
     c.limit_train = 0         # 0 = all training patches
+    c.init_weights = ""       # torchvision/timm checkpoint (.pth/.safetensors/.npz) to fine-tune from
     return c
 
 
@@ -78,7 +79,8 @@ def run(ctx) -> dict:
     val = read_split(data_dir, "val")
     summary = tc.train(spec, tcfg, train_batches=train_batches, steps_per_epoch=steps_per_epoch,
                        workdir=ctx.dir, key=ctx.key, val=(val["image"], val["label"]), mesh=ctx.mesh,
-                       progress=ctx.progress, scalar=ctx.scalar, class_names=class_names)
+                       progress=ctx.progress, scalar=ctx.scalar, class_names=class_names,
+                       init_weights=str(cfg.init_weights) or None)
     model = tc.load_classifier(ctx.dir)
     metrics = {"class_names": class_names, "best": summary["best"], "history": summary["history"],
                "arch": spec.to_json()}

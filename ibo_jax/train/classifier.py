@@ -255,8 +255,13 @@ def _host_batch(batch: Mapping[str, Any], num_classes: int) -> dict:
 def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], Iterable[Mapping]],
           steps_per_epoch: int, workdir: str | Path, key: jax.Array, val: tuple | None = None,
           mesh=None, progress: Callable | None = None, scalar: Callable | None = None,
-          class_names: list[str] | None = None, max_steps: int | None = None) -> dict:
+          class_names: list[str] | None = None, max_steps: int | None = None,
+          init_weights: Any = None) -> dict:
     """Trains with resume; keeps the best-on-validation weights in `workdir/model` (+ model_config.json).
+
+    init_weights: start from a torchvision/timm checkpoint (a path or a state dict, read by
+    `models.from_torchvision`; a new head when its class count differs) instead of a random init:
+    ImageNet-pretrained fine-tuning. A resumed run continues from its own checkpoint instead.
 
     train_batches(epoch) yields host-local batches {image uint8|float [B,H,W,3], label [B], index [B]};
     val = (images, labels) numpy. `max_steps` stops early (a test's stand-in for a kill).
@@ -273,6 +278,14 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
     k_init, k_aug = jax.random.split(key)
     model = spec.build(rngs=nnx.Rngs(int(jax.random.randint(k_init, (), 0, 2**31 - 1))),
                        dtype="bfloat16" if cfg.bf16 else None)
+    if init_weights is not None:
+        from ibo_jax.models import from_torchvision
+
+        if spec.kwargs:
+            raise ValueError(f"init_weights: only the standard torchvision layouts can be initialised "
+                             f"from a checkpoint, not {spec.arch} with model_kwargs {dict(spec.kwargs)}")
+        pretrained = from_torchvision(spec.arch, init_weights, num_classes=spec.num_classes)
+        nnx.update(model, nnx.state(pretrained))
     model.train()
     graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     model.eval()

@@ -13,7 +13,7 @@ Reduced on purpose, and stated in the report:
   downsampled for it; the `ibo` strategy inpaints at 32x32 and pastes the regenerated pixels back
   at 64x64, the kept pixels untouched);
 - RePaint with (t_T, jump_length, jump_n_sample) = (20, 5, 2) instead of the study's (250, 10, 10);
-- 16 tumor patches in the evaluation set (the study used 100).
+- 32 tumor patches in the evaluation set (the study used 100).
 """
 
 from ibo_jax import pipeline
@@ -40,7 +40,7 @@ def get_config(arg=None):
     ddpm.warmup_steps = 50
     ddpm.ema_decay = 0.99
 
-    config.explain.n_images = 16
+    config.explain.n_images = 32
 
     ibo = config.occlude.ibo
     ibo.t_T = 20

@@ -36,6 +36,8 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _flops import hlo_flops  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+
 from ibo_jax.repaint import beta_schedule, inpaint, schedule_cost  # noqa: E402
 
 
@@ -49,9 +51,7 @@ def _apply_fn(graphdef):
 def _unet_flops(apply, params, batch: int, size: int) -> float:
     x = jnp.zeros((batch, size, size, 3), jnp.float32)
     t = jnp.zeros((batch,), jnp.int32)
-    cost = jax.jit(apply).lower(params, x, t).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan"))) / batch
+    return hlo_flops(apply, params, x, t) / batch
 
 
 def _time_inpaint(apply, params, x0, keep, sched: tuple, repeats: int, **kw) -> float:

@@ -12,6 +12,7 @@ image id, method and mask) so a draw does not depend on batching or on where a r
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -75,11 +76,14 @@ def ibo(
             bar = tqdm(total=b * n_draws, desc="ibo", unit="inpaint")
         except ImportError:
             bar = None
+    def rows(a, start, stop, pad):  # a chunk padded to the fixed size by repeating its last row
+        return jnp.concatenate([a[start:stop]] + [a[stop - 1:stop]] * pad) if pad else a[start:stop]
+
     outs, t0 = [], time.perf_counter()
     for start in range(0, b, chunk):
         stop = min(start + chunk, b)
         pad = chunk - (stop - start)
-        sl = lambda a: jnp.concatenate([a[start:stop]] + [a[stop - 1:stop]] * pad) if pad else a[start:stop]  # noqa: E731
+        sl = functools.partial(rows, start=start, stop=stop, pad=pad)
         out = inpaint(
             eps_model.apply, sl(x), sl(keep), sl(keys), betas=np.asarray(eps_model.betas, np.float64), t_T=t_T,
             jump_length=jump_length, jump_n_sample=jump_n_sample, params=eps_model.params, eta=eta,

@@ -17,7 +17,8 @@ from fold_in(key_b, i), so results do not depend on batch size, padding or devic
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

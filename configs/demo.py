@@ -42,6 +42,9 @@ def get_config(arg=None):
 
     config.explain.n_images = 32
 
+    # MoRF (the study's curve), fixed-fraction and insertion curves; the last two skip the costly
+    # ibo strategy in the demo (occlude.fixed_strategies).
+    config.occlude.curves = ("morf", "fixed", "insertion")
     ibo = config.occlude.ibo
     ibo.t_T = 20
     ibo.jump_length = 5

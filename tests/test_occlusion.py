@@ -304,3 +304,31 @@ def test_stage_rows_independent_of_chunking_and_keys_documented(tmp_path, monkey
     assert out[2].keys() == out[5].keys()
     for k in out[2]:
         np.testing.assert_array_equal(out[2][k], out[5][k])
+
+
+def test_stage_occlude_insertion_curve(tmp_path, monkeypatch):
+    """Insertion: point 1 has everything removed, point i+1 has M_i back (exact original pixels)."""
+    from ibo_jax import io as ibo_io
+    from ibo_jax.stages import occlude
+
+    monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
+    _fake_explain(tmp_path)
+    cfg = occlude.default_config()
+    cfg.strategies, cfg.curves, cfg.grid_patches = ("blackening",), ("morf", "insertion"), 0
+    summary = occlude.run(_ctx(tmp_path, cfg))
+    d = tmp_path / "occlude"
+    ev = ibo_io.read_npz(tmp_path / "explain" / "eval_set.npz")
+    morf = {(int(p), int(m), int(k)): img for b in occlude.load_occluded(d, curve="morf")
+            for p, m, k, img in zip(b["pos"], b["method"], b["mask"], b["image"])}
+    ins = {(int(p), int(m), int(k)): img for b in occlude.load_occluded(d, curve="insertion")
+           for p, m, k, img in zip(b["pos"], b["method"], b["mask"], b["image"])}
+    assert len(ins) == summary["valid_pairs"] * 5 and len(morf) == summary["valid_pairs"] * 4
+    for (p, m, k), img in ins.items():
+        if k == 1:
+            assert not img.any()  # fully blackened
+        else:
+            removed_in_morf = ~(morf[(p, m, k - 1)] == ev["image"][p]).all(-1)  # M_{k-1}, black there
+            np.testing.assert_array_equal(img[removed_in_morf], ev["image"][p][removed_in_morf])
+    masks = np.load(d / "masks.npz")
+    usable = masks["n_levels"] > 1
+    assert np.allclose(masks["areas_insertion"][..., 0][usable], 1.0)  # point 1 removes everything

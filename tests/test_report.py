@@ -195,3 +195,22 @@ def test_score_stage_end_to_end_and_resume(tmp_path, monkeypatch):
     assert ibo_io.read_json(tmp_path / "score" / "summary.json") == summary
     report_stage.run(ctx("report", ["score"]))
     assert "blackening" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_insertion_curve_higher_is_better():
+    st = make_study()
+    n, m = st.valid.shape
+    rng = np.random.default_rng(3)
+    pos, meth, mask = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(m), np.arange(1, 6), indexing="ij"))
+    # point 1 = fully occluded (p low); better methods restore p(tumor) faster as M1..M4 come back
+    p = np.clip(0.05 + 0.9 * (1 - np.exp(-3 * QUALITY[meth] * (mask - 1))) + 0.001 * rng.uniform(size=pos.size), 0, 1)
+    st.add("blackening", "insertion", {"pos": pos, "method": np.array(M)[meth], "mask": mask,
+                                       "draw": np.zeros(pos.size, np.int64), "p": p,
+                                       "logit": np.log(p / (1 - p))})
+    x = st.x("insertion", 5)
+    assert x.shape[-1] == 6 and np.all(x[..., 0] == 1) and np.all(x[st.valid][..., 1] == 0)
+    s = st.summarize(n_boot=50, seed=0)["strategies"]["blackening"]["insertion"]
+    assert s["lower_is_better"] is False
+    assert s["ranking"] == {mm: i + 1 for i, mm in enumerate(M[:7])}  # best (fastest restore) first
+    aucs = st.aucs("blackening", "insertion")["p"]
+    assert np.nanmean(aucs[:, 0]) > np.nanmean(aucs[:, 6])

@@ -195,12 +195,15 @@ def _section_tables(summary: Mapping) -> list[str]:
                   "Higher = removing the pixels the method calls least important leaves the prediction intact.")
     for curve, title in (("morf", "Deletion AUC per method and strategy (MoRF, x = |Mi|/|M4|)"),
                          ("fixed", "Fixed-fraction deletion AUC (top q of the pixels, same q for every method)"),
-                         ("lerf", "LeRF deletion AUC (least relevant levels removed first)")):
+                         ("lerf", "LeRF deletion AUC (least relevant levels removed first)"),
+                         ("insertion", "Insertion AUC (from a fully occluded image, M1..M4 put back)")):
         if not any(curve in summary["strategies"][s] for s in strategies):
             continue
         cols = [s for s in strategies if curve in summary["strategies"][s]]
         lower = summary["strategies"][cols[0]][curve].get("lower_is_better", True)
-        out.append(f"\n## {title}\n\nMean AUC of p(tumor) [95% CI] (rank). {lower_text[0 if lower else 1]}\n\n")
+        text = lower_text[0 if lower else 1] if curve != "insertion" else (
+            "Higher = putting the method's most important pixels back first restores the prediction fastest.")
+        out.append(f"\n## {title}\n\nMean AUC of p(tumor) [95% CI] (rank). {text}\n\n")
         rows = []
         for m in methods + controls:
             row = [m]

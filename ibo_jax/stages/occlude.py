@@ -6,7 +6,8 @@ n_levels, valid bool [N,M]); for `ibo`, the EMA DDPM of `train_ddpm`.
 
 Curves (config `curves`): 'morf' = the progressive masks M1..Mn of the importance levels
 (Mi = levels 1..min(i, L-1)); 'fixed' = the top q of pixels by heatmap value for each q of
-config `fractions` (the same grid for every method); 'lerf' = least relevant levels first.
+config `fractions` (the same grid for every method); 'lerf' = least relevant levels first;
+'insertion' = n+1 points: everything removed, then M1..Mn put back (the complement of Mi removed).
 Only (image, method) pairs whose heatmap is valid (L >= 2) are occluded.
 
 On-disk layout (occlude/):
@@ -40,7 +41,7 @@ from ibo_jax import occlusion
 from ibo_jax.evaluation import levels as lv
 from ibo_jax.rng import fold, stable_int
 
-CURVES = ("morf", "fixed", "lerf")
+CURVES = ("morf", "fixed", "lerf", "insertion")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -103,6 +104,13 @@ def _read_inputs(explain_dir: Path) -> tuple[dict, dict]:
     return ev, hm
 
 
+def n_points(curve: str, n_masks: int, fractions) -> int:
+    """Occluded images per (image, method) of a curve (the original is not counted)."""
+    if curve == "fixed":
+        return len(fractions)
+    return n_masks + 1 if curve == "insertion" else n_masks
+
+
 def curve_masks(curve: str, heat: np.ndarray, levels: np.ndarray, n_levels: np.ndarray,
                 n_masks: int, fractions) -> np.ndarray:
     """Remove-masks of one curve for heatmaps [B, H, W] -> bool [B, n, H, W]."""
@@ -114,6 +122,10 @@ def curve_masks(curve: str, heat: np.ndarray, levels: np.ndarray, n_levels: np.n
         from ibo_jax.evaluation.deletion import lerf_masks
 
         return lerf_masks(levels, n_masks)
+    if curve == "insertion":
+        from ibo_jax.evaluation.deletion import insertion_masks
+
+        return insertion_masks(lv.progressive_masks(levels, n_masks, n_levels))
     raise ValueError(f"occlude.curves: unknown curve {curve!r}; expected some of {CURVES}")
 
 
@@ -132,7 +144,7 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
                    n_draws, key) -> dict:
     rows = {"pos": [], "method": [], "mask": [], "draw": []}
     masks_all, ids = [], []
-    n_pts = int(cfg.n_masks) if curve != "fixed" else len(cfg.fractions)
+    n_pts = n_points(curve, int(cfg.n_masks), cfg.fractions)
     for p in pos_list:
         ok = np.flatnonzero(valid[p])
         if ok.size == 0:
@@ -196,7 +208,7 @@ def run(ctx) -> dict:
     # Mask areas, for the score stage and the report.
     areas = {}
     for curve in curves:
-        a = np.zeros((n, m_count, int(cfg.n_masks) if curve != "fixed" else len(fractions)), np.float32)
+        a = np.zeros((n, m_count, n_points(curve, int(cfg.n_masks), fractions)), np.float32)
         for p in range(n):
             a[p] = curve_masks(curve, heat[p], levels[p], n_levels[p], int(cfg.n_masks),
                                fractions).mean(axis=(-2, -1))

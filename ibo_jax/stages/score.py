@@ -146,7 +146,14 @@ class Study:
         self.dense[(strategy, curve)] = d
 
     def x(self, curve: str, n_pts: int) -> np.ndarray:
-        """x positions [N, M, 1, n+1]: p_i = |M_i|/|M_n| for MoRF, the q grid for fixed."""
+        """x positions [N, M, 1, n+1]: p_i = |M_i|/|M_n| for MoRF, the q grid for fixed.
+
+        Insertion: point 0 is the original (x = 1, kept for the tidy table but not part of the
+        curve), point 1 has everything removed (x = 0), point i+1 has M_i back (x = |M_i|/|M_n|).
+        """
+        if curve == "insertion":
+            fr, _ = deletion.mask_fractions(self.areas[..., : n_pts - 1])
+            return np.concatenate([np.ones(fr.shape[:-1] + (1,)), fr], -1)[:, :, None, :]
         if curve == "morf" or curve in self.curve_areas:
             fr, _ = deletion.mask_fractions(self._areas(curve)[..., :n_pts])
             return fr[:, :, None, :]
@@ -161,9 +168,10 @@ class Study:
         """Per image and method, averaged over draws: AUC on p and on the logit, [N, M] each."""
         d = self.dense[(strategy, curve)]
         x = self.x(curve, d["p"].shape[-1] - 1)
+        first = 1 if curve == "insertion" else 0  # the insertion curve starts fully occluded
         out = {}
         for k in ("p", "logit"):
-            per_draw = deletion.curve_auc(d[k], x)  # [N, M, D], NaN where a point is missing
+            per_draw = deletion.curve_auc(d[k][..., first:], x[..., first:])  # [N, M, D], NaN where a point is missing
             out[k] = np.where(self.valid, _nanmean(per_draw, 2), np.nan)
         return out
 
@@ -172,10 +180,11 @@ class Study:
         d = self.dense[(strategy, curve)]
         npt = d["p"].shape[-1]
         x = np.broadcast_to(self.x(curve, npt - 1), d["p"].shape)
+        first = 1 if curve == "insertion" else 0
         out = {}
         for j, m in enumerate(self.methods):
-            y = np.where(self.valid[:, j, None, None], d["p"][:, j], np.nan).reshape(-1, npt)
-            mx, my = deletion.mean_curve(y, x[:, j].reshape(-1, npt))
+            y = np.where(self.valid[:, j, None, None], d["p"][:, j], np.nan)[..., first:].reshape(-1, npt - first)
+            mx, my = deletion.mean_curve(y, x[:, j, :, first:].reshape(-1, npt - first))
             out[m] = {"x": mx.tolist(), "y": my.tolist()}
         return out
 

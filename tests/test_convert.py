@@ -12,56 +12,6 @@ from ibo_jax import models
 from ibo_jax.models.convert import to_torchvision_state_dict
 
 
-def _torch_resnet50(num_classes: int):
-    """A torchvision-layout ResNet50 (v1.5) in plain torch."""
-    import torch.nn as nn
-
-    class Bottleneck(nn.Module):
-        def __init__(self, cin, width, stride):
-            super().__init__()
-            cout = width * 4
-            self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(width)
-            self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU()
-            self.downsample = None
-            if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = self.relu(self.bn1(self.conv1(x)))
-            y = self.relu(self.bn2(self.conv2(y)))
-            y = self.bn3(self.conv3(y))
-            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU()
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            cin = 64
-            for i, (n, w) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=False)):
-                blocks = []
-                for j in range(n):
-                    blocks.append(Bottleneck(cin, w, (1 if i == 0 else 2) if j == 0 else 1))
-                    cin = w * 4
-                setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(2048, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(self.avgpool(x).flatten(1))
-
-    return ResNet()
-
-
 def _torch_vgg16(num_classes: int, hidden: int):
     import torch.nn as nn
 
@@ -121,7 +71,9 @@ def _compare(net, model, hw: int, seed: int = 1):
 
 @pytest.fixture(scope="module")
 def resnet50_sd():
-    net = _randomize(_torch_resnet50(5))
+    from ibo_jax.cam.reference import randomized_resnet  # the plain-torch torchvision-layout ResNet
+
+    net = randomized_resnet("resnet50", 5, seed=0, target_bias=0.0)
     return net, {k: v.numpy() for k, v in net.state_dict().items()}
 
 

@@ -87,8 +87,8 @@ def test_fine_tune_from_torchvision_weights(tmp_path):
              steps_per_epoch=1, workdir=tmp_path / "w", key=jax.random.key(0), val=(x, y),
              init_weights=str(tmp_path / "r18.npz"))
     tuned = tc.load_classifier(tmp_path / "w")
-    np.testing.assert_array_equal(np.asarray(tuned.conv1.kernel.value), np.asarray(source.conv1.kernel.value))
-    assert tuned.fc.kernel.value.shape[-1] == 2
+    np.testing.assert_array_equal(np.asarray(tuned.conv1.kernel[...]), np.asarray(source.conv1.kernel[...]))
+    assert tuned.fc.kernel[...].shape[-1] == 2
     with pytest.raises(ValueError, match="init_weights"):
         tc.train(SPEC, CFG, train_batches=lambda e: tc.array_batches(x, y, batch_size=8, seed=0, epoch=e),
                  steps_per_epoch=1, workdir=tmp_path / "v", key=jax.random.key(0), init_weights=ckpt)

@@ -44,6 +44,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
+    """Writes a matplotlib figure as PNG atomically and closes it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

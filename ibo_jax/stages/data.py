@@ -144,9 +144,7 @@ def write_examples_png(path, images: np.ndarray, masks: np.ndarray, labels: np.n
             ax.contour(m.astype(np.float32), levels=[0.5], colors="lime", linewidths=0.8)
         ax.set_title(f"tumor {m.mean():.0%}" if y == 1 else "normal", fontsize=7)
     fig.tight_layout()
-    with ibo_io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    ibo_io.save_figure(fig, path)
 
 
 def run(ctx) -> dict:

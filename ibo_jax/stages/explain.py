@@ -143,9 +143,7 @@ def heatmap_figure(path: Path, ev: dict, methods: list[str], heat: np.ndarray, n
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    io.save_figure(fig, path)
 
 
 def run(ctx) -> dict:

@@ -290,9 +290,7 @@ def grid_figure(stage_dir: Path, images: np.ndarray, methods: list[str], valid: 
     fig.suptitle(f"occlusion strategies x progressive masks ({methods[mi]} heatmaps)", fontsize=9)
     fig.tight_layout()
     out = Path(stage_dir) / "grid.png"
-    with ibo_io.atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    ibo_io.save_figure(fig, out, dpi=80)
     return out
 
 

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from ibo_jax import rng
-from ibo_jax.io import write_json, write_npz, write_text
+from ibo_jax.io import save_figure, write_json, write_npz, write_text
 from ibo_jax.occlusion.ibo import ibo
 from ibo_jax.repaint.schedule import schedule_cost
 
@@ -76,7 +76,6 @@ def _plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ibo_jax.io import write_bytes
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     xs = [r["unet_calls"] for r in rows]
@@ -90,10 +89,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(f"{metric} vs original")
     fig.suptitle("RePaint cost vs quality")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def run(ctx) -> dict:

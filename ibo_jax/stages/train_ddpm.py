@@ -103,9 +103,7 @@ def _write_loss_plot(path: Path, steps: list[int], losses: list[float]) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    with ibo_io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    ibo_io.save_figure(fig, path)
 
 
 def _resize(x, size: int):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ibo_jax.models.unet import UNetConfig, timestep_embedding, unet2d
+from ibo_jax.models.unet import GroupNorm, UNetConfig, attention, timestep_embedding, unet2d
 from ibo_jax.models.unet_convert import from_diffusers_unet, to_diffusers_state_dict
 
 TINY = dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
@@ -33,6 +33,27 @@ def test_bf16_compute_close_to_fp32():
     a, b = m32(x, t), m16(x, t)
     assert b.dtype == jnp.float32
     assert float(jnp.abs(a - b).max()) < 0.1 * float(jnp.abs(a).max()) + 0.05
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 8, 8, 16), 4), ((1, 5, 7, 32), 32), ((3, 64, 8), 8)])
+def test_group_norm_matches_flax(shape, groups):
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), shape)  # an offset mean, as activations have
+    ours = GroupNorm(shape[-1], groups, 1e-5)
+    ref = nnx.GroupNorm(shape[-1], num_groups=groups, epsilon=1e-5, rngs=nnx.Rngs(0))
+    sc = jax.random.normal(jax.random.key(1), (shape[-1],))
+    ours.scale[...], ours.bias[...] = sc, -sc
+    ref.scale[...], ref.bias[...] = sc, -sc
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=2e-4, rtol=1e-4)
+    half = GroupNorm(shape[-1], groups, 1e-5, dtype=jnp.bfloat16)(x.astype(jnp.bfloat16))
+    assert half.dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="not divisible"):
+        GroupNorm(10, 4, 1e-5)
+
+
+def test_cpu_attention_matches_dot_product_attention():
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 37, 3, 8)) for i in range(3))
+    np.testing.assert_allclose(np.asarray(attention(3 * q, k, v)), np.asarray(jax.nn.dot_product_attention(3 * q, k, v)),
+                               atol=2e-6)
 
 
 def test_timestep_embedding_conventions():

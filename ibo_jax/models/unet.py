@@ -103,8 +103,41 @@ class _Layers:
         return nnx.Linear(cin, cout, dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
 
     def norm(self, c, groups, eps):
-        return nnx.GroupNorm(c, num_groups=groups, epsilon=eps, dtype=self.dtype,
-                             param_dtype=self.param_dtype, rngs=self.rngs)
+        return GroupNorm(c, groups, eps, dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+class GroupNorm(nnx.Module):
+    """GroupNorm over NHWC with `nnx.GroupNorm`'s parameter names (`scale`, `bias`) and maths.
+
+    Statistics are float32 per-channel sums over H x W (one multi-output column reduction), then
+    summed into groups by a [C, G] one-hot matmul; the output is x * a + b with per-(example,
+    channel) a and b. Measured on XLA:CPU this is 1.5-6x faster than `nnx.GroupNorm`, whose
+    single reduction over the non-contiguous (H, W, C/G) axes is slow there; the maths (one-pass
+    variance E[x^2] - E[x]^2, as flax's default `use_fast_variance`) is the same.
+    """
+
+    def __init__(self, c: int, groups: int, eps: float, *, dtype=None, param_dtype=jnp.float32):
+        if c % groups:
+            raise ValueError(f"GroupNorm: {c} channels not divisible by {groups} groups")
+        self.num_features, self.num_groups, self.epsilon, self.dtype = c, groups, eps, dtype
+        self.scale = nnx.Param(jnp.ones((c,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((c,), param_dtype))
+
+    def __call__(self, x):  # [B, ..., C]
+        b, c, g = x.shape[0], x.shape[-1], self.num_groups
+        dtype = self.dtype or jnp.result_type(x.dtype, self.scale.dtype)
+        xf = x.reshape(b, -1, c).astype(jnp.float32)
+        onehot = (jnp.arange(c)[:, None] // (c // g) == jnp.arange(g)[None, :]).astype(jnp.float32)
+        n = xf.shape[1] * (c // g)
+        hi = jax.lax.Precision.HIGHEST  # the group sums must not drop to bf16/TF32 passes
+        mean = jnp.dot(xf.sum(1), onehot, precision=hi) / n  # [B, G]
+        var = jnp.maximum(jnp.dot(jnp.square(xf).sum(1), onehot, precision=hi) / n - mean * mean, 0.0)
+        inv = jax.lax.rsqrt(var + self.epsilon)
+        scale = self.scale[...].astype(jnp.float32)
+        a = jnp.dot(inv, onehot.T, precision=hi) * scale  # [B, C]
+        shift = self.bias[...].astype(jnp.float32) - jnp.dot(mean * inv, onehot.T, precision=hi) * scale
+        bshape = (b,) + (1,) * (x.ndim - 2) + (c,)
+        return (x.astype(jnp.float32) * a.reshape(bshape) + shift.reshape(bshape)).astype(dtype)
 
 
 class TimestepEmbedding(nnx.Module):
@@ -150,9 +183,28 @@ class Attention(nnx.Module):
         B, H, W, C = x.shape
         h = self.group_norm(x).reshape(B, H * W, C)
         q, k, v = (f(h).reshape(B, H * W, self.heads, self.head_dim) for f in (self.to_q, self.to_k, self.to_v))
-        o = jax.nn.dot_product_attention(q, k, v)  # [B, HW, heads, head_dim]
+        o = attention(q, k, v)  # [B, HW, heads, head_dim]
         o = self.to_out[0](o.reshape(B, H * W, C))
         return x + o.reshape(B, H, W, C)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Softmax attention, q/k/v [B, T, heads, head_dim] -> [B, T, heads, head_dim].
+
+    GPUs and TPUs: `jax.nn.dot_product_attention` (cuDNN flash attention where the shapes allow).
+    CPU: heads-major einsums with the softmax over the minor axis; XLA:CPU lowers the fused
+    [B, T, heads, head_dim] path to a transposing copy of the score matrix, measured 1.2-2.5x
+    slower for the whole attention at 256 tokens. Same maths (scale 1/sqrt(head_dim), max-subtracted softmax).
+    """
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v)
+    scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, heads, T, d]
+    s = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
+    p = jnp.exp(s - s.max(-1, keepdims=True))
+    o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    o = o / p.sum(-1, keepdims=True)
+    return o.astype(v.dtype).transpose(0, 2, 1, 3)
 
 
 class Downsample2D(nnx.Module):

@@ -219,12 +219,41 @@ class Downsample2D(nnx.Module):
 
 
 class Upsample2D(nnx.Module):
+    """diffusers' Upsample2D: nearest-neighbour x2, then a 3x3 convolution (`conv`).
+
+    Computed without the upsampled tensor: output pixel (2i + a, 2j + b) of conv3x3(nearest(x))
+    reads only x rows {i-1, i} (a = 0) or {i, i+1} (a = 1), and likewise columns, with the 3x3
+    taps that land on the same input pixel summed. So each of the four output phases is a 2x2
+    convolution of x, and the layer costs 16 instead of 36 multiply-adds per input pixel and
+    channel pair (2.25x fewer FLOPs; measured 1.3-2.1x faster on XLA:CPU). `subpixel=False`
+    computes it the direct way (kept for benchmarks and tests).
+    """
+
+    subpixel = True
+
     def __init__(self, c: int, L: _Layers):
         self.conv = L.conv(c, c)
 
-    def __call__(self, x):  # nearest-neighbour x2, then 3x3 conv
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return self.conv(x)
+    def __call__(self, x):  # [B, H, W, C] -> [B, 2H, 2W, C]
+        if not self.subpixel:
+            return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+        dtype = self.conv.dtype or jnp.result_type(x.dtype, self.conv.kernel.dtype)
+        w = self.conv.kernel[...]  # [3, 3, Cin, Cout]
+        taps = (lambda k: (k[0], k[1] + k[2]), lambda k: (k[0] + k[1], k[2]))  # phase 0 / 1: (lower, upper)
+        pads = ((1, 0), (0, 1))
+        B, H, W, _ = x.shape
+        x = x.astype(dtype)
+        rows = []
+        for a in range(2):
+            wa = jnp.stack(taps[a](w), axis=0)  # [2, 3, Cin, Cout]
+            cols = []
+            for b in range(2):
+                k = jnp.stack(taps[b](jnp.moveaxis(wa, 1, 0)), axis=1)  # [2, 2, Cin, Cout]
+                cols.append(jax.lax.conv_general_dilated(x, k.astype(dtype), (1, 1), (pads[a], pads[b]),
+                                                         dimension_numbers=("NHWC", "HWIO", "NHWC")))
+            rows.append(jnp.stack(cols, axis=3))  # [B, H, W, 2 (b), Cout]
+        y = jnp.stack(rows, axis=2).reshape(B, 2 * H, 2 * W, -1)  # [B, H, 2 (a), W, 2 (b), C] -> interleaved
+        return y + self.conv.bias[...].astype(dtype) if self.conv.bias is not None else y
 
 
 class DownBlock(nnx.Module):

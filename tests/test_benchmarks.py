@@ -1,0 +1,53 @@
+"""The benchmark scripts the GPU sessions run, in their --smoke mode (tiny shapes, on this CPU).
+
+GPU time is scarce: a script that breaks should break here, not on the lent machine. Each run
+must print one JSON line with the fields the README's tables are built from.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(script: str, *args: str) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                          env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_repaint_gpu_mode_smoke():
+    out = _run("repaint_throughput.py", "--gpu", "--smoke")
+    assert out["unet_calls"] == 2410 and out["undo_steps"] == 2160 and out["extrapolated"]
+    assert out["dtype"] == "bf16" and out["best_s_per_inpainting"] > 0
+    assert all(r["s_per_call"] > 0 and r["tflops"] > 0 for r in out["rows"])
+
+
+def test_repaint_cpu_side_by_side_smoke():
+    out = _run("repaint_throughput.py", "--smoke")
+    for case in out["cases"]:
+        assert case["s_ibo_jax"] > 0 and case["s_diffusers"] > 0
+        assert 0 < case["gflop_executed_per_call_per_image"] <= case["gflop_per_call_per_image"]
+
+
+def test_unet_gpu_mode_smoke():
+    out = _run("unet_throughput.py", "--gpu", "--smoke")
+    assert out["gflop_executed"] < out["gflop_per_image"]  # sub-pixel upsampling executes fewer
+    assert {r["dtype"] for r in out["forward"]} == {"bf16", "fp32_tf32"} and out["train_step"][0]["ms"] > 0
+
+
+@pytest.mark.parametrize("mode", [["--gpu", "--smoke"]])
+def test_unet_variants_smoke(mode):
+    out = _run("unet_variants.py", *mode)
+    assert out["dtype"] == "bf16"
+    rows = {r["variant"]: r for r in out["rows"]}
+    assert set(rows) == {"ibo", "direct_up", "flax_gn", "dpa", "previous"}
+    assert all(r["ms"] > 0 for r in rows.values())
+    assert all(r["max_rel_diff"] < 0.05 for r in rows.values())  # bf16: same function, rounding apart

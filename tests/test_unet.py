@@ -50,6 +50,20 @@ def test_group_norm_matches_flax(shape, groups):
         GroupNorm(10, 4, 1e-5)
 
 
+@pytest.mark.parametrize("hw", [(4, 4), (5, 7)])
+def test_subpixel_upsampling_equals_nearest_then_conv(hw, monkeypatch):
+    from ibo_jax.models.unet import Upsample2D, _Layers
+
+    up = Upsample2D(6, _Layers(None, jnp.float32, nnx.Rngs(3)))
+    up.conv.bias[...] = jnp.linspace(-1, 1, 6)
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 6))
+    fast = up(x)
+    monkeypatch.setattr(Upsample2D, "subpixel", False)
+    direct = up(x)
+    assert fast.shape == direct.shape == (2, 2 * hw[0], 2 * hw[1], 6)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(direct), atol=2e-6)
+
+
 def test_cpu_attention_matches_dot_product_attention():
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 37, 3, 8)) for i in range(3))
     np.testing.assert_allclose(np.asarray(attention(3 * q, k, v)), np.asarray(jax.nn.dot_product_attention(3 * q, k, v)),

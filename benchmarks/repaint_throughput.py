@@ -21,7 +21,8 @@ of network calls), fp32, after a warm-up each, timed runs alternating between th
 the same machine load), best of `--repeats` each. Batch 1 with a tiny UNet (per-step overhead
 dominates) and batch 8 with a mid-size UNet (the convolutions dominate). GFLOP/s figures use the
 UNet's nominal FLOPs (direct upsampling) for both; ibo_jax executes fewer (sub-pixel upsampling,
-`gflop_executed_per_call_per_image`).
+`gflop_executed_per_call_per_image`). `conv_probe`: single 3x3 convolutions at the UNets' shapes,
+XLA against torch (oneDNN), to explain the mid-size ratio.
 """
 
 from __future__ import annotations
@@ -157,6 +158,30 @@ def _alternate(runners: dict, repeats: int) -> dict:
     return best
 
 
+def _conv_probe(shapes, repeats: int) -> list[dict]:
+    """GFLOP/s of one 3x3 convolution, XLA (NHWC) against torch (oneDNN, NCHW), same process."""
+    import torch
+
+    rows = []
+    for b, hw, ci, co in shapes:
+        rng = np.random.default_rng(0)
+        x, w = rng.normal(size=(b, hw, hw, ci)).astype(np.float32), rng.normal(size=(3, 3, ci, co)).astype(np.float32)
+        f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        jx, jw = jnp.asarray(x), jnp.asarray(w)
+        tx, tw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
+
+        def conv_torch():
+            with torch.inference_mode():
+                return torch.nn.functional.conv2d(tx, tw, padding=1)
+
+        best = _alternate({"xla": lambda _: f(jx, jw), "torch": lambda _: conv_torch()}, repeats + 2)
+        gflop = 18 * b * hw * hw * ci * co / 1e9
+        rows.append({"shape_bhwio": [b, hw, hw, ci, co], "xla_gflops": round(gflop / best["xla"], 1),
+                     "torch_gflops": round(gflop / best["torch"], 1)})
+    return rows
+
+
 def cpu(args) -> dict:
     cases = [("tiny_b1", (16, 32), 1, 32, 1, (25, 5, 2)), ("mid_b8", (32, 64, 128), 2, 64, 8, (10, 5, 2))]
     if args.smoke:
@@ -193,6 +218,10 @@ def cpu(args) -> dict:
                              "s_ibo_jax": s_jax, "s_diffusers": s_diff, "speedup": s_diff / s_jax,
                              "ibo_jax_gflops": flops * b * calls / s_jax / 1e9,
                              "diffusers_gflops": flops * b * calls / s_diff / 1e9})
+    # why the mid-size case goes the way it goes: the convolutions themselves, per framework
+    probe = [(2, 8, 8, 8)] if args.smoke else [(8, 64, 32, 32), (8, 64, 96, 32), (8, 32, 64, 64), (8, 16, 128, 128),
+                                              (1, 32, 16, 16), (1, 16, 32, 32)]
+    out["conv_probe"] = _conv_probe(probe, args.repeats)
     return out
 
 

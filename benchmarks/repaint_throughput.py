@@ -7,8 +7,8 @@
 Each mode prints one JSON line.
 
 --gpu: seconds per inpainting and achieved TFLOP/s at (t_T, j, r) = (250, 10, 10), 224x224, the
-default UNet (128/256/512, 2 blocks per level, middle attention with 64-channel heads), for several
-batch sizes. GPU time is scarce, so it times a truncated schedule of `--calls` network calls after a
+default UNet (128/256/512, 2 blocks per level, middle attention with 64-channel heads; `--head-dim 8`
+for diffusers' default heads, as an imported diffusers model has), for several batch sizes. GPU time is scarce, so it times a truncated schedule of `--calls` network calls after a
 compiling run, and extrapolates to the 2,410 calls of the full schedule. The sampler merges each
 run of undo steps into the next scan iteration (one fused draw), so the 2,160 undo steps add no
 iterations; their cost is measured separately on a jumping schedule with the same number of calls
@@ -80,8 +80,9 @@ def gpu(args) -> dict:
     # The module's own bf16 path (bf16 convolutions and attention, fp32 norms); casting the
     # parameters alone leaves an fp32 module computing in fp32 (measured: TF32 speed).
     mdtype = None if args.fp32 else jnp.bfloat16
+    # --head-dim 8: diffusers' default attention heads (an imported diffusers-default model)
     model = unet2d(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
-                   dtype=mdtype) if args.smoke else unet2d(dtype=mdtype)
+                   dtype=mdtype) if args.smoke else unet2d(dtype=mdtype, attention_head_dim=args.head_dim)
     graphdef, params = nnx.split(model)
     apply = _apply_fn(graphdef)
     flops = _unet_flops(apply, params, 1, size)
@@ -106,6 +107,7 @@ def gpu(args) -> dict:
                      "tflops": flops * b * full.unet_calls / s_full / 1e12})
     best = min(rows, key=lambda r: r["s_per_inpainting"])
     return {"bench": "repaint_throughput_gpu", "device": str(jax.devices()[0].device_kind), "size": size,
+            "attention_head_dim": 8 if args.smoke else args.head_dim,
             "dtype": "fp32" if args.fp32 else "bf16", "gflop_per_call": flops / 1e9, "schedule": [250, 10, 10],
             "unet_calls": full.unet_calls, "undo_steps": full.undo_steps, "timed_calls": calls,
             "jumping_schedule": list(jumping), "extrapolated": True, "rows": rows,
@@ -232,6 +234,8 @@ def main(argv=None) -> None:
     p.add_argument("--fp32", action="store_true", help="GPU: fp32 (TF32) UNet instead of bf16")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--calls", type=int, default=40, help="GPU: network calls of the timed truncated schedule")
+    p.add_argument("--head-dim", type=int, default=64,
+                   help="GPU: attention head size of the default UNet (8 = diffusers' default, reported apart)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32])
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)

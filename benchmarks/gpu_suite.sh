@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU benchmarks, each once under its own time limit (GPU time is scarce): one JSON line per
 # benchmark in $OUT/<name>.log (last line), device facts in $OUT/gpu.txt.
-#   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh                       # variants repaint repaint8 unet (<= 570 s)
+#   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh                       # profile variants repaint unet (<= 540 s)
 #   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh variants unet repaint  # some, in this order
+# profile: per-kernel time of one UNet forward (benchmarks/gpu_profile.py).
 # repaint8: the RePaint benchmark with diffusers' default 8-channel attention heads, reported apart.
 # Every script has a --smoke mode that tests/test_benchmarks.py runs on the CPU.
 set -u
@@ -20,15 +21,16 @@ run() {
   echo "== $name rc=$rc $((SECONDS - t0))s"
   tail -c 1500 "$OUT/$name.log"; echo
 }
-names=${*:-variants repaint repaint8 unet}  # the open issues' benchmarks; cam, classifier by name
+names=${*:-profile variants repaint unet}  # the open issues' benchmarks; cam, classifier by name
 for name in $names; do
   case $name in
     variants) run variants "${T_VARIANTS:-150}" benchmarks/unet_variants.py --gpu ;;
+    profile) run profile "${T_PROFILE:-90}" benchmarks/gpu_profile.py --gpu ;;
     repaint) run repaint "${T_REPAINT:-170}" benchmarks/repaint_throughput.py --gpu --batches 8 32 --calls 30 ;;
     repaint8) run repaint8 "${T_REPAINT8:-120}" benchmarks/repaint_throughput.py --gpu --batches 32 --calls 30 --head-dim 8 ;;
     cam) run cam "${T_CAM:-150}" benchmarks/cam_throughput.py --gpu ;;
     unet) run unet "${T_UNET:-130}" benchmarks/unet_throughput.py --gpu ;;
     classifier) run classifier "${T_CLASSIFIER:-90}" benchmarks/classifier_throughput.py --gpu ;;
-    *) echo "gpu_suite: unknown benchmark '$name' (variants, repaint, repaint8, unet, cam, classifier)"; exit 2 ;;
+    *) echo "gpu_suite: unknown benchmark '$name' (profile, variants, repaint, repaint8, unet, cam, classifier)"; exit 2 ;;
   esac
 done

@@ -51,3 +51,21 @@ def test_unet_variants_smoke(mode):
     assert set(rows) == {"ibo", "direct_up", "flax_gn", "dpa", "previous"}
     assert all(r["ms"] > 0 for r in rows.values())
     assert all(r["max_rel_diff"] < 0.05 for r in rows.values())  # bf16: same function, rounding apart
+
+
+def test_gpu_profile_smoke():
+    out = _run("gpu_profile.py", "--smoke")
+    assert out["device_ms_per_forward"] > 0 and abs(sum(k["share"] for k in out["kinds"].values()) - 1) < 1e-3
+    assert out["top"] and all(r["ms"] >= 0 for r in out["top"])
+    assert "convolution" in out["kinds"]  # XLA's CPU convolution thunks are named conv_general_dilated.N
+
+
+def test_profile_kinds():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_profile import kind_of
+
+    assert kind_of("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "convolution"
+    assert kind_of("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
+    assert kind_of("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NNT") == "matmul"
+    assert kind_of("loop_convert_multiply_fusion_3") == "fusion"
+    assert kind_of("input_reduce_fusion") == "fusion"

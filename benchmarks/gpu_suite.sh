@@ -21,7 +21,7 @@ run() {
   echo "== $name rc=$rc $((SECONDS - t0))s"
   tail -c 1500 "$OUT/$name.log"; echo
 }
-names=${*:-profile variants repaint unet}  # the open issues' benchmarks; cam, classifier by name
+names=${*:-profile variants repaint unet}  # the open issues' benchmarks; repaint8, cam, classifier by name
 for name in $names; do
   case $name in
     variants) run variants "${T_VARIANTS:-150}" benchmarks/unet_variants.py --gpu ;;

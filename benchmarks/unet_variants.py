@@ -8,6 +8,8 @@ Variants (same weights, same inputs; every output is checked against the first):
   ibo        the defaults: sub-pixel upsampling, ibo_jax GroupNorm, backend-chosen attention
   direct_up  upsampling as nearest x2 then a 3x3 convolution (diffusers' way)
   flax_gn    `nnx.GroupNorm` instead of ibo_jax's GroupNorm
+  gn_alt     ibo_jax's GroupNorm with the other channels -> groups sum than this backend's default
+             (reshape-sum on the CPU, one-hot matmul on accelerators)
   dpa        `jax.nn.dot_product_attention` on every backend (the CPU default is einsum-based)
   previous   direct_up + flax_gn + dpa: the formulation before these changes
 Timed forward passes take turns (one of each variant per round), median per variant; compile time
@@ -38,15 +40,18 @@ VARIANTS = {
     "ibo": {},
     "direct_up": {"subpixel": False},
     "flax_gn": {"flax_gn": True},
+    "gn_alt": {"gn_alt": True},
     "dpa": {"dpa": True},
     "previous": {"subpixel": False, "flax_gn": True, "dpa": True},
 }
 
 
 @contextlib.contextmanager
-def variant(subpixel: bool = True, flax_gn: bool = False, dpa: bool = False):
-    old = (U.Upsample2D.subpixel, U._Layers.norm, U.attention)
+def variant(subpixel: bool = True, flax_gn: bool = False, dpa: bool = False, gn_alt: bool = False):
+    old = (U.Upsample2D.subpixel, U._Layers.norm, U.attention, U.GroupNorm.group_matmul)
     U.Upsample2D.subpixel = subpixel
+    if gn_alt:
+        U.GroupNorm.group_matmul = jax.default_backend() != "cpu"
     if flax_gn:
         U._Layers.norm = lambda self, c, groups, eps: nnx.GroupNorm(
             c, num_groups=groups, epsilon=eps, dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
@@ -55,7 +60,7 @@ def variant(subpixel: bool = True, flax_gn: bool = False, dpa: bool = False):
     try:
         yield
     finally:
-        U.Upsample2D.subpixel, U._Layers.norm, U.attention = old
+        U.Upsample2D.subpixel, U._Layers.norm, U.attention, U.GroupNorm.group_matmul = old
 
 
 def main(argv=None) -> None:

@@ -48,7 +48,7 @@ def test_unet_variants_smoke(mode):
     out = _run("unet_variants.py", *mode)
     assert out["dtype"] == "bf16"
     rows = {r["variant"]: r for r in out["rows"]}
-    assert set(rows) == {"ibo", "direct_up", "flax_gn", "dpa", "previous"}
+    assert set(rows) == {"ibo", "direct_up", "flax_gn", "gn_alt", "dpa", "previous"}
     assert all(r["ms"] > 0 for r in rows.values())
     assert all(r["max_rel_diff"] < 0.05 for r in rows.values())  # bf16: same function, rounding apart
 

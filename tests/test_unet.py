@@ -35,8 +35,10 @@ def test_bf16_compute_close_to_fp32():
     assert float(jnp.abs(a - b).max()) < 0.1 * float(jnp.abs(a).max()) + 0.05
 
 
+@pytest.mark.parametrize("group_matmul", [True, False])
 @pytest.mark.parametrize("shape,groups", [((2, 8, 8, 16), 4), ((1, 5, 7, 32), 32), ((3, 64, 8), 8)])
-def test_group_norm_matches_flax(shape, groups):
+def test_group_norm_matches_flax(shape, groups, group_matmul, monkeypatch):
+    monkeypatch.setattr(GroupNorm, "group_matmul", group_matmul)  # the CPU's way and the accelerators' way
     x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), shape)  # an offset mean, as activations have
     ours = GroupNorm(shape[-1], groups, 1e-5)
     ref = nnx.GroupNorm(shape[-1], num_groups=groups, epsilon=1e-5, rngs=nnx.Rngs(0))

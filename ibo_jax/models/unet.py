@@ -110,11 +110,16 @@ class GroupNorm(nnx.Module):
     """GroupNorm over NHWC with `nnx.GroupNorm`'s parameter names (`scale`, `bias`) and maths.
 
     Statistics are float32 per-channel sums over H x W (one multi-output column reduction), then
-    summed into groups by a [C, G] one-hot matmul; the output is x * a + b with per-(example,
-    channel) a and b. Measured on XLA:CPU this is 1.5-6x faster than `nnx.GroupNorm`, whose
-    single reduction over the non-contiguous (H, W, C/G) axes is slow there; the maths (one-pass
-    variance E[x^2] - E[x]^2, as flax's default `use_fast_variance`) is the same.
+    summed into groups; the output is x * a + b with per-(example, channel) a and b. The maths
+    (one-pass variance E[x^2] - E[x]^2, as flax's default `use_fast_variance`) is the same as
+    `nnx.GroupNorm`'s, whose single reduction over the non-contiguous (H, W, C/G) axes is slow on
+    XLA:CPU: this is 1.5-6x faster there. Channels -> groups (and back) is a [C, G] one-hot matmul
+    on the CPU, where XLA would otherwise merge a reshape-sum back into the slow reduction, and a
+    reshape-sum elsewhere (no tiny GEMM launches per norm on accelerators). `group_matmul`
+    overrides the choice (tests, benchmarks).
     """
+
+    group_matmul: bool | None = None  # None: by backend (True on the CPU)
 
     def __init__(self, c: int, groups: int, eps: float, *, dtype=None, param_dtype=jnp.float32):
         if c % groups:
@@ -127,15 +132,22 @@ class GroupNorm(nnx.Module):
         b, c, g = x.shape[0], x.shape[-1], self.num_groups
         dtype = self.dtype or jnp.result_type(x.dtype, self.scale.dtype)
         xf = x.reshape(b, -1, c).astype(jnp.float32)
-        onehot = (jnp.arange(c)[:, None] // (c // g) == jnp.arange(g)[None, :]).astype(jnp.float32)
+        use_matmul = self.group_matmul if self.group_matmul is not None else jax.default_backend() == "cpu"
+        if use_matmul:
+            onehot = (jnp.arange(c)[:, None] // (c // g) == jnp.arange(g)[None, :]).astype(jnp.float32)
+            hi = jax.lax.Precision.HIGHEST  # the group sums must not drop to bf16/TF32 passes
+            to_groups = lambda s: jnp.dot(s, onehot, precision=hi)  # noqa: E731  [B, C] -> [B, G]
+            to_channels = lambda s: jnp.dot(s, onehot.T, precision=hi)  # noqa: E731  [B, G] -> [B, C]
+        else:
+            to_groups = lambda s: s.reshape(b, g, c // g).sum(-1)  # noqa: E731
+            to_channels = lambda s: jnp.repeat(s, c // g, axis=1)  # noqa: E731
         n = xf.shape[1] * (c // g)
-        hi = jax.lax.Precision.HIGHEST  # the group sums must not drop to bf16/TF32 passes
-        mean = jnp.dot(xf.sum(1), onehot, precision=hi) / n  # [B, G]
-        var = jnp.maximum(jnp.dot(jnp.square(xf).sum(1), onehot, precision=hi) / n - mean * mean, 0.0)
+        mean = to_groups(xf.sum(1)) / n  # [B, G]
+        var = jnp.maximum(to_groups(jnp.square(xf).sum(1)) / n - mean * mean, 0.0)
         inv = jax.lax.rsqrt(var + self.epsilon)
         scale = self.scale[...].astype(jnp.float32)
-        a = jnp.dot(inv, onehot.T, precision=hi) * scale  # [B, C]
-        shift = self.bias[...].astype(jnp.float32) - jnp.dot(mean * inv, onehot.T, precision=hi) * scale
+        a = to_channels(inv) * scale  # [B, C]
+        shift = self.bias[...].astype(jnp.float32) - to_channels(mean * inv) * scale
         bshape = (b,) + (1,) * (x.ndim - 2) + (c,)
         return (x.astype(jnp.float32) * a.reshape(bshape) + shift.reshape(bshape)).astype(dtype)
 

@@ -35,6 +35,7 @@ from ibo_jax.models.unet import unet2d  # noqa: E402
 
 # kind of a device event, from its name (cuDNN/cuBLAS/XLA kernel names on GPUs, thunk names on CPUs)
 KINDS = (
+    ("ynnpack_conv_or_dot", re.compile(r"^[xy]nn_fusion")),  # XLA:CPU's library calls (convs, matmuls)
     ("attention", re.compile(r"fmha|flash|attn|attention|sdpa", re.I)),
     ("convolution", re.compile(r"conv(?!ert)|cudnn|implicit_gemm|xmma_fprop|fprop|dgrad|wgrad|winograd", re.I)),
     ("matmul", re.compile(r"gemm|cublas|cutlass|nvjet|dot|matmul", re.I)),

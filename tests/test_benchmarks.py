@@ -69,3 +69,4 @@ def test_profile_kinds():
     assert kind_of("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NNT") == "matmul"
     assert kind_of("loop_convert_multiply_fusion_3") == "fusion"
     assert kind_of("input_reduce_fusion") == "fusion"
+    assert kind_of("ynn_fusion.12") == "ynnpack_conv_or_dot"

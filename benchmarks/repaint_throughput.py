@@ -160,28 +160,29 @@ def _alternate(runners: dict, repeats: int) -> dict:
     return best
 
 
-def _conv_probe(shapes, repeats: int) -> list[dict]:
-    """GFLOP/s of one 3x3 convolution, XLA (NHWC) against torch (oneDNN, NCHW), same process."""
+def _conv_probe_one(b: int, hw: int, ci: int, co: int, repeats: int) -> dict:
     import torch
 
-    rows = []
-    for b, hw, ci, co in shapes:
-        rng = np.random.default_rng(0)
-        x, w = rng.normal(size=(b, hw, hw, ci)).astype(np.float32), rng.normal(size=(3, 3, ci, co)).astype(np.float32)
-        f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
-        jx, jw = jnp.asarray(x), jnp.asarray(w)
-        tx, tw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(b, hw, hw, ci)).astype(np.float32), rng.normal(size=(3, 3, ci, co)).astype(np.float32)
+    f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                                          dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    jx, jw = jnp.asarray(x), jnp.asarray(w)
+    tx, tw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
 
-        def conv_torch():
-            with torch.inference_mode():
-                return torch.nn.functional.conv2d(tx, tw, padding=1)
+    def conv_torch():
+        with torch.inference_mode():
+            return torch.nn.functional.conv2d(tx, tw, padding=1)
 
-        best = _alternate({"xla": lambda _: f(jx, jw), "torch": lambda _: conv_torch()}, repeats + 2)
-        gflop = 18 * b * hw * hw * ci * co / 1e9
-        rows.append({"shape_bhwio": [b, hw, hw, ci, co], "xla_gflops": round(gflop / best["xla"], 1),
-                     "torch_gflops": round(gflop / best["torch"], 1)})
-    return rows
+    best = _alternate({"xla": lambda _: f(jx, jw), "torch": lambda _: conv_torch()}, repeats + 2)
+    gflop = 18 * b * hw * hw * ci * co / 1e9
+    return {"shape_bhwio": [b, hw, hw, ci, co], "xla_gflops": round(gflop / best["xla"], 1),
+            "torch_gflops": round(gflop / best["torch"], 1)}
+
+
+def _conv_probe(shapes, repeats: int) -> list[dict]:
+    """GFLOP/s of one 3x3 convolution, XLA (NHWC) against torch (oneDNN, NCHW), same process."""
+    return [_conv_probe_one(b, hw, ci, co, repeats) for b, hw, ci, co in shapes]
 
 
 def cpu(args) -> dict:
@@ -203,7 +204,7 @@ def cpu(args) -> dict:
         betas = beta_schedule("linear", 1000)
         jx0, jkeep = jnp.asarray(x0), jnp.asarray(keep)
 
-        def ours(seed, jx0=jx0, jkeep=jkeep, apply=apply, params=params, sched=sched):
+        def ours(seed, jx0=jx0, jkeep=jkeep, apply=apply, params=params, sched=sched, betas=betas):
             return inpaint(apply, jx0, jkeep, jax.random.key(seed), params=params, betas=betas, t_T=sched[0],
                            jump_length=sched[1], jump_n_sample=sched[2])
 

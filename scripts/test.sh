@@ -3,7 +3,7 @@
 #   bash scripts/test.sh            (README quick start; .ci/run calls this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -e ".[test,interop]"
+python -m pip install -q -e ".[test,interop,pcam]"
 # grad-cam and lpips declare torchvision, which would pull a multi-GB CUDA torch: install them
 # without dependencies (their real needs, opencv-python-headless and ttach, are in the interop extra).
 python -m pip install -q --no-deps "grad-cam==1.5.7" "lpips==0.1.4"

@@ -107,6 +107,10 @@ def test_report_from_workdir(tmp_path):
     assert "**ibo**" in text and "LPIPS: **unavailable**" in text and "t_T | 20" in text
     assert "test_accuracy | 0.9700" in text and "10 tumor patches" in text
     assert out["figures"] >= 6
+    assert "ground-truth masks | tumor masks of the patch dataset" in text  # no data stage here
+    ibo_io.write_json(tmp_path / "data" / "dataset.json", {"source": {"name": "pcam", "mask": "center"}})
+    report.write_report(tmp_path, tmp_path / "report")
+    assert "centre 32x32 px label region" in (tmp_path / "report" / "report.md").read_text()
     with pytest.raises(FileNotFoundError, match="score stage"):
         report.write_report(tmp_path / "nowhere", tmp_path / "r2")
 

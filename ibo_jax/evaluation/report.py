@@ -298,9 +298,31 @@ def _classifier_section(metrics: Mapping) -> list[str]:
     return out
 
 
+def ground_truth_kind(dataset_json: str | Path) -> str:
+    """What the ground-truth masks of a patch dataset are, in words (from its dataset.json)."""
+    path = Path(dataset_json)
+    if not path.is_file():
+        return "tumor masks of the patch dataset"
+    source = ibo_io.read_json(path).get("source", {})
+    name = source.get("name", "")
+    if name == "pcam":
+        if source.get("mask") == "none":
+            return ("none: PCam without masks (data.pcam_mask = 'none'), so the GT ranking and every "
+                    "MARD below carry no information")
+        return ("PCam's centre 32x32 px label region of each tumor patch (PCam has no pixel "
+                "annotations): a proxy for the pathologists' outlines")
+    if name == "synthetic":
+        return "the exact tumor regions of the synthetic generator"
+    if name == "wsi":
+        return "ASAP XML annotations rasterized per patch"
+    return f"tumor masks from {name or 'the patch dataset'}"
+
+
 def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
-                    config: Mapping | None = None, figures: list[tuple[str, str]] = ()) -> str:
-    """The report text; `figures` are (file name beside report.md, caption)."""
+                    config: Mapping | None = None, figures: list[tuple[str, str]] = (),
+                    ground_truth: str | None = None) -> str:
+    """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
+    says what the GT masks are (`ground_truth_kind`)."""
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
     mard_of = {s: summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
@@ -328,6 +350,8 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
              ["misclassified (original image, p(tumor) < 0.5)", str(summary.get("misclassified", "n/a"))],
              ["methods", ", ".join(summary["methods"])], ["controls", ", ".join(summary.get("controls", [])) or "none"],
              ["strategies", ", ".join(summary["strategies"])]]
+    if ground_truth:
+        facts.append(["ground-truth masks", ground_truth])
     facts += [[f"excluded ({k})", str(v)] for k, v in sorted((summary.get("exclusions") or {}).items())]
     facts += [[f"config: {k}", str(v)] for k, v in sorted(_find(config or {}, SCHEDULE_KEYS).items())]
     facts += [[f"config: {k}", str(v)] for k, v in sorted((summary.get("layout") or {}).items())]
@@ -375,6 +399,7 @@ def write_report(workdir: str | Path, out_dir: str | Path, *, config: Mapping | 
             (out_dir / name).unlink(missing_ok=True)
     metrics_path = workdir / "train_classifier" / "metrics.json"
     metrics = ibo_io.read_json(metrics_path) if metrics_path.exists() else None
-    text = render_markdown(summary, classifier_metrics=metrics, config=config, figures=figures)
+    text = render_markdown(summary, classifier_metrics=metrics, config=config, figures=figures,
+                           ground_truth=ground_truth_kind(workdir / "data" / "dataset.json"))
     ibo_io.write_text(out_dir / "report.md", text)
     return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

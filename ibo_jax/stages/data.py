@@ -22,7 +22,7 @@ from ibo_jax import io as ibo_io
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.source = "synthetic"  # "synthetic", "wsi" (slides + ASAP XML) or "npz" (your own patch arrays)
+    c.source = "synthetic"  # "synthetic", "wsi" (slides + ASAP XML), "npz" (your patch arrays), "pcam"
     c.n_patches = 3000  # about half tumor (tumor_fraction)
     c.n_slides = 20  # pseudo-slides: patches of a slide share a stain; splits are by slide
     c.tumor_fraction = 0.5
@@ -44,6 +44,11 @@ def default_config() -> ml_collections.ConfigDict:
     # source = "npz": one .npz with image uint8 [N,H,W,3], label int [N], tumor_mask bool [N,H,W],
     # split str [N] (train/val/test), optional slide str [N] and coords int [N,2].
     c.npz_path = ""
+    # source = "pcam": PatchCamelyon's HDF5 files (gunzipped) in pcam_dir; PCam's own splits.
+    # pcam_mask: "center" (the 32x32 label region of a tumor patch as its mask) or "none".
+    c.pcam_dir = ""
+    c.pcam_mask = "center"
+    c.max_per_split = 0  # pcam: a seeded random subset of each split (0 = all)
     return c
 
 
@@ -110,8 +115,17 @@ def _source(ctx):
         source = _wsi_source(c, int(ctx.config.image_size), int(ctx.config.seed))
     elif c.source == "npz":
         source = _npz_source(c, int(ctx.config.image_size))
+    elif c.source == "pcam":
+        from ibo_jax.data.pcam import PcamSource
+
+        if not c.pcam_dir:
+            raise ValueError("data.pcam_dir: required when data.source = 'pcam'")
+        source = PcamSource(root=str(c.pcam_dir), image_size=int(ctx.config.image_size),
+                            max_per_split=int(c.max_per_split), mask=str(c.pcam_mask),
+                            seed=int(ctx.config.seed))
     elif c.source != "synthetic":
-        raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic', 'wsi', 'npz')")
+        raise ValueError(f"data.source: unknown source {c.source!r} (available: 'synthetic', 'wsi', "
+                         "'npz', 'pcam')")
     else:
         source = SyntheticSource(
             n_patches=int(c.n_patches), image_size=int(ctx.config.image_size), seed=int(ctx.config.seed),

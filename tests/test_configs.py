@@ -1,0 +1,57 @@
+"""Every experiment file in configs/ loads and sets only fields the stages define (a typo in a
+config file would otherwise add a field nobody reads)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ibo_jax import pipeline
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.py"))
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(f"cfg_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def _leaves(c, prefix=""):
+    out = {}
+    for k, v in c.items():
+        if hasattr(v, "items") and not isinstance(v, dict):  # a ConfigDict section
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:  # a value, or a free-form dict (model_kwargs)
+            out[prefix + k] = v
+    return out
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_sets_only_known_fields(path):
+    config = _load(path)
+    stages = tuple(s for s in pipeline.STAGES if s in config)
+    assert stages, f"{path.name}: no stage section"
+    unknown = set(_leaves(config)) - set(_leaves(pipeline.default_config(stages)))
+    unknown = {k for k in unknown if not k.startswith("train_classifier.model_kwargs.")}
+    assert not unknown, f"{path.name}: fields no stage defines: {sorted(unknown)}"
+
+
+def test_pcam_config_classifier_gives_6x6_maps():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ibo_jax.train.classifier import ModelSpec
+
+    config = _load(next(p for p in CONFIGS if p.stem == "pcam"))
+    assert config.data.source == "pcam" and config.image_size == 96
+    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+              for k, v in config.train_classifier.model_kwargs.items()}
+    spec = ModelSpec(config.train_classifier.arch, 2, kwargs)
+    model = nnx.eval_shape(lambda: spec.build(rngs=nnx.Rngs(0)))
+    x = jax.ShapeDtypeStruct((1, 96, 96, 3), jnp.float32)
+    graphdef, state = nnx.split(model)
+    feats = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s).features(x), state, x)
+    assert feats.shape[1:3] == (6, 6)

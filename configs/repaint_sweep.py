@@ -1,41 +1,52 @@
-"""RePaint cost against quality over a grid of (t_T, jump_length, jump_n_sample).
+"""RePaint cost against quality over a grid of (t_T, jump_length, jump_n_sample), alone.
 
-    python -m ibo_jax.launch --config configs/repaint_sweep.py --workdir runs/sweep        # demo, CPU
-    python -m ibo_jax.launch --config configs/repaint_sweep.py:full --workdir runs/sweep   # GPU/TPU, 224
+    python -m ibo_jax.launch --config configs/repaint_sweep.py --workdir runs/demo         # demo, CPU
+    python -m ibo_jax.launch --config configs/repaint_sweep.py:full --workdir runs/study   # GPU/TPU, 224
 
-Runs the stages the sweep needs (data, train_ddpm, repaint_sweep); results in
-`<workdir>/repaint_sweep/sweep.csv` and `cost_quality.png`. `:full` uses the study's sizes (224x224,
-T = 1000) and a grid around the paper's (250, 10, 10); point `--config.train_ddpm...` at a trained
-model or let the pipeline train one. On many hosts the launcher's usual multi-host flags apply.
+The demo variant is `configs/demo.py` with a larger grid, and the full one `configs/camelyon16.py`
+with a grid around the paper's (250, 10, 10). Only the stages the sweep needs run (data,
+train_classifier, train_ddpm, explain, repaint_sweep); pointed at the work directory of a finished
+demo or study run, those stages are up to date and skipped, so the sweep reuses the trained
+classifier, DDPM and heatmaps. Results: `<workdir>/repaint_sweep/sweep.csv`, `sweep.json` and
+`cost_quality.png` (network calls against SSIM/LPIPS and against MARD of the CAM ranking).
 """
 
-from ibo_jax import pipeline
+import importlib.util
+from pathlib import Path
 
-DEMO_GRID = ((10, 1, 1), (25, 1, 1), (25, 5, 2), (25, 5, 4))
+DEMO_GRID = ((5, 1, 1), (10, 1, 1), (20, 5, 2), (25, 5, 4))
 FULL_GRID = (
     (50, 1, 1), (100, 1, 1), (250, 1, 1), (1000, 1, 1),
     (50, 5, 5), (100, 10, 5), (250, 10, 5), (250, 10, 10), (250, 20, 10), (500, 10, 10),
 )
+STAGES = "data,train_classifier,train_ddpm,explain,repaint_sweep"
+
+
+def _config_file(name: str):
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"ibo_jax_configs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def get_config(arg=None):
-    config = pipeline.default_config()
-    config.seed = 0
-    config.stages = "data,train_ddpm,repaint_sweep"
-    if "repaint_sweep" not in config:
-        from ibo_jax.stages import repaint_sweep
-
-        config.repaint_sweep = repaint_sweep.default_config()
-    sweep = config.repaint_sweep
     if arg == "full":
-        config.image_size = 224
+        config = _config_file("camelyon16")
+        if "repaint_sweep" not in config:
+            from ibo_jax.stages import repaint_sweep
+
+            config.repaint_sweep = repaint_sweep.default_config()
+        sweep = config.repaint_sweep
         sweep.grid = FULL_GRID
         sweep.n_images = 64
         sweep.batch_size = 32
         sweep.bf16 = True
-    elif arg not in (None, "", "demo"):
-        raise ValueError(f"configs/repaint_sweep.py: arg must be 'demo' or 'full', got {arg!r}")
+        sweep.rank_images = 32  # x 7 methods + 2 controls x 4 masks = 1,152 inpaintings per setting
+    elif arg in (None, "", "demo"):
+        config = _config_file("demo")
+        config.repaint_sweep.grid = DEMO_GRID
     else:
-        config.image_size = 64
-        sweep.grid = DEMO_GRID
+        raise ValueError(f"configs/repaint_sweep.py: arg must be 'demo' or 'full', got {arg!r}")
+    config.stages = STAGES
     return config

@@ -51,6 +51,9 @@ class Stage:
     name: str
     module: str
     deps: tuple[str, ...] = ()
+    # Inputs used when the config has their section (then they are deps like the others: in the
+    # fingerprint and required finished); skipped otherwise.
+    optional_deps: tuple[str, ...] = ()
 
     def load(self):
         return importlib.import_module(self.module)
@@ -66,11 +69,13 @@ STAGES: dict[str, Stage] = {
         Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
         Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
         Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude")),
-        Stage("report", "ibo_jax.stages.report",
-              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude", "score")),
-        # Not part of the study's pipeline: a grid over RePaint settings (configs/repaint_sweep.py).
+        # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
+        # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",
-              deps=("data", "train_classifier", "train_ddpm")),
+              deps=("data", "train_classifier", "train_ddpm", "explain")),
+        Stage("report", "ibo_jax.stages.report",
+              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude", "score"),
+              optional_deps=("repaint_sweep",)),
     )
 }
 
@@ -271,7 +276,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     t_run = time.time()
     for stage in registry.values():
         upstream = {}
-        for dep in stage.deps:
+        deps = stage.deps + tuple(d for d in stage.optional_deps if d in config)
+        for dep in deps:
             if dep not in fingerprints:
                 raise PipelineError(f"stage {stage.name!r} depends on {dep!r}, which is not registered before it")
             upstream[dep] = fingerprints[dep]
@@ -282,7 +288,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         if stage not in chosen:
             continue
         stage_dir = workdir / stage.name
-        for dep in stage.deps:
+        for dep in deps:
             m = read_manifest(workdir / dep)
             if m is None or m.get("fingerprint") != fingerprints[dep]:
                 raise PipelineError(
@@ -303,7 +309,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         ctx = StageContext(
             name=stage.name, dir=stage_dir, workdir=workdir, cfg=config[stage.name], config=config,
             key=rng.fold(root, stage.name), mesh=mesh,
-            inputs={d: workdir / d for d in stage.deps},
+            inputs={d: workdir / d for d in deps},
         )
         started = time.time()
         try:

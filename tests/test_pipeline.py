@@ -118,6 +118,30 @@ def test_stage_selection_needs_finished_inputs(tmp_path):
     assert [r["stage"] for r in summary["stages"]] == ["second"]
 
 
+def test_optional_dep_only_when_configured(tmp_path):
+    """'second' with 'first' as an optional input: without a 'first' section it runs alone;
+    with one, 'first' runs before it and a change there reruns 'second'."""
+    def maybe_second(ctx):
+        if "first" in ctx.inputs:
+            return _second(ctx)
+        CALLS.append("second")
+        return {}
+
+    registry = {"first": REGISTRY["first"],
+                "second": pipeline.Stage("second", _make_module("_fake_maybe_second", maybe_second),
+                                         optional_deps=("first",))}
+    alone = _config()
+    del alone["first"]
+    CALLS.clear()
+    summary = pipeline.run(alone, tmp_path / "a", registry=registry)
+    assert [r["stage"] for r in summary["stages"]] == ["second"] and CALLS == ["second"]
+    summary = pipeline.run(_config(), tmp_path / "b", registry=registry)
+    assert [r["status"] for r in summary["stages"]] == ["ran", "ran"]
+    assert json.loads((tmp_path / "b" / "second" / "total.json").read_text())["total"] == 4 * (0 + 1 + 2)
+    summary = pipeline.run(_config(n=2), tmp_path / "b", registry=registry)
+    assert [r["status"] for r in summary["stages"]] == ["ran", "ran"]
+
+
 def test_bad_workdir(tmp_path):
     f = tmp_path / "a_file"
     f.write_text("x")

@@ -22,6 +22,8 @@ UPSTREAM_FIGURES = (  # (stage, file, caption)
     ("train_ddpm", "samples.png", "Samples of the DDPM trained on normal patches (what IBO inpaints with)."),
     ("explain", "heatmaps.png", "Heatmaps per CAM method (target class: tumor)."),
     ("occlude", "grid.png", "Occlusion strategies (rows) x progressive masks M1..M4 (columns)."),
+    ("repaint_sweep", "cost_quality.png", "RePaint settings: network calls per inpainting against realism "
+     "(box masks) and against the MARD of the CAM ranking (bars: bootstrap 95% intervals)."),
 )
 SCHEDULE_KEYS = ("t_T", "jump_length", "jump_n_sample", "eta", "n_draws", "timesteps")
 
@@ -275,6 +277,35 @@ def _section_tables(summary: Mapping) -> list[str]:
     return out
 
 
+def _sweep_section(sweep: Mapping) -> list[str]:
+    """repaint_sweep/sweep.json: cost, realism and rank agreement per RePaint setting."""
+    rows = sweep.get("rows") or []
+    if not rows:
+        return []
+    rank = sweep.get("rank_agreement")
+    out = ["\n## RePaint settings: cost against quality\n\n"
+           f"Each (t_T, jump_length, jump_n_sample) inpaints the same {sweep.get('n_images', 'n/a')} "
+           f"patches under a random box of {_num(sweep.get('mask_fraction'), 2)} of the area (realism "
+           "against the originals)"]
+    if rank:
+        out.append(f", and the first {rank['n_images']} evaluation patches under every method's masks "
+                   "M1..Mn with the same keys for every setting; the methods are then ranked by deletion "
+                   "AUC and compared with the GT ranking (MARD, lower = agrees)")
+    out.append(". Seconds are wall time on this run's machine, compiled.\n\n")
+    header = ["setting", "network calls", "s per inpainting", "SSIM", "PSNR (dB)", "LPIPS"]
+    if rank:
+        header += ["MARD", "MARD 95% interval", "Spearman"]
+    table = []
+    for r in rows:
+        cells = [f"({r['t_T']}, {r['jump_length']}, {r['jump_n_sample']})", r["unet_calls"],
+                 _num(r.get("s_per_inpainting"), 4), _num(r.get("ssim")), _num(r.get("psnr"), 2), _num(r.get("lpips"))]
+        if rank:
+            cells += [_num(r.get("mard")), f"[{_num(r.get('mard_lo'))}, {_num(r.get('mard_hi'))}]", _num(r.get("spearman"))]
+        table.append(cells)
+    out.append(_table(header, table))
+    return out
+
+
 def _classifier_section(metrics: Mapping) -> list[str]:
     """train_classifier/metrics.json: a table per split (val, test) plus the flat scalars."""
     out = ["\n## The classifier\n\nHow well the explained model separates tumor from normal patches "
@@ -320,7 +351,7 @@ def ground_truth_kind(dataset_json: str | Path) -> str:
 
 def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
                     config: Mapping | None = None, figures: list[tuple[str, str]] = (),
-                    ground_truth: str | None = None) -> str:
+                    ground_truth: str | None = None, sweep: Mapping | None = None) -> str:
     """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
     says what the GT masks are (`ground_truth_kind`)."""
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
@@ -359,6 +390,8 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     if classifier_metrics:
         out.extend(_classifier_section(classifier_metrics))
     out.extend("\n" + t if not t.startswith("\n") else t for t in _section_tables(summary))
+    if sweep:
+        out.extend(_sweep_section(sweep))
     if figures:
         out.append("\n## Figures\n\n")
         out.extend(f"![{cap}]({name})\n\n*{cap}*\n\n" for name, cap in figures)
@@ -375,6 +408,8 @@ def write_report(workdir: str | Path, out_dir: str | Path, *, config: Mapping | 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
     for stage, name, cap in UPSTREAM_FIGURES:
+        if config is not None and stage not in config:
+            continue
         src = workdir / stage / name
         if src.exists():
             dst = out_dir / f"{stage}_{name}"
@@ -397,9 +432,11 @@ def write_report(workdir: str | Path, out_dir: str | Path, *, config: Mapping | 
             figures.append((name, cap))
         else:
             (out_dir / name).unlink(missing_ok=True)
+    sweep_path = workdir / "repaint_sweep" / "sweep.json"  # a run whose config has the sweep
+    sweep = ibo_io.read_json(sweep_path) if sweep_path.is_file() and (config is None or "repaint_sweep" in config) else None
     metrics_path = workdir / "train_classifier" / "metrics.json"
     metrics = ibo_io.read_json(metrics_path) if metrics_path.exists() else None
     text = render_markdown(summary, classifier_metrics=metrics, config=config, figures=figures,
-                           ground_truth=ground_truth_kind(workdir / "data" / "dataset.json"))
+                           ground_truth=ground_truth_kind(workdir / "data" / "dataset.json"), sweep=sweep)
     ibo_io.write_text(out_dir / "report.md", text)
     return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

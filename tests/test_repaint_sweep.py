@@ -1,0 +1,181 @@
+"""Stage `repaint_sweep`: cost, realism and rank agreement per RePaint setting; resume; configs."""
+
+import csv
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ibo_jax import io as ibo_io
+from ibo_jax import pipeline, rng
+
+S = 16
+METHODS = ["gradcam", "eigencam", "layercam", "random"]
+
+
+class _ColourClassifier:
+    """p(tumor) = sigmoid(35 (mean red - mean blue) - 2.2): about 0.9 with the tumor square (a
+    quarter of the patch, red - blue = 0.5 there), about 0.1 without it (features = the image)."""
+
+    def __new__(cls):
+        from flax import nnx
+
+        class Net(nnx.Module):
+            def __init__(self):
+                self.w = nnx.Param(jnp.array([[-17.5, 17.5], [0.0, 0.0], [17.5, -17.5]]))
+                self.b = nnx.Param(jnp.array([1.1, -1.1]))
+
+            def features(self, x, *, normalized=False):
+                return x
+
+            def head(self, a):
+                return a.mean(axis=(1, 2)) @ self.w[...] + self.b[...]
+
+            def __call__(self, x):
+                return self.head(self.features(x))
+
+        return Net()
+
+
+def _workdir(root):
+    """data (tiny synthetic), explain (tumor = a red square, heatmaps of varying quality)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
+    import demo
+
+    n_data = 24
+    r = np.random.default_rng(1)
+    label = np.arange(n_data) % 2
+    tumor_mask = np.zeros((n_data, S, S), bool)
+    tumor_mask[label == 1, 4:12, 4:12] = True
+    ibo_io.write_npz(root / "patches.npz", {
+        "image": r.integers(0, 256, (n_data, S, S, 3), dtype=np.uint8), "label": label,
+        "tumor_mask": tumor_mask, "split": np.array(["train"] * 12 + ["val"] * 4 + ["test"] * 8)})
+    config = demo.get_config()
+    config.image_size = S
+    config.data.source = "npz"
+    config.data.npz_path = str(root / "patches.npz")
+    config.data.n_examples = 0
+    pipeline.run(config, root, stages=["data"])
+
+    from ibo_jax.evaluation import levels as L
+
+    n = 6
+    r = np.random.default_rng(0)
+    image = np.full((n, S, S, 3), 0.45, np.float32) + r.normal(0, 0.03, (n, S, S, 3)).astype(np.float32)
+    tumor = np.zeros((n, S, S), bool)
+    for i in range(n):
+        y, x = r.integers(0, S - 8, 2)
+        tumor[i, y:y + 8, x:x + 8] = True
+    image[tumor] = [0.8, 0.3, 0.3]
+    yy, xx = np.mgrid[:S, :S]
+    heat = np.zeros((n, len(METHODS), S, S), np.float32)
+    for i in range(n):
+        cy, cx = np.argwhere(tumor[i]).mean(0)
+        d = np.hypot(yy - cy, xx - cx)
+        heat[i, 0] = np.exp(-d / 3)  # on the tumor
+        heat[i, 1] = np.exp(-np.hypot(yy - (S - 1 - cy), xx - (S - 1 - cx)) / 3)  # mirrored: off it
+        heat[i, 2] = np.exp(-d / 6) + 0.3 * r.random((S, S))  # on it, blurred and noisy
+        heat[i, 3] = r.random((S, S))
+    lv, nl, valid = L.importance_levels_info(heat.reshape(-1, S, S), 5)
+    ibo_io.write_npz(root / "explain" / "eval_set.npz", {
+        "index": np.arange(100, 100 + n), "image": np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),
+        "label": np.ones(n, np.int32), "tumor_mask": tumor})
+    ibo_io.write_npz(root / "explain" / "heatmaps.npz", {
+        "methods": np.array(METHODS), "controls": np.array(["random"]), "heatmaps": heat.astype(np.float16),
+        "levels": lv.reshape(n, len(METHODS), S, S), "n_levels": nl.reshape(n, -1), "valid": valid.reshape(n, -1)})
+    return config
+
+
+@pytest.fixture
+def sweep_env(tmp_path, monkeypatch):
+    from ibo_jax.train import classifier, ddpm
+
+    monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
+    # eps = 0.5 x: the sampler pulls the regenerated pixels towards grey (0 in [-1, 1])
+    eps = ddpm.EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
+                        betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=S)
+    monkeypatch.setattr(ddpm, "load_eps_model", lambda *a, **k: eps)
+    monkeypatch.setattr(classifier, "load_classifier", lambda *a, **k: _ColourClassifier())
+    config = _workdir(tmp_path)
+    return tmp_path, config
+
+
+def _ctx(root, config):
+    d = root / "repaint_sweep"
+    d.mkdir(exist_ok=True)
+    return pipeline.StageContext(
+        name="repaint_sweep", dir=d, workdir=root, cfg=config.repaint_sweep, config=config,
+        key=rng.fold(rng.root_key(0), "repaint_sweep"), mesh=None,
+        inputs={k: root / k for k in ("data", "train_classifier", "train_ddpm", "explain")})
+
+
+def test_sweep_rank_agreement_and_resume(sweep_env):
+    from ibo_jax.stages import repaint_sweep
+
+    root, config = sweep_env
+    cfg = config.repaint_sweep
+    cfg.grid = ((3, 1, 1), (4, 2, 2))
+    cfg.n_images, cfg.batch_size, cfg.rank_images, cfg.n_boot = 4, 16, 5, 50
+    out = repaint_sweep.run(_ctx(root, config))
+    assert out["settings"] == 2 and out["rank_images"] == 5
+    with open(root / "repaint_sweep" / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["unet_calls"] for r in rows] == ["3", "6"]  # (4, 2, 2): 4 + 2 re-noised steps
+    hm = np.load(root / "explain" / "heatmaps.npz")
+    n_valid = int(hm["valid"][:5].sum())
+    for r in rows:
+        assert int(r["rank_inpaintings"]) == n_valid * 4  # valid (image, method) pairs x M1..M4
+        assert 0.0 <= float(r["mard_lo"]) <= float(r["mard_hi"]) <= 2.0 and 0.0 <= float(r["mard"]) <= 2.0
+    sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
+    ra = sweep["rank_agreement"]
+    assert ra["methods"] == METHODS[:3] and ra["n_images"] == 5
+    assert ra["gt_ranking"]["gradcam"] == 1 and ra["gt_ranking"]["eigencam"] == 3  # on / off the tumor
+    assert set(ra["paired_mard_tests"]) == {"ibo(3,1,1)<ibo(4,2,2)", "ibo(4,2,2)<ibo(3,1,1)"}
+    # Regenerating the red tumor square with grey lowers p(tumor): the map off the tumor ranks last
+    assert all(r["ranking"]["eigencam"] == 3 for r in sweep["rows"])
+    p = np.load(root / "repaint_sweep" / "chunks" / "3_1_1.npz")["rank_p"]
+    assert p.shape == (n_valid * 4,) and p.min() < 0.3 < 0.7 < p.max()
+    assert (root / "repaint_sweep" / "cost_quality.png").is_file()
+
+    # resume: a finished setting is read back, a deleted one recomputed with the same keys
+    (root / "repaint_sweep" / "chunks" / "4_2_2.json").unlink()
+    again = repaint_sweep.run(_ctx(root, config))
+    assert again["best_mard"] == out["best_mard"]
+    rows2 = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")["rows"]
+    for a, b in zip(sweep["rows"], rows2, strict=True):
+        assert a["mard"] == b["mard"] and a["ssim"] == pytest.approx(b["ssim"], abs=1e-9)
+
+
+def test_sweep_without_rank_agreement_and_report_section(sweep_env):
+    from ibo_jax.evaluation import report
+    from ibo_jax.stages import repaint_sweep
+
+    root, config = sweep_env
+    cfg = config.repaint_sweep
+    cfg.grid, cfg.n_images, cfg.rank_images, cfg.warm_timing = ((3, 1, 1),), 2, 0, False
+    out = repaint_sweep.run(_ctx(root, config))
+    assert "best_mard" not in out
+    sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
+    assert "rank_agreement" not in sweep and "mard" not in sweep["rows"][0]
+    text = "".join(report._sweep_section(sweep))
+    assert "| (3, 1, 1) | 3 |" in text and "MARD" not in text
+    sweep["rank_agreement"] = {"n_images": 5}
+    sweep["rows"][0].update(mard=0.5, mard_lo=0.0, mard_hi=1.0, spearman=0.5)
+    assert "| 0.500 | [0.000, 1.000] | 0.500 |" in "".join(report._sweep_section(sweep))
+
+
+def test_demo_config_runs_the_sweep_before_the_report():
+    order = list(pipeline.STAGES)
+    assert order.index("repaint_sweep") < order.index("report")
+    assert "repaint_sweep" in pipeline.STAGES["report"].optional_deps
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "demo.py"
+    spec = importlib.util.spec_from_file_location("demo_cfg", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert "repaint_sweep" in mod.get_config()

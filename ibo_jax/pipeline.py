@@ -125,6 +125,14 @@ class StageContext:
     def chunk_done(self, name: str) -> bool:
         return (self.dir / "chunks" / name).exists()
 
+    def wait_for_chunk(self, name: str, timeout_s: float = 3600.0) -> None:
+        """Blocks until another process has written chunk `name` (multi-host stages)."""
+        start = time.time()
+        while not self.chunk_done(name):
+            if time.time() - start > timeout_s:
+                raise TimeoutError(f"{self.chunk_path(name)}: another process did not write it in {timeout_s:.0f} s")
+            time.sleep(1.0)
+
     def progress(self, iterable: Iterable | None = None, total: int | None = None,
                  desc: str | None = None, unit: str = "it"):
         from tqdm.auto import tqdm

@@ -81,7 +81,8 @@ def _options(name: str, cfg, ctx) -> dict:
             "eps_model": load_eps_model(ctx.input_dir("train_ddpm"), dtype=jnp.bfloat16 if c.bf16 else None),
             "t_T": int(c.t_T), "jump_length": int(c.jump_length), "jump_n_sample": int(c.jump_n_sample),
             "batch_size": int(c.batch_size), "eta": None if float(c.eta) < 0 else float(c.eta),
-            "mesh": ctx.mesh, "progress": False,
+            # the chunks are split over processes: each runs its own on its local devices
+            "mesh": None, "progress": False,
         }
     return {}
 

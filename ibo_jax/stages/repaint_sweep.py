@@ -204,18 +204,13 @@ def run(ctx) -> dict:
     opts = dict(key=keys, eps_model=eps_model, n_draws=int(cfg.n_draws), batch_size=int(cfg.batch_size),
                 eta=None if cfg.eta < 0 else float(cfg.eta), progress=False)
     setup = _rank_setup(ctx, cfg)
-    rows, rank_results = [], {}
-    for t_T, j, r in ctx.progress(list(cfg.grid), desc="repaint_sweep", unit="setting"):
+    grid = [(int(t), int(j), int(r)) for t, j, r in cfg.grid]
+    for i, (t_T, j, r) in enumerate(ctx.progress(grid, desc="repaint_sweep", unit="setting")):
         name = f"{t_T}_{j}_{r}"
-        sched = dict(t_T=int(t_T), jump_length=int(j), jump_n_sample=int(r))
-        if ctx.chunk_done(name + ".json"):
-            row = json.loads(ctx.chunk_path(name + ".json").read_text())
-            if setup is not None:
-                saved = np.load(ctx.chunk_path(name + ".npz"))
-                rank_results[setting_name(t_T, j, r)] = {k: saved[k] for k in ("rank_p", "rank_logit")}
-            rows.append(row)
-            continue
-        cost = schedule_cost(int(t_T), int(j), int(r))
+        if ctx.chunk_done(name + ".json") or i % ctx.process_count != ctx.process_index:
+            continue  # done (resume), or another process's setting (each runs on its local devices)
+        sched = dict(t_T=t_T, jump_length=j, jump_n_sample=r)
+        cost = schedule_cost(t_T, j, r)
         stats: dict = {}
         out = np.asarray(ibo(images, masks, stats=stats, **sched, **opts))
         seconds, warm = stats["seconds"], stats["seconds"]
@@ -231,13 +226,22 @@ def run(ctx) -> dict:
         arrays = {"image": np.round(flat * 255).astype(np.uint8), "index": np.repeat(data["index"], int(cfg.n_draws))}
         if setup is not None:
             res = _rank_one(setup, {**opts, **sched, "n_draws": 1})
-            rank_results[setting_name(t_T, j, r)] = res
             row.update(rank_inpaintings=int(len(res["rank_p"])), rank_seconds=res["rank_seconds"])
             arrays.update(rank_p=res["rank_p"], rank_logit=res["rank_logit"])
         write_npz(ctx.chunk_path(name + ".npz"), arrays)
         write_json(ctx.chunk_path(name + ".json"), row)  # last: marks the setting done
         ctx.scalar("repaint_sweep/ssim", row["ssim"], cost.unet_calls)
-        rows.append(row)
+    if ctx.process_index != 0:  # process 0 assembles once every host's settings are there
+        return {"settings": len(grid)}
+
+    rows, rank_results = [], {}
+    for t_T, j, r in grid:
+        name = f"{t_T}_{j}_{r}"
+        ctx.wait_for_chunk(name + ".json")
+        rows.append(json.loads(ctx.chunk_path(name + ".json").read_text()))
+        if setup is not None:
+            saved = np.load(ctx.chunk_path(name + ".npz"))
+            rank_results[setting_name(t_T, j, r)] = {k: saved[k] for k in ("rank_p", "rank_logit")}
 
     ranks = None
     if setup is not None:

@@ -356,14 +356,6 @@ def _occluded(occ_dir: Path) -> tuple[dict, Iterator[dict]]:
     return layout, occlude.load_occluded(occ_dir)
 
 
-def _wait_for(ctx, chunk: str, timeout_s: float = 3600.0) -> None:
-    start = time.time()
-    while not ctx.chunk_done(chunk):
-        if time.time() - start > timeout_s:
-            raise TimeoutError(f"{ctx.chunk_path(chunk)}: another process did not write it in {timeout_s:.0f} s")
-        time.sleep(1.0)
-
-
 def run(ctx) -> dict:
     t0 = time.time()
     cfg = ctx.cfg
@@ -411,7 +403,7 @@ def run(ctx) -> dict:
     if ctx.process_index != 0:  # process 0 assembles once every host's chunks are there
         return {"blocks": n_blocks, "seconds": round(time.time() - t0, 2)}
     for key, chunk in pending:
-        _wait_for(ctx, chunk)
+        ctx.wait_for_chunk(chunk)
         results.setdefault(key, []).append(ibo_io.read_npz(ctx.chunk_path(chunk)))
 
     study = Study(

@@ -9,13 +9,14 @@ import pytest
 from ibo_jax import pipeline
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.py"))
+VARIANTS = [(p, None) for p in CONFIGS] + [(p, "full") for p in CONFIGS if p.stem == "repaint_sweep"]
 
 
-def _load(path):
+def _load(path, arg=None):
     spec = importlib.util.spec_from_file_location(f"cfg_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(arg)
 
 
 def _leaves(c, prefix=""):
@@ -28,11 +29,16 @@ def _leaves(c, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_config_sets_only_known_fields(path):
-    config = _load(path)
+@pytest.mark.parametrize("path, arg", VARIANTS, ids=[f"{p.stem}:{a}" if a else p.stem for p, a in VARIANTS])
+def test_config_sets_only_known_fields(path, arg):
+    config = _load(path, arg)
     stages = tuple(s for s in pipeline.STAGES if s in config)
     assert stages, f"{path.name}: no stage section"
+    listed = [s for s in str(config.get("stages", "")).split(",") if s]
+    for name in listed:  # a fresh work directory runs them all: every input must be listed too
+        assert name in config, f"{path.name}: stages lists {name!r}, which has no section"
+        missing = [d for d in pipeline.STAGES[name].deps if d not in listed]
+        assert not missing, f"{path.name}: stages lists {name!r} but not its inputs {missing}"
     unknown = set(_leaves(config)) - set(_leaves(pipeline.default_config(stages)))
     unknown = {k for k in unknown if not k.startswith("train_classifier.model_kwargs.")}
     assert not unknown, f"{path.name}: fields no stage defines: {sorted(unknown)}"

@@ -9,7 +9,7 @@ Per grid point:
 - **realism** against the originals: the same images and masks (a random box per image,
   `mask_fraction` of the area, drawn from the image's index) inpainted with per-example keys folded
   from (image index, draw), so every grid point sees identical inputs; PSNR and SSIM always, LPIPS
-  when `lpips_alexnet` names AlexNet weights;
+  when `lpips_alexnet_weights` names AlexNet weights (as in the score stage);
 - **rank agreement** (`rank_images` > 0): the first `rank_images` patches of the evaluation set
   (-1: all) are inpainted under every method's progressive masks M1..Mn (the study's MoRF curve),
   re-predicted by the classifier, and the methods ranked by deletion AUC. MARD against the GT
@@ -57,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.eta = -1.0  # < 0: the official ancestral step; >= 0: diffusers' DDIM-style step
     cfg.bf16 = False
     cfg.warm_timing = True  # time the first chunk again after compiling (a second run of it)
-    cfg.lpips_alexnet = ""  # path to torchvision AlexNet weights; empty: no LPIPS
+    cfg.lpips_alexnet_weights = ""  # torchvision AlexNet state dict (as score.lpips_alexnet_weights); "": no LPIPS
     # rank agreement: evaluation-set patches inpainted under every method's masks M1..Mn
     cfg.rank_images = 8  # 0: no rank agreement; -1: the whole evaluation set
     cfg.n_masks = 4
@@ -197,10 +197,10 @@ def run(ctx) -> dict:
     keys = jax.vmap(lambda i: jax.random.fold_in(ctx.key, i))(ids)  # [N] per-image keys
     eps_model = load_eps_model(ctx.input_dir("train_ddpm"), dtype=jax.numpy.bfloat16 if cfg.bf16 else None)
     lpips_fn = None
-    if cfg.lpips_alexnet:
+    if cfg.lpips_alexnet_weights:
         from ibo_jax.evaluation.lpips import load_lpips, make_lpips_fn
 
-        lpips_fn = make_lpips_fn(load_lpips(cfg.lpips_alexnet))
+        lpips_fn = make_lpips_fn(load_lpips(cfg.lpips_alexnet_weights))
     opts = dict(key=keys, eps_model=eps_model, n_draws=int(cfg.n_draws), batch_size=int(cfg.batch_size),
                 eta=None if cfg.eta < 0 else float(cfg.eta), progress=False)
     setup = _rank_setup(ctx, cfg)

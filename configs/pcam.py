@@ -3,7 +3,8 @@
     python -m ibo_jax.launch --config configs/pcam.py --workdir runs/pcam \\
         --config.data.pcam_dir=/data/pcam
 
-`pcam_dir` holds PCam's HDF5 files as published (gunzipped) and, optionally, its meta CSVs:
+`pcam_dir` holds PCam's HDF5 files as published (a `.h5.gz` is decompressed once beside itself)
+and, optionally, its meta CSVs:
 camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5 (+ _meta.csv). PCam's own splits are
 kept; `--config.data.max_per_split=N` takes a seeded random N of each split for a quick run.
 

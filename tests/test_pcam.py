@@ -94,8 +94,24 @@ def test_pcam_subset_resize_and_no_masks(tmp_path):
     assert tumor.sum() == 16 * 16 and tumor[16:32, 16:32].all()
 
 
+def test_pcam_gzipped_files_are_decompressed_once(tmp_path):
+    import gzip
+
+    from ibo_jax.data.pcam import PcamSource
+
+    src = _write_pcam(tmp_path)
+    for p in tmp_path.glob("*.h5"):
+        p.with_name(p.name + ".gz").write_bytes(gzip.compress(p.read_bytes()))
+        p.unlink()
+    exs = list(PcamSource(root=str(tmp_path)).examples("val"))
+    np.testing.assert_array_equal(np.stack([e["image"] for e in exs]), src["valid"][0])
+    assert sorted(p.name for p in tmp_path.glob("*valid*.h5")) == [
+        "camelyonpatch_level_2_split_valid_x.h5", "camelyonpatch_level_2_split_valid_y.h5"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 @pytest.mark.parametrize("breakage, message", [
-    ("gz", "gunzip it first"),
+    ("gz", "cannot decompress"),
     ("shape", "expected uint8 \\[N, 96, 96, 3\\]"),
     ("count", "5 labels for 6 images"),
     ("meta", "expected at least"),
@@ -106,7 +122,7 @@ def test_pcam_errors_name_the_file_and_field(tmp_path, breakage, message):
 
     _write_pcam(tmp_path)
     kw = {}
-    if breakage == "gz":
+    if breakage == "gz":  # not gzip data under a .gz name
         p = tmp_path / "camelyonpatch_level_2_split_test_x.h5"
         p.rename(p.with_name(p.name + ".gz"))
     elif breakage == "shape":
@@ -121,6 +137,9 @@ def test_pcam_errors_name_the_file_and_field(tmp_path, breakage, message):
         kw["mask"] = "box"
     with pytest.raises(ValueError, match=message):
         list(PcamSource(root=str(tmp_path), **kw).examples("train"))
+    if breakage == "gz":  # nothing half-written left behind
+        assert not (tmp_path / "camelyonpatch_level_2_split_test_x.h5").exists()
+        assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_pcam_stage_errors(tmp_path):

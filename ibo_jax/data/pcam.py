@@ -7,7 +7,8 @@ PCam (Veeling et al. 2018) cuts 327,680 patches of 96x96 px from CAMELYON16 slid
     camelyonpatch_level_2_split_{train,valid,test}_y.h5      dataset 'y': uint8 [N, 1, 1, 1]
     camelyonpatch_level_2_split_{train,valid,test}_meta.csv  optional: coord_y, coord_x, ..., wsi
 
-They are published gzipped: gunzip them first (h5py needs random access). PCam's own splits are
+They are published gzipped; a `.h5.gz` without its `.h5` is decompressed once beside it (to a
+temporary name, then renamed: h5py needs random access). PCam's own splits are
 kept (valid -> val); the meta files, when present, give each patch its slide (`wsi`) and
 coordinates. Rows are written in file order; `max_per_split` keeps a seeded random subset of each
 split (sorted, so reading stays sequential). The stable index of row r of split s is
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,14 +54,28 @@ def _h5py():
     return h5py
 
 
+def gunzip_once(gz: Path, path: Path) -> None:
+    """Decompresses gz onto path through a temporary file (nothing half-written is left)."""
+    import gzip
+    import shutil
+
+    from ibo_jax.io import atomic_path
+
+    logging.info("PCam: decompressing %s (once)", gz)
+    try:
+        with atomic_path(path) as tmp, gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=16 << 20)
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{gz}: cannot decompress it to {path.name} ({e}); gunzip it yourself") from e
+
+
 def _open(path: Path, key: str, expect_tail: tuple[int, ...]):
     """(h5py File, dataset) after checking the file, the key, dtype and trailing shape."""
     if not path.is_file():
         gz = path.with_name(path.name + ".gz")
-        if gz.is_file():
-            raise ValueError(f"{path}: not found, but {gz.name} is: gunzip it first "
-                             "(h5py needs random access)")
-        raise ValueError(f"{path}: PCam file not found")
+        if not gz.is_file():
+            raise ValueError(f"{path}: PCam file not found")
+        gunzip_once(gz, path)
     h5py = _h5py()
     try:
         f = h5py.File(path, "r")

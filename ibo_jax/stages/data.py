@@ -44,7 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
     # source = "npz": one .npz with image uint8 [N,H,W,3], label int [N], tumor_mask bool [N,H,W],
     # split str [N] (train/val/test), optional slide str [N] and coords int [N,2].
     c.npz_path = ""
-    # source = "pcam": PatchCamelyon's HDF5 files (gunzipped) in pcam_dir; PCam's own splits.
+    # source = "pcam": PatchCamelyon's HDF5 files (.h5 or .h5.gz) in pcam_dir; PCam's own splits.
     # pcam_mask: "center" (the 32x32 label region of a tumor patch as its mask) or "none".
     c.pcam_dir = ""
     c.pcam_mask = "center"

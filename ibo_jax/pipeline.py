@@ -68,7 +68,8 @@ STAGES: dict[str, Stage] = {
         Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",)),
         Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
         Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
-        Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude")),
+        Stage("score", "ibo_jax.stages.score",
+              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude")),
         # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
         # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",

@@ -174,6 +174,7 @@ def test_score_stage_end_to_end_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(score, "_score_block", lambda *a: calls.append(1) or real_block(*a))
     config = ml_collections.ConfigDict({"seed": 0, "score": score.default_config(), "report": report_stage.default_config()})
     config.score.n_boot = 30
+    config.score.ddpm_samples = 0  # tests/test_ddpm_quality.py
 
     def ctx(name, deps):
         (tmp_path / name).mkdir(exist_ok=True)

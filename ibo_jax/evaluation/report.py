@@ -277,6 +277,47 @@ def _section_tables(summary: Mapping) -> list[str]:
     return out
 
 
+DDPM_SETS = (("samples", "DDPM samples"), ("train_normal", "normal training patches (noise floor)"),
+             ("test_tumor", "tumor test patches (class gap)"))
+
+
+def figure_ddpm_quality(summary: Mapping, path: Path) -> bool:
+    """KID against held-out normal patches: the DDPM's samples between the floor and the gap."""
+    q = summary.get("ddpm_quality") or {}
+    kids = [(label, q["kid"][k]) for k, label in DDPM_SETS if k in q.get("kid", {})]
+    if not kids:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    vals = [max(float(v["kid"]), 1e-6) for _, v in kids]
+    ax.barh([label for label, _ in kids], vals, color=["tab:purple", "tab:gray", "tab:red"][: len(kids)])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("KID vs held-out normal patches (classifier features; log scale, floored at 1e-6)")
+    ax.set_title(f"DDPM sample quality: {q['n']} images each, {q['sample_steps']} sampling steps", fontsize=9)
+    fig.tight_layout()
+    ibo_io.save_figure(fig, path)
+    return True
+
+
+def _ddpm_section(q: Mapping) -> list[str]:
+    if not q or "kid" not in q:
+        return [f"\n## The DDPM's samples\n\n{q.get('skipped', 'not measured')}\n"] if q else []
+    rows = [[label, _num(q["kid"][k]["kid"], 4) if k in q["kid"] else "n/a",
+             _num(q["p_tumor_mean"].get(k)), _num(q["share_called_normal"].get(k))]
+            for k, label in DDPM_SETS]
+    return ["\n## The DDPM's samples\n\nIBO is only as good as its generator. KID (in the classifier's "
+            f"feature space) of {q['n']} DDPM samples ({q['sample_steps']} ancestral steps) against "
+            "held-out normal patches, beside two references of real patches: normal training patches "
+            "(how far two real normal sets are: the floor) and tumor patches (the class gap). Samples "
+            "close to the floor and far below the gap look like normal tissue to the classifier.\n\n",
+            _table(["set", "KID vs held-out normal", "mean p(tumor)", "share called normal"], rows)]
+
+
 def _sweep_section(sweep: Mapping) -> list[str]:
     """repaint_sweep/sweep.json: cost, realism and rank agreement per RePaint setting."""
     rows = sweep.get("rows") or []
@@ -390,6 +431,8 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     if classifier_metrics:
         out.extend(_classifier_section(classifier_metrics))
     out.extend("\n" + t if not t.startswith("\n") else t for t in _section_tables(summary))
+    if "ddpm_quality" in summary:
+        out.extend(_ddpm_section(summary["ddpm_quality"]))
     if sweep:
         out.extend(_sweep_section(sweep))
     if figures:
@@ -424,7 +467,9 @@ def write_report(workdir: str | Path, out_dir: str | Path, *, config: Mapping | 
             lambda p: figure_deletion_curves(summary, p, "fixed")),
            ("realism.png", "Realism of occluded images per mask level and strategy.", lambda p: figure_realism(summary, p)),
            ("rank_agreement.png", "MARD per strategy (bootstrap 95% interval) and every method's rank.",
-            lambda p: figure_rank_agreement(summary, p)))
+            lambda p: figure_rank_agreement(summary, p)),
+           ("ddpm_quality.png", "The DDPM's samples against held-out normal patches (KID), between the "
+            "noise floor of real normal patches and the tumor-normal gap.", lambda p: figure_ddpm_quality(summary, p)))
     for name, cap, fn in own:
         with ibo_io.atomic_path(out_dir / name) as tmp:
             made = fn(tmp)

@@ -45,6 +45,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.n_boot = 1000
     c.alpha = 0.05
     c.kid_subset_size = 0  # 0 = one KID estimate on all samples
+    # The DDPM's own samples against held-out normal patches, in the classifier's features
+    # (0 = skip): KID, with train-vs-test normal patches as the noise floor and tumor-vs-normal as
+    # the class gap, and the classifier's p(tumor) on the samples.
+    c.ddpm_samples = 64
+    c.ddpm_sample_steps = 50
     return c
 
 
@@ -356,6 +361,41 @@ def _occluded(occ_dir: Path) -> tuple[dict, Iterator[dict]]:
     return layout, occlude.load_occluded(occ_dir)
 
 
+def ddpm_quality(ctx, predict, n: int, steps: int) -> dict:
+    """KID of n DDPM samples (ancestral, `steps` respaced steps, resized to the patches' size)
+    against n held-out normal patches; references on real patches of the same count."""
+    from ibo_jax import rng
+    from ibo_jax.data.patches import read_split
+    from ibo_jax.train import ddpm
+
+    data_dir = ctx.input_dir("data")
+    sets = {"test_normal": read_split(data_dir, "test", label=0, limit=n)["image"],
+            "train_normal": read_split(data_dir, "train", label=0, limit=n)["image"],
+            "test_tumor": read_split(data_dir, "test", label=1, limit=n)["image"]}
+    size = sets["test_normal"].shape[1]
+    eps_model = ddpm.load_eps_model(ctx.input_dir("train_ddpm"))
+    x = ddpm.sample(eps_model, rng.fold(ctx.key, "ddpm_samples"), n, num_steps=steps)
+    if x.shape[1] != size:
+        x = jnp.clip(jax.image.resize(x, (n, size, size, 3), "linear", antialias=True), 0.0, 1.0)
+    sets["samples"] = np.asarray(x, np.float32)
+    feats, p = {}, {}
+    for name, imgs in sets.items():
+        if len(imgs) >= 2:
+            p[name], _, feats[name] = predict(imgs)
+    ref = feats.get("test_normal")
+    if ref is None:
+        return {"skipped": "fewer than 2 normal patches in the test split"}
+    out = {"n": int(len(ref)), "sample_steps": int(steps), "kid": {}, "p_tumor_mean": {},
+           "share_called_normal": {}}
+    for name in ("samples", "train_normal", "test_tumor"):
+        if name in feats:
+            out["kid"][name] = realism.kid(feats[name], ref)
+    for name, v in p.items():
+        out["p_tumor_mean"][name] = float(np.mean(v))
+        out["share_called_normal"][name] = float(np.mean(v < 0.5))
+    return out
+
+
 def run(ctx) -> dict:
     t0 = time.time()
     cfg = ctx.cfg
@@ -415,6 +455,8 @@ def run(ctx) -> dict:
         study.add(strategy, curve, {k: np.concatenate([r[k] for r in parts]) for k in parts[0]})
     summary = study.summarize(n_boot=int(cfg.n_boot), alpha=float(cfg.alpha), seed=int(ctx.config.seed))
     summary["kid"] = study.kid(feat0, subset_size=int(cfg.kid_subset_size) or None, seed=int(ctx.config.seed))
+    if int(cfg.ddpm_samples) > 0:
+        summary["ddpm_quality"] = ddpm_quality(ctx, predict, int(cfg.ddpm_samples), int(cfg.ddpm_sample_steps))
     summary["lpips_available"] = "lpips" in lpips_fns
     summary["exclusions"].update(geo["excluded"])
     summary["misclassified"] = int(np.sum(pred != ev["label"]))

@@ -1,7 +1,8 @@
 """Stage `train_ddpm`: train the epsilon UNet on the NORMAL patches of the training split only.
 
-Inputs: stage `data` (`ibo_jax.data.patches.make_loader(..., "train", label=0)`); optionally the
-classifier of `train_classifier` for a KID figure in its feature space (`kid_samples > 0`).
+Inputs: stage `data` (`ibo_jax.data.patches.make_loader(..., "train", label=0)`). The samples'
+quality against held-out normal patches (KID in the classifier's feature space) is measured by
+the score stage, which has the classifier.
 
 Outputs (train_ddpm/):
   model.json, ema_params/   the EMA model, read by `ibo_jax.train.ddpm.load_eps_model(dir)`
@@ -63,7 +64,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.sample_every = 0  # 0: only at the end
     c.n_samples = 16
     c.sample_steps = 50
-    c.kid_samples = 0  # > 0: KID of that many samples vs held-out normal patches (classifier features)
     return c
 
 
@@ -112,26 +112,6 @@ def _resize(x, size: int):
         return x
     return jnp.clip(jax.image.resize(jnp.asarray(x), (x.shape[0], size, size, x.shape[-1]), "linear",
                                      antialias=True), 0.0, 1.0)
-
-
-def _kid(ctx, samples: np.ndarray, n: int) -> dict:
-    """KID between samples and held-out (test split) normal patches, in the classifier's features."""
-    from ibo_jax.data.patches import read_split
-    from ibo_jax.evaluation import realism
-    from ibo_jax.train.classifier import load_classifier
-
-    model = load_classifier(ctx.input_dir("train_classifier"))
-    real = read_split(ctx.input_dir("data"), "test", label=0, limit=n)["image"].astype(np.float32) / 255.0
-
-    @jax.jit
-    def feats(x):
-        return jnp.mean(model.features(x), axis=(1, 2))  # [B, C] pooled target-layer activations
-
-    fa = np.concatenate([np.asarray(feats(jnp.asarray(real[i:i + 32]))) for i in range(0, len(real), 32)])
-    fb = np.concatenate([np.asarray(feats(jnp.asarray(samples[i:i + 32]))) for i in range(0, len(samples), 32)])
-    out = realism.kid(fa, fb)
-    out["n_real"], out["n_samples"] = len(fa), len(fb)
-    return out
 
 
 def run(ctx) -> dict:
@@ -232,14 +212,5 @@ def run(ctx) -> dict:
             _write_loss_plot(ctx.dir / "loss.png", [s for s, _ in history], [v for _, v in history])
         if real_batch is not None:
             _write_png(ctx.dir / "real.png", _grid(real_batch[: c.n_samples], int(np.ceil(np.sqrt(c.n_samples)))))
-    if c.kid_samples > 0:
-        try:
-            ctx.input_dir("train_classifier")
-        except Exception as e:  # noqa: BLE001 - the stage graph did not give us the classifier
-            summary["kid"] = {"skipped": f"no train_classifier input ({e})"}
-        else:
-            extra = np.asarray(_resize(ddpm.sample(eps_model(state), rng.fold(ctx.key, "kid"), c.kid_samples,
-                                                   num_steps=c.sample_steps), data_size))
-            summary["kid"] = _kid(ctx, extra, c.kid_samples)
     summary["seconds"] = round(time.time() - t0, 2)
     return summary

@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from ibo_jax import io as ibo_io
@@ -142,14 +143,21 @@ class StageContext:
                     disable=self.process_index != 0 or os.environ.get("IBO_JAX_NO_PROGRESS") == "1",
                     mininterval=1.0, dynamic_ncols=True)
 
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.process_index != 0:
-            return
+    def _tensorboard(self):
         if self._writer is None:
             from tensorboardX import SummaryWriter
 
             self._writer = SummaryWriter(str(self.workdir / "tensorboard" / self.name))
-        self._writer.add_scalar(tag, float(value), int(step))
+        return self._writer
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.process_index == 0:
+            self._tensorboard().add_scalar(tag, float(value), int(step))
+
+    def image(self, tag: str, image, step: int) -> None:
+        """A uint8 [H, W, 3] image (e.g. a sample grid) in TensorBoard at `step`."""
+        if self.process_index == 0:
+            self._tensorboard().add_image(tag, np.asarray(image, np.uint8), int(step), dataformats="HWC")
 
     def close(self) -> None:
         if self._writer is not None:

@@ -112,7 +112,10 @@ def _ctx(tmp_path, cfg):
         name="train_ddpm", dir=d, workdir=tmp_path, cfg=cfg, config=config, key=root_key(0),
         mesh=parallel.make_mesh(), process_index=0, process_count=1,
         input_dir=lambda name: tmp_path / name, progress=lambda it, **kw: it,
-        scalar=lambda *a, **k: None)
+        scalar=lambda *a, **k: None, image=lambda tag, img, step: IMAGES.append((tag, img.shape, step)))
+
+
+IMAGES: list = []  # TensorBoard images the stage logged: (tag, shape, step)
 
 
 def test_stage_runs_resumes_and_writes_outputs(tmp_path, monkeypatch):
@@ -128,8 +131,10 @@ def test_stage_runs_resumes_and_writes_outputs(tmp_path, monkeypatch):
         train_ddpm.run(ctx)  # killed during step 5, after the checkpoint at step 3
     assert (ctx.dir / "checkpoints").is_dir()
     monkeypatch.setitem(sys.modules, "ibo_jax.data.patches", _fake_patches())
+    IMAGES.clear()
     out = train_ddpm.run(ctx)
     assert out["resumed_from"] == 3 and out["steps"] == 6
+    assert IMAGES and IMAGES[-1][0] == "train_ddpm/samples" and IMAGES[-1][2] == 6  # the final grid
     for f in ("samples.png", "real.png", "loss.png", "loss.csv", "model.json"):
         assert (ctx.dir / f).is_file(), f
     assert len((ctx.dir / "loss.csv").read_text().split()) == 1 + 6

@@ -2,10 +2,10 @@
 
 import jax.numpy as jnp
 import numpy as np
+from test_repaint_sweep import _ColourClassifier
 
 from ibo_jax import io as ibo_io
 from ibo_jax import pipeline, rng
-from test_repaint_sweep import _ColourClassifier
 
 S = 16
 

@@ -142,6 +142,19 @@ def test_optional_dep_only_when_configured(tmp_path):
     assert [r["status"] for r in summary["stages"]] == ["ran", "ran"]
 
 
+def test_tensorboard_scalars_and_images(tmp_path):
+    import jax
+
+    ctx = pipeline.StageContext(name="s", dir=tmp_path / "s", workdir=tmp_path, cfg=None, config=None,
+                                key=jax.random.key(0), mesh=None, inputs={})
+    ctx.scalar("loss", 0.5, 1)
+    ctx.image("samples", np.zeros((6, 8, 3), np.uint8), 1)
+    ctx.close()
+    (event,) = (tmp_path / "tensorboard" / "s").glob("events.out.tfevents.*")
+    data = event.read_bytes()
+    assert b"loss" in data and b"samples" in data
+
+
 def test_bad_workdir(tmp_path):
     f = tmp_path / "a_file"
     f.write_text("x")

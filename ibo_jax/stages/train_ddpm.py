@@ -156,7 +156,9 @@ def run(ctx) -> dict:
         x = np.asarray(ddpm.sample(eps_model(st), rng.fold(ctx.key, "samples"), c.n_samples,
                                    num_steps=c.sample_steps))
         if main:
-            _write_png(ctx.dir / "samples.png", _grid(x, int(np.ceil(np.sqrt(c.n_samples)))))
+            grid = _grid(x, int(np.ceil(np.sqrt(c.n_samples))))
+            _write_png(ctx.dir / "samples.png", grid)
+            ctx.image("train_ddpm/samples", grid, step)
         return x
 
     loader = make_loader(ctx.input_dir("data"), "train", batch_size=c.batch_size // ctx.process_count,

@@ -332,3 +332,54 @@ def test_stage_occlude_insertion_curve(tmp_path, monkeypatch):
     masks = np.load(d / "masks.npz")
     usable = masks["n_levels"] > 1
     assert np.allclose(masks["areas_insertion"][..., 0][usable], 1.0)  # point 1 removes everything
+
+
+_OCCLUDE_WORKER = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+nproc, pid, port, root, tests = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+jax.distributed.initialize(f"localhost:{port}", num_processes=nproc, process_id=pid)
+from pathlib import Path
+from ibo_jax import parallel, pipeline
+from ibo_jax.stages import occlude
+from ibo_jax.train import ddpm
+ddpm.load_eps_model = lambda *a, **k: ddpm.EpsModel(
+    apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
+    betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=16)
+cfg = occlude.default_config()
+cfg.strategies, cfg.curves, cfg.images_per_chunk, cfg.grid_patches = ("ibo",), ("morf",), 2, 0
+cfg.ibo.t_T, cfg.ibo.jump_length, cfg.ibo.jump_n_sample, cfg.ibo.batch_size = 3, 1, 1, 8
+root = Path(root)
+(root / "occlude").mkdir(exist_ok=True)
+ctx = pipeline.StageContext(name="occlude", dir=root / "occlude", workdir=root, cfg=cfg, config=None,
+                            key=jax.random.key(0), mesh=parallel.make_mesh(),
+                            inputs={"explain": root / "explain", "train_ddpm": root / "train_ddpm"})
+print(json.dumps(occlude.run(ctx)["rows_written"]))
+"""
+
+
+def test_stage_occlude_ibo_on_two_processes(tmp_path):
+    """Each jax.distributed process inpaints its own chunks on its local devices (on the global
+    mesh the processes' different batches made mismatched collectives: an abort)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _fake_explain(tmp_path, n=5, m=2)
+    script = tmp_path / "worker.py"
+    script.write_text(_OCCLUDE_WORKER)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", IBO_JAX_NO_PROGRESS="1",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    port = str(22000 + os.getpid() % 20000)
+    procs = [subprocess.Popen([sys.executable, str(script), "2", str(i), port, str(tmp_path), ""], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    rows = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    from ibo_jax.stages import occlude
+
+    blocks = list(occlude.load_occluded(tmp_path / "occlude"))
+    assert len(blocks) == 3 and sum(rows) == sum(len(b["pos"]) for b in blocks) and min(rows) > 0

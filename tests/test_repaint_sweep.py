@@ -38,26 +38,17 @@ class _ColourClassifier:
 
 
 def _workdir(root):
-    """data (tiny synthetic), explain (tumor = a red square, heatmaps of varying quality)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
-    import demo
-
+    """data (random 16 px patches), explain (tumor = a red square, heatmaps of varying quality)."""
     n_data = 24
     r = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
     label = np.arange(n_data) % 2
     tumor_mask = np.zeros((n_data, S, S), bool)
     tumor_mask[label == 1, 4:12, 4:12] = True
     ibo_io.write_npz(root / "patches.npz", {
         "image": r.integers(0, 256, (n_data, S, S, 3), dtype=np.uint8), "label": label,
         "tumor_mask": tumor_mask, "split": np.array(["train"] * 12 + ["val"] * 4 + ["test"] * 8)})
-    config = demo.get_config()
-    config.image_size = S
-    config.data.source = "npz"
-    config.data.npz_path = str(root / "patches.npz")
-    config.data.n_examples = 0
+    config = _config(root)
     pipeline.run(config, root, stages=["data"])
 
     from ibo_jax.evaluation import levels as L
@@ -179,3 +170,91 @@ def test_demo_config_runs_the_sweep_before_the_report():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert "repaint_sweep" in mod.get_config()
+
+
+_WORKER = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+nproc, pid, port, root, tests = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+if nproc > 1:
+    jax.distributed.initialize(f"localhost:{port}", num_processes=nproc, process_id=pid)
+sys.path.insert(0, tests)
+from pathlib import Path
+import test_repaint_sweep as t
+from ibo_jax import parallel, pipeline, rng
+from ibo_jax.stages import repaint_sweep
+from ibo_jax.train import classifier, ddpm
+ddpm.load_eps_model = lambda *a, **k: ddpm.EpsModel(
+    apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
+    betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=t.S)
+classifier.load_classifier = lambda *a, **k: t._ColourClassifier()
+config = t._config(Path(root))
+cfg = config.repaint_sweep
+cfg.grid = ((3, 1, 1), (4, 2, 2), (5, 1, 1))
+cfg.n_images, cfg.batch_size, cfg.rank_images, cfg.n_boot, cfg.warm_timing = 4, 16, 4, 50, False
+root = Path(root)
+(root / "repaint_sweep").mkdir(exist_ok=True)
+ctx = pipeline.StageContext(
+    name="repaint_sweep", dir=root / "repaint_sweep", workdir=root, cfg=cfg, config=config,
+    key=rng.fold(rng.root_key(0), "repaint_sweep"), mesh=parallel.make_mesh(),
+    inputs={k: root / k for k in ("data", "train_classifier", "train_ddpm", "explain")})
+out = repaint_sweep.run(ctx)
+print(json.dumps({"pid": pid, "out": out, "chunks": sorted(p.name for p in (root / "repaint_sweep" / "chunks").glob("*.json"))}))
+"""
+
+
+def _config(root):
+    """The demo config pointed at the npz data `_workdir` wrote (for worker processes)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
+    import demo
+
+    config = demo.get_config()
+    config.image_size = S
+    config.data.source = "npz"
+    config.data.npz_path = str(root / "patches.npz")
+    config.data.n_examples = 0
+    return config
+
+
+def test_sweep_settings_split_over_two_processes(tmp_path):
+    """Two jax.distributed processes share the settings (each on its local devices); process 0
+    assembles the same table as one process alone."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _workdir(tmp_path / "one")
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", IBO_JAX_NO_PROGRESS="1",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    tests = str(Path(__file__).resolve().parent)
+    port = str(21000 + os.getpid() % 20000)
+
+    def launch(nproc, root):
+        procs = [subprocess.Popen([sys.executable, str(script), str(nproc), str(i), port, str(root), tests],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(nproc)]
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+        return outs
+
+    (alone,) = launch(1, tmp_path / "one")
+    p0, p1 = launch(2, tmp_path / "two")
+    assert p1["out"] == {"settings": 3} and "best_mard" in p0["out"]  # process 1 only computed
+    assert p0["chunks"] == alone["chunks"] == ["3_1_1.json", "4_2_2.json", "5_1_1.json"]
+    one = ibo_io.read_json(tmp_path / "one" / "repaint_sweep" / "sweep.json")["rows"]
+    two = ibo_io.read_json(tmp_path / "two" / "repaint_sweep" / "sweep.json")["rows"]
+    for a, b in zip(one, two, strict=True):
+        assert (a["t_T"], a["mard"], a["ranking"]) == (b["t_T"], b["mard"], b["ranking"])
+        assert a["ssim"] == pytest.approx(b["ssim"], abs=1e-9)

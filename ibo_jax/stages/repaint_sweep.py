@@ -96,7 +96,6 @@ def _rank_setup(ctx, cfg) -> dict | None:
     n_req = int(cfg.rank_images)
     if n_req == 0:
         return None
-    from ibo_jax.evaluation import levels as lv
     from ibo_jax.evaluation import ranking
     from ibo_jax.stages import occlude, score
     from ibo_jax.train.classifier import load_classifier
@@ -109,9 +108,7 @@ def _rank_setup(ctx, cfg) -> dict | None:
     controls = [str(x) for x in hm.get("controls", [])] or [x for x in methods if x in ranking.CONTROLS]
     k = int(cfg.n_masks)
     geo = score._geometry(ev, hm, k)
-    m, (h, w) = len(methods), ev["tumor_mask"].shape[1:]
-    n_levels = hm["n_levels"].reshape(-1) if "n_levels" in hm else None
-    masks = lv.progressive_masks(hm["levels"].reshape(n * m, h, w), n=k, n_levels=n_levels).reshape(n, m, k, h, w)
+    m, masks = len(methods), geo["masks"]  # [n, m, k, H, W]
     pos, meth, mask, draw = (np.asarray(v, np.int64).ravel() for v in np.meshgrid(
         np.arange(n), np.arange(m), np.arange(1, k + 1), np.arange(int(cfg.n_draws)), indexing="ij"))
     use = geo["valid"][pos, meth]

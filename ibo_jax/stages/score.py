@@ -315,7 +315,8 @@ def _read_inputs(explain_dir: Path) -> tuple[dict, dict]:
 
 
 def _geometry(ev: dict, hm: dict, n_masks: int) -> dict:
-    """Masks M_1..M_n from the stored levels: areas [N, M, n], GT IoU [N, M], reasons."""
+    """Masks M_1..M_n from the stored levels: masks bool [N, M, n, H, W], areas [N, M, n],
+    GT IoU [N, M], reasons."""
     n, m, h, w = hm["levels"].shape
     levels = hm["levels"].reshape(n * m, h, w)
     n_levels = hm["n_levels"].reshape(-1) if "n_levels" in hm else None
@@ -325,7 +326,7 @@ def _geometry(ev: dict, hm: dict, n_masks: int) -> dict:
     empty = areas[..., -1] <= 0
     gt_iou = ranking.iou(masks[:, :, -1], ev["tumor_mask"][:, None])  # [N, M]
     gt_iou = np.where(valid & ~empty, gt_iou, np.nan)
-    return {"areas": areas, "valid": valid & ~empty, "gt_iou": gt_iou,
+    return {"masks": masks, "areas": areas, "valid": valid & ~empty, "gt_iou": gt_iou,
             "excluded": {"invalid_heatmap": int(np.sum(~valid)), "empty_m4": int(np.sum(valid & empty))}}
 
 

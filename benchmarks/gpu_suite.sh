@@ -5,7 +5,11 @@
 #   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh variants unet repaint  # some, in this order
 # profile: per-kernel time of one UNet forward (benchmarks/gpu_profile.py).
 # repaint8: the RePaint benchmark with diffusers' default 8-channel attention heads, reported apart.
-# Every script has a --smoke mode that tests/test_benchmarks.py runs on the CPU.
+# After `variants`, the benchmarks that follow build the UNet in the fastest formulation it found
+# (benchmarks/_variants.py: 'ibo', the library's default, unless another beats it by > 2%), so one
+# run measures the targets with the winner; $VARIANT sets it by hand. Each log's JSON says which.
+# Every script has a --smoke mode that tests/test_benchmarks.py runs on the CPU; SMOKE=1 runs the
+# whole suite so (tiny shapes, any machine), which tests/test_benchmarks.py also does.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ibo_jax_gpu}
@@ -16,20 +20,23 @@ cat "$OUT/gpu.txt"
 run() {
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  timeout "$limit" python3 "$@" > "$OUT/$name.log" 2>&1
+  timeout "$limit" python3 "$@" ${SMOKE:+--smoke} > "$OUT/$name.log" 2>&1
   local rc=$?
   echo "== $name rc=$rc $((SECONDS - t0))s"
   tail -c 1500 "$OUT/$name.log"; echo
 }
+VARIANT=${VARIANT:-ibo}
 names=${*:-profile variants repaint unet}  # the open issues' benchmarks; repaint8, cam, classifier by name
 for name in $names; do
   case $name in
-    variants) run variants "${T_VARIANTS:-180}" benchmarks/unet_variants.py --gpu ;;
+    variants) run variants "${T_VARIANTS:-180}" benchmarks/unet_variants.py --gpu
+              VARIANT=$(python3 benchmarks/_variants.py --best "$OUT/variants.log" 2>/dev/null || echo ibo)
+              echo "== variant for the benchmarks that follow: $VARIANT" | tee -a "$OUT/gpu.txt" ;;
     profile) run profile "${T_PROFILE:-90}" benchmarks/gpu_profile.py --gpu ;;
-    repaint) run repaint "${T_REPAINT:-170}" benchmarks/repaint_throughput.py --gpu --batches 8 32 --calls 30 ;;
-    repaint8) run repaint8 "${T_REPAINT8:-120}" benchmarks/repaint_throughput.py --gpu --batches 32 --calls 30 --head-dim 8 ;;
+    repaint) run repaint "${T_REPAINT:-170}" benchmarks/repaint_throughput.py --gpu --batches 8 32 --calls 30 --variant "$VARIANT" ;;
+    repaint8) run repaint8 "${T_REPAINT8:-120}" benchmarks/repaint_throughput.py --gpu --batches 32 --calls 30 --head-dim 8 --variant "$VARIANT" ;;
     cam) run cam "${T_CAM:-150}" benchmarks/cam_throughput.py --gpu ;;
-    unet) run unet "${T_UNET:-130}" benchmarks/unet_throughput.py --gpu ;;
+    unet) run unet "${T_UNET:-130}" benchmarks/unet_throughput.py --gpu --variant "$VARIANT" ;;
     classifier) run classifier "${T_CLASSIFIER:-90}" benchmarks/classifier_throughput.py --gpu ;;
     *) echo "gpu_suite: unknown benchmark '$name' (profile, variants, repaint, repaint8, unet, cam, classifier)"; exit 2 ;;
   esac

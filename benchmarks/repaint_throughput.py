@@ -23,6 +23,9 @@ dominates) and batch 8 with a mid-size UNet (the convolutions dominate). GFLOP/s
 UNet's nominal FLOPs (direct upsampling) for both; ibo_jax executes fewer (sub-pixel upsampling,
 `gflop_executed_per_call_per_image`). `conv_probe`: single 3x3 convolutions at the UNets' shapes,
 XLA against torch (oneDNN), to explain the mid-size ratio.
+
+`--variant NAME` builds the UNet in another formulation of the same function
+(`benchmarks/_variants.py`; default `ibo`, the library's own).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _flops import hlo_flops, nominal_unet  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from _variants import VARIANTS, named  # noqa: E402
 
 from ibo_jax.repaint import beta_schedule, inpaint, schedule_cost  # noqa: E402
 
@@ -239,10 +243,14 @@ def main(argv=None) -> None:
                    help="GPU: attention head size of the default UNet (8 = diffusers' default, reported apart)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variant", default="ibo", choices=list(VARIANTS),
+                   help="UNet formulation (benchmarks/_variants.py; gpu_suite.sh passes the fastest)")
     args = p.parse_args(argv)
     if args.smoke:
         args.size, args.calls, args.batches, args.repeats = 16, 8, [1, 2], 1
-    print(json.dumps(gpu(args) if args.gpu else cpu(args)), flush=True)
+    with named(args.variant):
+        out = gpu(args) if args.gpu else cpu(args)
+    print(json.dumps({**out, "variant": args.variant}), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Each mode prints one JSON line. FLOPs are XLA's count of the lowered forward (co
 1) with direct upsampling, the architecture's nominal count: 814 GFLOP per 224x224 image for the
 default architecture (57.6 M parameters); TFLOP/s is that count times images/s, so it compares
 with diffusers. ibo_jax's sub-pixel upsampling executes fewer (`gflop_executed`). The training
-step is counted as 3x the forward.
+step is counted as 3x the forward. `--variant NAME` builds the UNet in another formulation of the
+same function (`benchmarks/_variants.py`; default `ibo`, the library's own).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _flops import hlo_flops, nominal_unet  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from _variants import VARIANTS, named  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from ibo_jax.models.unet import unet2d  # noqa: E402
@@ -164,9 +166,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gpu", action="store_true", help="the 224x224 default-architecture GPU benchmark")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (runs anywhere, seconds)")
+    p.add_argument("--variant", default="ibo", choices=list(VARIANTS),
+                   help="UNet formulation (benchmarks/_variants.py; gpu_suite.sh passes the fastest)")
     a = p.parse_args(argv)
-    out = gpu(a.smoke) if a.gpu else cpu(a.smoke)
-    out["jax"], out["backend"] = jax.__version__, jax.default_backend()
+    with named(a.variant):
+        out = gpu(a.smoke) if a.gpu else cpu(a.smoke)
+    out["jax"], out["backend"], out["variant"] = jax.__version__, jax.default_backend(), a.variant
     out["host_cpus"] = os.cpu_count()
     print(json.dumps(out))
 

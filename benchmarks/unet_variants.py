@@ -19,7 +19,6 @@ is reported apart. FLOPs are the architecture's nominal count (direct upsampling
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -33,34 +32,9 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _flops import hlo_flops, nominal_unet  # noqa: E402
+from _variants import VARIANTS, variant  # noqa: E402
 
 from ibo_jax.models import unet as U  # noqa: E402
-
-VARIANTS = {
-    "ibo": {},
-    "direct_up": {"subpixel": False},
-    "flax_gn": {"flax_gn": True},
-    "gn_alt": {"gn_alt": True},
-    "dpa": {"dpa": True},
-    "previous": {"subpixel": False, "flax_gn": True, "dpa": True},
-}
-
-
-@contextlib.contextmanager
-def variant(subpixel: bool = True, flax_gn: bool = False, dpa: bool = False, gn_alt: bool = False):
-    old = (U.Upsample2D.subpixel, U._Layers.norm, U.attention, U.GroupNorm.group_matmul)
-    U.Upsample2D.subpixel = subpixel
-    if gn_alt:
-        U.GroupNorm.group_matmul = jax.default_backend() != "cpu"
-    if flax_gn:
-        U._Layers.norm = lambda self, c, groups, eps: nnx.GroupNorm(
-            c, num_groups=groups, epsilon=eps, dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
-    if dpa:
-        U.attention = jax.nn.dot_product_attention
-    try:
-        yield
-    finally:
-        U.Upsample2D.subpixel, U._Layers.norm, U.attention, U.GroupNorm.group_matmul = old
 
 
 def main(argv=None) -> None:

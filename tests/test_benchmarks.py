@@ -23,8 +23,27 @@ def _run(script: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_repaint_gpu_mode_smoke():
-    out = _run("repaint_throughput.py", "--gpu", "--smoke")
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> Path:
+    """gpu_suite.sh in SMOKE mode (tiny shapes on this CPU): the variants run, then repaint and unet
+    with the formulation it chose. Returns the suite's output folder."""
+    out = tmp_path_factory.mktemp("gpu_suite")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", SMOKE="1", OUT=str(out))
+    env.pop("VARIANT", None)
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "variants", "repaint", "unet"],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def _log(out: Path, name: str) -> dict:
+    lines = [ln for ln in (out / f"{name}.log").read_text().splitlines() if ln.startswith("{")]
+    assert lines, (out / f"{name}.log").read_text()[-3000:]
+    return json.loads(lines[-1])
+
+
+def test_repaint_gpu_mode_smoke(suite):
+    out = _log(suite, "repaint")
     assert out["unet_calls"] == 2410 and out["undo_steps"] == 2160 and out["extrapolated"]
     assert out["dtype"] == "bf16" and out["best_s_per_inpainting"] > 0
     assert all(r["s_per_call"] > 0 and r["tflops"] > 0 for r in out["rows"])
@@ -35,22 +54,52 @@ def test_repaint_cpu_side_by_side_smoke():
     for case in out["cases"]:
         assert case["s_ibo_jax"] > 0 and case["s_diffusers"] > 0
         assert 0 < case["gflop_executed_per_call_per_image"] <= case["gflop_per_call_per_image"]
+    assert out["variant"] == "ibo"
 
 
-def test_unet_gpu_mode_smoke():
-    out = _run("unet_throughput.py", "--gpu", "--smoke")
-    assert out["gflop_executed"] < out["gflop_per_image"]  # sub-pixel upsampling executes fewer
+def test_unet_gpu_mode_smoke(suite):
+    out = _log(suite, "unet")
+    assert out["gflop_executed"] <= out["gflop_per_image"]  # sub-pixel upsampling executes fewer
     assert {r["dtype"] for r in out["forward"]} == {"bf16", "fp32_tf32"} and out["train_step"][0]["ms"] > 0
 
 
-@pytest.mark.parametrize("mode", [["--gpu", "--smoke"]])
-def test_unet_variants_smoke(mode):
-    out = _run("unet_variants.py", *mode)
+def test_unet_variants_smoke(suite):
+    out = _log(suite, "variants")
     assert out["dtype"] == "bf16"
     rows = {r["variant"]: r for r in out["rows"]}
     assert set(rows) == {"ibo", "direct_up", "flax_gn", "gn_alt", "dpa", "previous"}
     assert all(r["ms"] > 0 for r in rows.values())
     assert all(r["max_rel_diff"] < 0.05 for r in rows.values())  # bf16: same function, rounding apart
+
+
+def test_suite_hands_the_fastest_variant_on(suite):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _variants import best
+
+    chosen = best(_log(suite, "variants")["rows"])
+    assert _log(suite, "repaint")["variant"] == chosen and _log(suite, "unet")["variant"] == chosen
+    assert f"variant for the benchmarks that follow: {chosen}" in (suite / "gpu.txt").read_text()
+
+
+def test_repaint_gpu_mode_other_variant():
+    out = _run("repaint_throughput.py", "--gpu", "--smoke", "--variant", "previous")
+    assert out["variant"] == "previous" and out["best_s_per_inpainting"] > 0
+
+
+def test_best_variant_rule(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _variants import best, best_from_log
+
+    rows = [{"variant": "ibo", "ms": 100.0, "max_rel_diff": 0.0}, {"variant": "flax_gn", "ms": 97.0, "max_rel_diff": 0.01},
+            {"variant": "dpa", "ms": 90.0, "max_rel_diff": 0.5}]  # dpa: fastest, but a different function
+    assert best(rows) == "flax_gn"
+    assert best(rows, margin=0.05) == "ibo"  # 3% is within the margin: keep the defaults
+    assert best(rows[1:]) == "ibo"  # no baseline row: keep the defaults
+    log = tmp_path / "variants.log"
+    log.write_text("compiling...\n" + json.dumps({"bench": "unet_variants", "rows": rows}) + "\n")
+    assert best_from_log(str(log)) == "flax_gn"
+    log.write_text("Traceback (most recent call last): ...\n")
+    assert best_from_log(str(log)) == "ibo" and best_from_log(str(tmp_path / "missing.log")) == "ibo"
 
 
 def test_gpu_profile_smoke():

@@ -130,6 +130,21 @@ def test_deterministic_per_example_keys_and_single_trace():
         inpaint(eps, x0, keep[:, :1], keys, **kw)
 
 
+def test_one_trace_serves_every_schedule():
+    """The schedule is data: t_T and the jump settings change the tables, not the program."""
+    eps = chex.assert_max_traces(lambda p, x, t: p["w"] * x, n=1)
+    x0 = jax.random.uniform(jax.random.key(2), (2, 2, 2, 1), minval=-1, maxval=1)
+    keep = jnp.zeros((2, 2, 2, 1)).at[:, 0].set(1)
+    outs = [inpaint(eps, x0, keep, jax.random.key(0), betas=BETAS, t_T=s[0], jump_length=s[1], jump_n_sample=s[2],
+                    params={"w": jnp.float32(0.2)}) for s in ((10, 2, 2), (4, 1, 1), (20, 5, 3), (20, 1, 1))]
+    assert all(bool(jnp.all(jnp.isfinite(o))) for o in outs)
+    assert not np.allclose(outs[0], outs[1])  # a different schedule, a different draw of the sampler
+    # more calls than one bucket holds: a bigger bucket, a second program, the same answer as before
+    from ibo_jax.repaint.sampler import MIN_BUCKET, _bucket
+
+    assert _bucket(1) == _bucket(MIN_BUCKET) == MIN_BUCKET and _bucket(MIN_BUCKET + 1) == 2 * MIN_BUCKET
+
+
 def test_bf16_network_close_to_fp32():
     x0 = jnp.broadcast_to(jnp.asarray(X0, jnp.float32).reshape(1, 2, 2, 1), (64, 2, 2, 1))
     keep = jnp.broadcast_to(jnp.asarray(KEEP, jnp.float32).reshape(1, 2, 2, 1), (64, 2, 2, 1))

@@ -1,10 +1,16 @@
-"""RePaint as one compiled program: a `lax.scan` over precomputed per-call step tables.
+"""RePaint as one compiled program: a loop over precomputed per-call step tables.
 
 The official time list (`schedule.jump_schedule`) is folded, on the host and once per schedule,
 into one row per network call: (merged undo coefficients, respaced t, trained t, inject flag).
 A run of consecutive undo steps from level a up to level b is one exact draw from the composed
-forward kernel, x_b = sqrt(abar_b / abar_a) x_a + sqrt(1 - abar_b / abar_a) eps, so the scan has
+forward kernel, x_b = sqrt(abar_b / abar_a) x_a + sqrt(1 - abar_b / abar_a) eps, so the loop has
 exactly `unet_calls` iterations and memory does not depend on the schedule length.
+
+The schedule is data, not program: the step tables are padded to a fixed bucket (4,096 rows, or
+the next power of two beyond), the respaced tables to the trained length T, and the number of calls
+is a runtime argument of a `fori_loop`. One compiled program per (shape, T, network, options)
+therefore serves every (t_T, jump_length, jump_n_sample), so a sweep over RePaint settings
+compiles the sampler once.
 
 Per network call, as in the official RePaint `p_sample` (`inpa_inj_sched_prev`):
   x <- undo(x)                                   (if the previous transitions went up)
@@ -32,6 +38,14 @@ from ibo_jax.repaint import diffusion as D
 from ibo_jax.repaint.schedule import jump_schedule
 
 EpsFn = Callable[..., jax.Array]
+
+
+MIN_BUCKET = 4096  # step-table rows: (250, 10, 10) is 2,410 calls
+
+
+def _bucket(n: int) -> int:
+    """Padded length of the step tables (every schedule up to it shares one compiled program)."""
+    return max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length())
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,7 +79,6 @@ def _step_tables(betas_key: bytes, T: int, t_T: int, jump_args: tuple) -> tuple[
         "undo_b": np.asarray(rows["undo_b"], np.float32),
         "inject": np.asarray(rows["inject"], np.float32),
     }
-    tables["index"] = np.arange(len(rows["t"]), dtype=np.int32)
     return tables, new_betas
 
 
@@ -84,8 +97,9 @@ def _reverse(sched, eps, x, t, noise, *, clip: bool, var: str, eta: float | None
 @functools.partial(
     jax.jit, static_argnames=("eps_fn", "has_params", "clip", "var", "eta", "compute_dtype")
 )
-def _inpaint_core(params, sched, tables, x0, keep, keys, *, eps_fn, has_params, clip, var, eta, compute_dtype):
-    # x0 [N, H, W, C] float32 in [-1, 1]; keep [N, H, W, 1]; keys [N] typed keys
+def _inpaint_core(params, sched, tables, n_calls, x0, keep, keys, *, eps_fn, has_params, clip, var, eta, compute_dtype):
+    # x0 [N, H, W, C] float32 in [-1, 1]; keep [N, H, W, 1]; keys [N] typed keys; the first
+    # n_calls (int32 scalar) rows of the padded tables are this schedule's
     n = x0.shape[0]
     if compute_dtype is not None:
         params = jax.tree.map(lambda p: p.astype(compute_dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
@@ -101,18 +115,18 @@ def _inpaint_core(params, sched, tables, x0, keep, keys, *, eps_fn, has_params, 
         z = jax.vmap(lambda k: rng.normal(k, (3,) + x0.shape[1:]))(ks)
         return z[:, 0], z[:, 1], z[:, 2]
 
-    def body(x, row):
-        z_undo, z_known, z_step = draw(row["index"])
+    def body(i, x):
+        row = {k: v[i] for k, v in tables.items()}
+        z_undo, z_known, z_step = draw(i)
         x = row["undo_a"] * x + row["undo_b"] * z_undo
         known = D.q_sample(sched, x0, row["t"], z_known)
         m = keep * row["inject"]
         x = m * known + (1.0 - m) * x
         eps = call(x, row["t_model"])
-        x = _reverse(sched, eps, x, row["t"], z_step, clip=clip, var=var, eta=eta)
-        return x, None
+        return _reverse(sched, eps, x, row["t"], z_step, clip=clip, var=var, eta=eta)
 
     x_T = jax.vmap(lambda k: rng.normal(rng.fold_in(k, 0x7FFFFFFF), x0.shape[1:]))(keys)
-    x, _ = jax.lax.scan(body, x_T, tables)
+    x = jax.lax.fori_loop(0, n_calls, body, x_T)
     return keep * x0 + (1.0 - keep) * x
 
 
@@ -137,9 +151,14 @@ def _as_keys(key: Any, batch: int, n_draws: int = 1) -> jax.Array:
 
 @functools.lru_cache(maxsize=64)
 def _device_tables(betas_key: bytes, T: int, t_T: int, jump_args: tuple):
-    """The step tables and the respaced schedule as device arrays (built once per schedule)."""
+    """The step tables padded to their bucket, the number of calls, and the respaced schedule
+    padded to T (entries past t_T are never read), as device arrays (built once per schedule)."""
     tables, new_betas = _step_tables(betas_key, T, t_T, jump_args)
-    return {k: jnp.asarray(v) for k, v in tables.items()}, D.make_schedule(new_betas)
+    n = len(tables["t"])
+    padded = {k: jnp.asarray(np.pad(v, (0, _bucket(n) - n))) for k, v in tables.items()}
+    # pad with the smallest kept beta: the padded alpha-bars stay positive (no overflowing 1 / abar)
+    sched = D.make_schedule(np.pad(new_betas, (0, T - new_betas.size), constant_values=new_betas.min()))
+    return padded, jnp.int32(n), sched
 
 
 def inpaint(
@@ -180,7 +199,8 @@ def inpaint(
     n_draws > 1 (draw d of example b uses fold_in(key_b, d)).
 
     eps_fn is a static argument of the compiled program: pass the same function object on every
-    call (not a fresh lambda) so the program is traced once per (shape, schedule length).
+    call (not a fresh lambda) so the program is traced once per shape: the schedule (t_T and the
+    jump settings) is data, and every schedule of up to 4,096 network calls shares the program.
     """
     x0 = jnp.asarray(x0, jnp.float32)
     if x0.ndim != 4:
@@ -204,7 +224,7 @@ def inpaint(
         keep = jnp.repeat(keep, n_draws, axis=0)
     jump_args = (jump_length, jump_n_sample, jump2_length, jump2_n_sample, jump3_length, jump3_n_sample,
                  n_sample, start_resampling)
-    tables, sched = _device_tables(betas.tobytes(), betas.size, int(t_T), jump_args)
+    tables, n_calls, sched = _device_tables(betas.tobytes(), betas.size, int(t_T), jump_args)
 
     mesh = make_mesh(jax.local_devices()) if mesh is None else mesh
     n = x0.shape[0]
@@ -216,7 +236,7 @@ def inpaint(
         sharding = data_sharding(mesh)
         x0, keep, keys = (jax.device_put(a, sharding) for a in (x0, keep, keys))
     out = _inpaint_core(
-        params, sched, tables, x0, keep, keys,
+        params, sched, tables, n_calls, x0, keep, keys,
         eps_fn=eps_fn, has_params=params is not None, clip=bool(clip), var=var,
         eta=None if eta is None else float(eta), compute_dtype=compute_dtype,
     )[:n]

@@ -33,7 +33,7 @@ for name in $names; do
               VARIANT=$(python3 benchmarks/_variants.py --best "$OUT/variants.log" 2>/dev/null || echo ibo)
               echo "== variant for the benchmarks that follow: $VARIANT" | tee -a "$OUT/gpu.txt" ;;
     profile) run profile "${T_PROFILE:-90}" benchmarks/gpu_profile.py --gpu ;;
-    repaint) run repaint "${T_REPAINT:-170}" benchmarks/repaint_throughput.py --gpu --batches 8 32 --calls 30 --variant "$VARIANT" ;;
+    repaint) run repaint "${T_REPAINT:-170}" benchmarks/repaint_throughput.py --gpu --batches 8 32 64 --calls 30 --variant "$VARIANT" ;;
     repaint8) run repaint8 "${T_REPAINT8:-120}" benchmarks/repaint_throughput.py --gpu --batches 32 --calls 30 --head-dim 8 --variant "$VARIANT" ;;
     cam) run cam "${T_CAM:-150}" benchmarks/cam_throughput.py --gpu ;;
     unet) run unet "${T_UNET:-130}" benchmarks/unet_throughput.py --gpu --variant "$VARIANT" ;;

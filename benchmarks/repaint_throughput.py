@@ -109,6 +109,7 @@ def gpu(args) -> dict:
         rows.append({"batch": b, "s_per_call": per_call, "s_per_undo": per_undo,
                      "s_per_inpainting": s_full / b,
                      "tflops": flops * b * full.unet_calls / s_full / 1e12})
+        print(json.dumps({"partial": "repaint", **rows[-1]}), flush=True)  # kept if a later batch times out
     best = min(rows, key=lambda r: r["s_per_inpainting"])
     return {"bench": "repaint_throughput_gpu", "device": str(jax.devices()[0].device_kind), "size": size,
             "attention_head_dim": 8 if args.smoke else args.head_dim,

@@ -5,7 +5,8 @@ agreement `explain` (evaluation set, importance levels) and `train_classifier`.
 
 Per grid point:
 - **cost**: network calls and undo steps per inpainting (exact, from the schedule) and seconds
-  (wall, with and without compilation);
+  (wall, first pass and a second, compiled pass; the sampler's program is shared by every setting
+  of one image shape, so only the first setting's first pass includes its compilation);
 - **realism** against the originals: the same images and masks (a random box per image,
   `mask_fraction` of the area, drawn from the image's index) inpainted with per-example keys folded
   from (image index, draw), so every grid point sees identical inputs; PSNR and SSIM always, LPIPS

@@ -92,3 +92,70 @@ def test_fine_tune_from_torchvision_weights(tmp_path):
     with pytest.raises(ValueError, match="init_weights"):
         tc.train(SPEC, CFG, train_batches=lambda e: tc.array_batches(x, y, batch_size=8, seed=0, epoch=e),
                  steps_per_epoch=1, workdir=tmp_path / "v", key=jax.random.key(0), init_weights=ckpt)
+
+
+def test_own_classifier_used_as_is(tmp_path):
+    """epochs = 0 + init_weights: the checkpoint is the classifier (no training), with its own
+    input normalization and layout-preserving kwargs; load_classifier gives the same predictions."""
+    from flax import nnx
+
+    from ibo_jax import models
+    from ibo_jax.models.convert import to_torchvision_state_dict
+
+    norm = {"mean": (0.7, 0.5, 0.7), "std": (0.15, 0.2, 0.1)}  # an H&E-style normalization, not ImageNet's
+    mine = models.resnet18(num_classes=2, rngs=nnx.Rngs(3), strides=(1, 2, 2, 1), **norm)
+    np.savez(tmp_path / "mine.npz", **to_torchvision_state_dict("resnet18", mine))
+    x, y = _toy(16, hw=32)
+    spec = tc.ModelSpec("resnet18", 2, {"strides": (1, 2, 2, 1), **norm})
+    as_is = tc.TrainConfig(epochs=0, batch_size=8, eval_batch_size=16)
+    out = tc.train(spec, as_is, train_batches=lambda e: pytest.fail("nothing may be trained"), steps_per_epoch=0,
+                   workdir=tmp_path / "w", key=jax.random.key(0), val=(x, y), init_weights=str(tmp_path / "mine.npz"))
+    assert out["steps"] == 0 and out["finished"] and out["best"]["used_as_is"]
+    loaded = tc.load_classifier(tmp_path / "w")
+    assert loaded.mean == norm["mean"] and loaded.std == norm["std"]
+    np.testing.assert_allclose(tc.predict(loaded, x), tc.predict(mine, x), atol=1e-5)
+    assert out["best"]["accuracy"] == tc.classification_metrics(y, tc.predict(mine, x))["accuracy"]
+    with pytest.raises(ValueError, match="epochs: 0 means"):
+        tc.train(spec, as_is, train_batches=None, steps_per_epoch=0, workdir=tmp_path / "x", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="init_weights: cannot load"):  # a layout the checkpoint does not have
+        tc.train(tc.ModelSpec("resnet34", 2), as_is, train_batches=None, steps_per_epoch=0,
+                 workdir=tmp_path / "y", key=jax.random.key(0), init_weights=str(tmp_path / "mine.npz"))
+    with pytest.raises(ValueError, match="std: expected 3 per-channel values > 0"):
+        models.resnet18(num_classes=2, std=(0.2, 0.0, 0.2))
+
+
+def test_stage_with_your_own_classifier(tmp_path):
+    """The pipeline's train_classifier stage with epochs = 0: your checkpoint, your normalization,
+    scored on the val and test splits; nothing trained."""
+    import sys
+    from pathlib import Path
+
+    from flax import nnx
+
+    from ibo_jax import io as ibo_io
+    from ibo_jax import models, pipeline
+    from ibo_jax.models.convert import to_torchvision_state_dict
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
+    import demo
+
+    x, y = _toy(24, hw=32)
+    ibo_io.write_npz(tmp_path / "patches.npz", {"image": x, "label": y, "tumor_mask": np.zeros((24, 32, 32), bool),
+                                                "split": np.array(["train"] * 8 + ["val"] * 8 + ["test"] * 8)})
+    mine = models.resnet18(num_classes=2, rngs=nnx.Rngs(5), mean=(0.6, 0.5, 0.6), std=(0.2, 0.2, 0.2))
+    np.savez(tmp_path / "mine.npz", **to_torchvision_state_dict("resnet18", mine))
+    config = demo.get_config()
+    config.image_size = 32
+    config.data.source, config.data.npz_path, config.data.n_examples = "npz", str(tmp_path / "patches.npz"), 0
+    tcfg = config.train_classifier
+    tcfg.arch, tcfg.model_kwargs, tcfg.epochs = "resnet18", {}, 0
+    tcfg.init_weights, tcfg.input_mean, tcfg.input_std = str(tmp_path / "mine.npz"), (0.6, 0.5, 0.6), (0.2, 0.2, 0.2)
+    pipeline.run(config, tmp_path / "w", stages=["data", "train_classifier"])
+    metrics = ibo_io.read_json(tmp_path / "w" / "train_classifier" / "metrics.json")
+    assert metrics["best"]["used_as_is"] and metrics["history"] == [] and metrics["test"]["n"] == 8
+    loaded = tc.load_classifier(tmp_path / "w" / "train_classifier")
+    np.testing.assert_allclose(tc.predict(loaded, x[16:]), tc.predict(mine, x[16:]), atol=1e-5)
+    assert metrics["test"]["accuracy"] == tc.classification_metrics(y[16:], tc.predict(mine, x[16:]))["accuracy"]
+    tcfg.input_std = (0.2, 0.2)
+    with pytest.raises(ValueError, match=r"train_classifier.input_std: expected 3 values"):
+        pipeline.run(config, tmp_path / "w", stages=["train_classifier"])

@@ -8,6 +8,7 @@ weights' input convention ((x - 0.5) / 0.5 instead of ImageNet mean/std).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -135,13 +136,15 @@ class InceptionE(nnx.Module):
 
 class InceptionV3(ClassifierBase):
     def __init__(self, *, num_classes: int = 1000, dropout: float = 0.5, transform_input: bool = False,
-                 dtype: Any = None, rngs: nnx.Rngs):
+                 dtype: Any = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 rngs: nnx.Rngs):
         if num_classes < 1:
             raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
         dtype = as_dtype(dtype)
         self.num_classes, self.dtype, self.min_size = int(num_classes), dtype, 75
         if transform_input:
             self.mean, self.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        self._set_input_norm(mean, std)  # explicit values win
         kw = dict(dtype=dtype, rngs=rngs)
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2, **kw)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3, **kw)

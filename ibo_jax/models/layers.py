@@ -154,6 +154,18 @@ class ClassifierBase(nnx.Module):
     def _head(self, a: jax.Array, tap: Tap) -> jax.Array:
         raise NotImplementedError
 
+    def _set_input_norm(self, mean, std) -> None:
+        """Overrides the input normalization (the one the weights were trained with); None keeps
+        the class default (ImageNet's mean/std)."""
+        for name, v in (("mean", mean), ("std", std)):
+            if v is None:
+                continue
+            v = tuple(float(a) for a in v)
+            if len(v) != 3 or (name == "std" and min(v) <= 0):
+                raise ValueError(f"{name}: expected 3 per-channel values{' > 0' if name == 'std' else ''} "
+                                 f"(RGB, images in [0, 1]), got {v}")
+            setattr(self, name, v)
+
     def normalize(self, x: jax.Array) -> jax.Array:  # [B,H,W,3] in [0,1] -> normalized
         check_images(x)
         mean = jnp.asarray(self.mean, jnp.float32)

@@ -73,13 +73,15 @@ class ResNet(ClassifierBase):
 
     block: 'basic' | 'bottleneck'; layers: blocks per stage; widths: per-stage base widths;
     stem: 'imagenet' (7x7/2 conv + 3x3/2 max-pool) or 'small' (3x3/1 conv, no pool);
-    strides: per-stage strides (torchvision: 1, 2, 2, 2).
+    strides: per-stage strides (torchvision: 1, 2, 2, 2); mean/std: the input normalization the
+    weights expect (default ImageNet's), applied inside to images in [0, 1].
     """
 
     def __init__(self, *, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3),
                  widths: Sequence[int] = (64, 128, 256, 512), stem: str = "imagenet",
                  stem_width: int | None = None, strides: Sequence[int] = (1, 2, 2, 2),
-                 num_classes: int = 1000, dtype: Any = None, rngs: nnx.Rngs):
+                 num_classes: int = 1000, dtype: Any = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, rngs: nnx.Rngs):
         if block not in BLOCKS:
             raise ValueError(f"block: expected one of {sorted(BLOCKS)}, got {block!r}")
         if stem not in ("imagenet", "small"):
@@ -90,6 +92,7 @@ class ResNet(ClassifierBase):
             raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
         dtype = as_dtype(dtype)
         self.num_classes, self.dtype, self.stem = int(num_classes), dtype, stem
+        self._set_input_norm(mean, std)
         cls = BLOCKS[block]
         sw = int(stem_width or widths[0])
         if stem == "imagenet":

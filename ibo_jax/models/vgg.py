@@ -45,11 +45,13 @@ class VGG(ClassifierBase):
     """VGG with torchvision's layout; `hidden` is the classifier width (4096 in torchvision)."""
 
     def __init__(self, *, cfg: Sequence[int | str] = CFG16, num_classes: int = 1000, hidden: int = 4096,
-                 dropout: float = 0.5, dtype: Any = None, rngs: nnx.Rngs):
+                 dropout: float = 0.5, dtype: Any = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, rngs: nnx.Rngs):
         if num_classes < 1:
             raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
         dtype = as_dtype(dtype)
         self.num_classes, self.dtype, self.cfg = int(num_classes), dtype, tuple(cfg)
+        self._set_input_norm(mean, std)
         convs, cin = [], 3
         for v in self.cfg:
             if v != "M":

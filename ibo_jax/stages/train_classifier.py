@@ -8,6 +8,10 @@ Outputs (train_classifier/):
   metrics.json        val and test: accuracy, loss, per-class precision/recall/F1, confusion
                       matrix, ROC AUC; plus the training history
 Read the model back with `ibo_jax.train.classifier.load_classifier(stage_dir)`.
+
+Your own trained classifier instead of training one: `init_weights` = its torchvision-layout
+checkpoint, `epochs = 0`, and `input_mean`/`input_std` if it was trained with another input
+normalization than ImageNet's. It is then scored on the val and test splits like a trained one.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 200
     c.eval_batch_size = 128
     c.limit_train = 0         # 0 = all training patches
-    c.init_weights = ""       # torchvision/timm checkpoint (.pth/.safetensors/.npz) to fine-tune from
+    c.init_weights = ""       # torchvision/timm checkpoint (.pth/.safetensors/.npz) to fine-tune from;
+    #                           with epochs = 0 it is the classifier, used as is (bring your own model)
+    c.input_mean = ()         # the input normalization the weights expect, RGB for images in [0, 1];
+    c.input_std = ()          # () = the architecture's default (ImageNet's mean/std)
     return c
 
 
@@ -59,6 +66,12 @@ def run(ctx) -> dict:
     num_classes = int(config.num_classes)
     class_names = list(config.get("class_names", [str(i) for i in range(num_classes)]))
     kwargs = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.model_kwargs.items()}
+    for field, name in (("input_mean", "mean"), ("input_std", "std")):
+        value = tuple(float(v) for v in cfg.get(field, ()))
+        if value and len(value) != 3:
+            raise ValueError(f"train_classifier.{field}: expected 3 values (R, G, B) or (), got {value}")
+        if value:
+            kwargs[name] = value
     spec = tc.ModelSpec(cfg.arch, num_classes, kwargs)
     tcfg = _train_config(cfg)
     limit = int(cfg.limit_train) or None

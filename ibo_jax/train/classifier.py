@@ -252,6 +252,35 @@ def _host_batch(batch: Mapping[str, Any], num_classes: int) -> dict:
     return {"image": img, "label": label, "index": index.astype(np.int32)}
 
 
+def _pretrained(spec: ModelSpec, weights: Any) -> nnx.Module:
+    """`spec`'s module with a torchvision/timm checkpoint loaded; errors name `init_weights`."""
+    from ibo_jax.models import from_torchvision
+
+    try:
+        return from_torchvision(spec.arch, weights, num_classes=spec.num_classes, **dict(spec.kwargs))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"init_weights: cannot load the checkpoint into {spec.arch} with model_kwargs "
+                         f"{dict(spec.kwargs)}: {e}") from e
+
+
+def _use_as_is(spec: ModelSpec, cfg: TrainConfig, model: nnx.Module, workdir: Path, val, mesh,
+               class_names) -> dict:
+    """epochs = 0: the loaded checkpoint becomes `workdir/model`, scored on the validation set."""
+    model.eval()
+    _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    io.write_json(workdir / "model_config.json", spec.to_json())
+    best: dict = {"accuracy": None, "epoch": 0, "loss": None, "used_as_is": True}
+    if val is not None:
+        probs = predict(model, val[0], batch_size=cfg.eval_batch_size, mesh=mesh)
+        vm = classification_metrics(check_labels(val[1], spec.num_classes, name="val labels"), probs, class_names)
+        best.update(accuracy=vm["accuracy"], loss=vm["loss"])
+    _save(workdir / "model", {"params": params, "stats": stats})
+    io.write_json(workdir / "best.json", best)
+    io.write_json(workdir / "history.json", [])
+    return {"steps": 0, "finished": True, "best": best, "history": [], "train_seconds": 0.0,
+            "train_images_per_s": None}
+
+
 def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], Iterable[Mapping]],
           steps_per_epoch: int, workdir: str | Path, key: jax.Array, val: tuple | None = None,
           mesh=None, progress: Callable | None = None, scalar: Callable | None = None,
@@ -262,6 +291,9 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
     init_weights: start from a torchvision/timm checkpoint (a path or a state dict, read by
     `models.from_torchvision`; a new head when its class count differs) instead of a random init:
     ImageNet-pretrained fine-tuning. A resumed run continues from its own checkpoint instead.
+    The spec's kwargs must keep the checkpoint's tensor layout (e.g. `strides`, `mean`/`std`).
+    With `cfg.epochs == 0` the checkpoint is the classifier, used as is (your own trained model):
+    it is saved as the best model, with its validation accuracy, and nothing is trained.
 
     train_batches(epoch) yields host-local batches {image uint8|float [B,H,W,3], label [B], index [B]};
     val = (images, labels) numpy. `max_steps` stops early (a test's stand-in for a kill).
@@ -272,20 +304,21 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
     mult = parallel.local_batch_multiple(mesh)
     if cfg.batch_size % mult:
         raise ValueError(f"batch_size: {cfg.batch_size} is not a multiple of the {mult} local devices")
-    if steps_per_epoch < 1:
+    if cfg.epochs < 0:
+        raise ValueError(f"epochs: expected >= 0, got {cfg.epochs}")
+    if cfg.epochs == 0 and init_weights is None:
+        raise ValueError("epochs: 0 means 'use init_weights as the trained classifier as is', but no "
+                         "init_weights checkpoint was given")
+    if steps_per_epoch < 1 and cfg.epochs:
         raise ValueError(f"steps_per_epoch: expected >= 1 (fewer training examples than one batch?), got {steps_per_epoch}")
     total = cfg.epochs * steps_per_epoch
     k_init, k_aug = jax.random.split(key)
     model = spec.build(rngs=nnx.Rngs(int(jax.random.randint(k_init, (), 0, 2**31 - 1))),
                        dtype="bfloat16" if cfg.bf16 else None)
     if init_weights is not None:
-        from ibo_jax.models import from_torchvision
-
-        if spec.kwargs:
-            raise ValueError(f"init_weights: only the standard torchvision layouts can be initialised "
-                             f"from a checkpoint, not {spec.arch} with model_kwargs {dict(spec.kwargs)}")
-        pretrained = from_torchvision(spec.arch, init_weights, num_classes=spec.num_classes)
-        nnx.update(model, nnx.state(pretrained))
+        nnx.update(model, nnx.state(_pretrained(spec, init_weights)))
+    if cfg.epochs == 0:
+        return _use_as_is(spec, cfg, model, workdir, val, mesh, class_names)
     model.train()
     graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     model.eval()

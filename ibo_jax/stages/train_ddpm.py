@@ -12,6 +12,11 @@ Outputs (train_ddpm/):
   loss.png                  the loss curve (raw and smoothed); loss.csv its numbers
 A resumed run continues from the last checkpoint with a data stream seeded by the resume step (the
 batches after a resume differ from an uninterrupted run's; the model step count does not).
+
+Your own DDPM: `init_weights` names a diffusers UNet2DModel (or pipeline) folder. Its architecture
+and, when the folder has a scheduler config, its noise schedule are used instead of this stage's
+fields (model.json records what was used); its `sample_size` is the DDPM's image size unless
+`image_size` is set. `num_steps = 0` uses it as is; more steps fine-tune it on the normal patches.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.sample_every = 0  # 0: only at the end
     c.n_samples = 16
     c.sample_steps = 50
+    # a DDPM trained with diffusers (UNet2DModel folder, or pipeline folder with unet/ + scheduler/):
+    # its architecture and noise schedule replace the fields above; num_steps > 0 fine-tunes it on
+    # the normal patches, num_steps = 0 uses it as is
+    c.init_weights = ""
     return c
 
 
@@ -119,21 +128,30 @@ def run(ctx) -> dict:
 
     c, t0 = ctx.cfg, time.time()
     data_size = int(ctx.config.image_size)
-    size = int(c.image_size) or data_size
+    dtype = jnp.bfloat16 if c.bf16 else None
+    schedule = {"kind": c.beta_schedule, "T": int(c.T), "beta_start": float(c.beta_start),
+                "beta_end": float(c.beta_end)}
+    if c.init_weights:
+        model, imported = ddpm.load_diffusers_ddpm(c.init_weights, dtype=dtype)
+        schedule = imported or {**schedule, "source": "train_ddpm config (no scheduler_config.json found)"}
+        size = int(c.image_size) or int(model.config.sample_size or 0) or data_size
+        dropout = float(model.config.dropout)
+    else:
+        model = unet2d(tuple(c.block_out_channels), c.layers_per_block, attention_levels=tuple(c.attention_levels),
+                       mid_attention=c.mid_attention, attention_head_dim=c.attention_head_dim or None,
+                       norm_num_groups=c.norm_num_groups, dropout=c.dropout, sample_size=int(c.image_size) or data_size,
+                       dtype=dtype, rngs=nnx.Rngs(rng.fold(ctx.key, "init")))
+        size, dropout = int(c.image_size) or data_size, float(c.dropout)
     if size > data_size:
-        raise ValueError(f"train_ddpm.image_size={size} is larger than the patches ({data_size})")
+        raise ValueError(f"train_ddpm.image_size={size}{' (the init_weights model sample_size)' if c.init_weights else ''} "
+                         f"is larger than the patches ({data_size})")
     to_size = jax.jit(lambda x: _resize(x, size)) if size != data_size else (lambda x: x)
     main = ctx.process_index == 0
     mesh = ctx.mesh
     if c.batch_size % ctx.process_count or (c.batch_size // ctx.process_count) % parallel.local_batch_multiple(mesh):
         raise ValueError(f"train_ddpm.batch_size={c.batch_size} must split evenly over processes and local devices")
 
-    model = unet2d(tuple(c.block_out_channels), c.layers_per_block, attention_levels=tuple(c.attention_levels),
-                   mid_attention=c.mid_attention, attention_head_dim=c.attention_head_dim or None,
-                   norm_num_groups=c.norm_num_groups, dropout=c.dropout, sample_size=size,
-                   dtype=jnp.bfloat16 if c.bf16 else None,
-                   rngs=nnx.Rngs(rng.fold(ctx.key, "init")))
-    betas = diffusion.beta_schedule(c.beta_schedule, c.T, c.beta_start, c.beta_end)
+    betas = diffusion.beta_schedule(schedule["kind"], schedule["T"], schedule["beta_start"], schedule["beta_end"])
     sched = diffusion.make_schedule(betas)
     tx = ddpm.make_optimizer(c.lr, c.warmup_steps, c.weight_decay, c.grad_clip)
     graphdef, state = ddpm.init_state(model, tx)
@@ -144,7 +162,7 @@ def run(ctx) -> dict:
         state = restored
     start = int(state["step"])
     step_fn = ddpm.make_train_step(graphdef, tx, sched, ema_decay=c.ema_decay, augment=c.augment,
-                                   dropout=c.dropout > 0)
+                                   dropout=dropout > 0)
 
     apply = ddpm.make_apply(graphdef)  # one function: the sampler compiles once
 
@@ -197,12 +215,11 @@ def run(ctx) -> dict:
     if start < c.num_steps:
         ddpm.save_checkpoint(mngr, state)
     ddpm.save_eps_model(ctx.dir, model.config, state["ema"], betas=betas, image_size=size,
-                        schedule={"kind": c.beta_schedule, "T": c.T, "beta_start": c.beta_start,
-                                  "beta_end": c.beta_end})
+                        schedule={**schedule, "init_weights": str(c.init_weights) or None})
     t_s = time.time()
     samples = write_samples(state, c.num_steps)
     sample_s = time.time() - t_s
-    summary = {"steps": int(c.num_steps), "resumed_from": start, "final_loss": history[-1][1] if history else None,
+    summary = {"steps": int(c.num_steps), "resumed_from": start, "init_weights": str(c.init_weights) or None, "final_loss": history[-1][1] if history else None,
                "params": int(sum(x.size for x in jax.tree.leaves(state["params"]))),
                "train_seconds_after_compile": round(train_s, 2), "sample_seconds": round(sample_s, 2),
                "sample_mean_rgb": np.round(samples.mean(axis=(0, 1, 2)), 4).tolist()}

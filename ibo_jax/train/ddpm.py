@@ -8,6 +8,7 @@
 Data-parallel: pass `images` sharded over the mesh axis `data` (`ibo_jax.parallel.shard_batch`) and
 a replicated `state`; XLA inserts the gradient all-reduce. The finished model is written to the
 stage directory (`model.json` + `ema_params/` via orbax) and read back with `load_eps_model`.
+A DDPM trained with diffusers comes in through `load_diffusers_ddpm` (UNet + noise schedule).
 """
 
 from __future__ import annotations
@@ -191,3 +192,45 @@ def load_eps_model(stage_dir: str | Path, *, dtype: Any = None) -> EpsModel:
     nnx.replace_by_pure_dict(params, restored)
     return EpsModel(apply=make_apply(graphdef), params=params,
                     betas=np.asarray(meta["betas"], np.float32), image_size=int(meta["image_size"]))
+
+
+_DIFFUSERS_BETAS = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
+
+
+def load_diffusers_ddpm(path: str | Path, *, dtype: Any = None) -> tuple[UNet2DModel, dict | None]:
+    """A diffusers-trained DDPM: (the UNet as an NNX module, its noise schedule or None).
+
+    `path` is a UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors/.bin) or a
+    pipeline folder holding `unet/` (and usually `scheduler/`). The schedule comes from
+    `scheduler_config.json` in the pipeline's `scheduler/`, beside the UNet's files, or in
+    `../scheduler/`: {'kind', 'T', 'beta_start', 'beta_end'} as `diffusion.beta_schedule` takes
+    them (diffusers' 'linear' and 'squaredcos_cap_v2' = 'cosine'); None when there is no such file.
+    Errors name the file and field: an epsilon network is needed (prediction_type 'epsilon').
+    """
+    from ibo_jax.models.unet_convert import from_diffusers_unet
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"init_weights: {path} does not exist (expected a diffusers UNet2DModel "
+                                f"or pipeline folder)")
+    unet_dir = path / "unet" if (path / "unet" / "config.json").is_file() else path
+    candidates = [path / "scheduler" / "scheduler_config.json", unet_dir / "scheduler_config.json",
+                  unet_dir.parent / "scheduler" / "scheduler_config.json"]
+    sched_file = next((f for f in candidates if f.is_file()), None)
+    schedule = None
+    if sched_file is not None:
+        sc = json.loads(sched_file.read_text())
+        if sc.get("prediction_type", "epsilon") != "epsilon":
+            raise ValueError(f"{sched_file}: prediction_type={sc['prediction_type']!r}; RePaint here needs an "
+                             f"epsilon-predicting DDPM ('epsilon')")
+        if sc.get("trained_betas") is not None:
+            raise ValueError(f"{sched_file}: trained_betas (an explicit beta list) is not supported; expected "
+                             f"beta_schedule in {sorted(_DIFFUSERS_BETAS)}")
+        kind = sc.get("beta_schedule", "linear")
+        if kind not in _DIFFUSERS_BETAS:
+            raise ValueError(f"{sched_file}: beta_schedule={kind!r} is not supported; expected one of "
+                             f"{sorted(_DIFFUSERS_BETAS)}")
+        schedule = {"kind": _DIFFUSERS_BETAS[kind], "T": int(sc.get("num_train_timesteps", 1000)),
+                    "beta_start": float(sc.get("beta_start", 1e-4)), "beta_end": float(sc.get("beta_end", 0.02)),
+                    "source": str(sched_file)}
+    return from_diffusers_unet(unet_dir, dtype=dtype), schedule

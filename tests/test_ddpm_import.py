@@ -75,6 +75,12 @@ def test_diffusers_ddpm_errors_name_the_file(tmp_path):
     _diffusers_pipeline_dir(tmp_path / "v", prediction_type="v_prediction")
     with pytest.raises(ValueError, match=r"scheduler_config.json: prediction_type='v_prediction'"):
         ddpm.load_diffusers_ddpm(tmp_path / "v")
+    diffusers = pytest.importorskip("diffusers")
+    diffusers.UNet2DModel(sample_size=S, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                          down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+                          out_channels=6).save_pretrained(tmp_path / "six")
+    with pytest.raises(ValueError, match=r"config.json: in_channels=3, out_channels=6; expected 3 and 3"):
+        ddpm.load_diffusers_ddpm(tmp_path / "six")
     with pytest.raises(FileNotFoundError, match="init_weights: .*nope does not exist"):
         ddpm.load_diffusers_ddpm(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="config.json not found"):

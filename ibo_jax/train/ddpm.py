@@ -233,4 +233,9 @@ def load_diffusers_ddpm(path: str | Path, *, dtype: Any = None) -> tuple[UNet2DM
         schedule = {"kind": _DIFFUSERS_BETAS[kind], "T": int(sc.get("num_train_timesteps", 1000)),
                     "beta_start": float(sc.get("beta_start", 1e-4)), "beta_end": float(sc.get("beta_end", 0.02)),
                     "source": str(sched_file)}
-    return from_diffusers_unet(unet_dir, dtype=dtype), schedule
+    model = from_diffusers_unet(unet_dir, dtype=dtype)
+    if model.config.in_channels != 3 or model.config.out_channels != 3:
+        raise ValueError(f"{unet_dir / 'config.json'}: in_channels={model.config.in_channels}, "
+                         f"out_channels={model.config.out_channels}; expected 3 and 3 (an RGB epsilon network; "
+                         f"learned-variance models with 6 outputs are not supported)")
+    return model, schedule

@@ -45,6 +45,38 @@ def test_npz_source_round_trip(tmp_path):
     assert (test["label"][order] == arrays["label"][-4:]).all()
 
 
+def test_evaluation_only_dataset_has_empty_splits(tmp_path):
+    """No training patches (your own classifier and DDPM): the empty split reads as empty, a loader
+    on it says so, and a dataset without any patch is refused with a clear message."""
+    from ibo_jax.data.patches import make_loader, read_split
+
+    arrays = _patches()
+    arrays["split"] = np.array(["val"] * 8 + ["test"] * 16)
+    ibo_io.write_npz(tmp_path / "eval.npz", arrays)
+    pipeline.run(_config(tmp_path, source="npz", npz_path=str(tmp_path / "eval.npz")), tmp_path / "w", stages=["data"])
+    data_dir = tmp_path / "w" / "data"
+    info = ibo_io.read_json(data_dir / "dataset.json")
+    assert info["splits"]["train"]["n"] == 0 and info["splits"]["test"]["n"] == 16
+    train = read_split(data_dir, "train", label=0)
+    assert train["image"].shape == (0, 16, 16, 3) and train["label"].shape == (0,)
+    assert len(read_split(data_dir, "val")["label"]) == 8
+    with pytest.raises(ValueError, match="split 'train' shard 0/1 has 0 examples"):
+        make_loader(data_dir, "train", batch_size=2)
+    from ibo_jax.data.patches import write_dataset
+
+    class Nothing:
+        name, image_size, description, splits = "nothing", 16, "empty", ("train", "test")
+
+        def config(self):
+            return {"name": self.name}
+
+        def examples(self, split):
+            return iter(())
+
+    with pytest.raises(ValueError, match=r"nothing: every split \(train, test\) is empty"):
+        write_dataset(Nothing(), tmp_path / "empty")
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.pop("split"), "missing array 'split'"),
     (lambda a: a.__setitem__("image", a["image"].astype(np.float32)), "must be uint8"),

@@ -29,7 +29,7 @@ def _diffusers_pipeline_dir(root: Path, **scheduler_kw) -> tuple:
     return torch, unet, sched
 
 
-def _config(tmp_path: Path, init_weights: Path, num_steps: int):
+def _config(tmp_path: Path, init_weights: Path, num_steps: int, train: bool = True):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
     import demo
 
@@ -37,7 +37,8 @@ def _config(tmp_path: Path, init_weights: Path, num_steps: int):
     n = 16
     ibo_io.write_npz(tmp_path / "patches.npz", {
         "image": rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8), "label": np.arange(n) % 2,
-        "tumor_mask": np.zeros((n, S, S), bool), "split": np.array(["train"] * 8 + ["val"] * 4 + ["test"] * 4)})
+        "tumor_mask": np.zeros((n, S, S), bool),
+        "split": np.array(["train" if train else "val"] * 8 + ["val"] * 4 + ["test"] * 4)})
     config = demo.get_config()
     config.image_size = S
     config.data.source, config.data.npz_path, config.data.n_examples = "npz", str(tmp_path / "patches.npz"), 0
@@ -49,7 +50,8 @@ def _config(tmp_path: Path, init_weights: Path, num_steps: int):
 
 def test_diffusers_ddpm_used_as_is_and_fine_tuned(tmp_path):
     torch, unet, sched = _diffusers_pipeline_dir(tmp_path / "ckpt")
-    pipeline.run(_config(tmp_path, tmp_path / "ckpt", 0), tmp_path / "w", stages=["data", "train_ddpm"])
+    # used as is: no training patches needed (an evaluation-only dataset)
+    pipeline.run(_config(tmp_path, tmp_path / "ckpt", 0, train=False), tmp_path / "w", stages=["data", "train_ddpm"])
     eps_model = ddpm.load_eps_model(tmp_path / "w" / "train_ddpm")
     # the diffusers scheduler's betas (cosine, T = 50), not the stage's defaults (linear, T = 1000)
     np.testing.assert_allclose(eps_model.betas, sched.betas.numpy(), rtol=1e-5)

@@ -115,6 +115,19 @@ def test_report_from_workdir(tmp_path):
         report.write_report(tmp_path / "nowhere", tmp_path / "r2")
 
 
+def test_report_without_a_gt_ranking_gives_no_verdict():
+    """Only one method with a valid heatmap (an untrained model's constant maps, say): the others
+    are 'unranked', not 'control', and a MARD of 0 over one method is no verdict."""
+    st = make_study(strategies=(("ibo", 0.0), ("blackening", 0.6)))
+    st.valid[:, 1:] = False
+    st.gt_iou[:, 1:] = np.nan
+    s = st.summarize(n_boot=20)
+    assert list(s["gt"]["ranking"]) == [M[0]]
+    text = report.render_markdown(s)
+    assert "No verdict in this run:** only 1 method could be ranked" in text and "Verdict of this run" not in text
+    assert f"| {M[1]} | n/a | 0 | unranked (no valid patch) |" in text and "| random |" in text
+
+
 def _tiny_classifier():
     from flax import nnx
 

@@ -208,7 +208,8 @@ def write_dataset(source, data_dir: str | os.PathLike) -> dict[str, Any]:
     skip = {"image": tfds.decode.SkipDecoding(), "tumor_mask": tfds.decode.SkipDecoding()}
     splits = {}
     for split in source.splits:
-        ds = builder.as_data_source(split, decoders=skip)
+        written = split in builder.info.splits  # an empty split is not written (tfds_builder)
+        ds = builder.as_data_source(split, decoders=skip) if written else []
         recs = [ds[i] for i in range(len(ds))]
         meta = {"index": np.array([r["index"] for r in recs], np.int64),
                 "label": np.array([r["label"] for r in recs], np.int32),
@@ -269,7 +270,7 @@ class _Split:
         if split not in self.info["splits"]:
             raise ValueError(f"{self.root}: no split {split!r} (have {sorted(self.info['splits'])})")
         meta = ibo_io.read_npz(self.root / f"meta_{split}.npz")
-        order = np.argsort(meta["index"], kind="stable")
+        order = np.argsort(meta["index"], kind="stable").astype(np.int64)
         if label is not None:
             if int(label) not in (0, 1):
                 raise ValueError(f"label must be 0 (normal), 1 (tumor) or None, got {label}")
@@ -277,7 +278,8 @@ class _Split:
         self.positions = order
         self.split = split
         builder_dir = self.root / self.info["builder_dir"]
-        self.source = tfds.builder_from_directory(str(builder_dir)).as_data_source(split)
+        empty = self.info["splits"][split]["n"] == 0  # not written: TFDS has no empty splits
+        self.source = [] if empty else tfds.builder_from_directory(str(builder_dir)).as_data_source(split)
 
     def read(self, positions) -> list[dict[str, Any]]:
         try:

@@ -19,6 +19,7 @@ TFDS's Image feature encodes numpy through TensorFlow, so the builder is fed PNG
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -76,12 +77,22 @@ class PatchDataset(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
+        """One generator per split that has examples: TFDS refuses an empty split, so one is left
+        out here and the dataset's readers see it as empty (an evaluation-only dataset, say)."""
         del dl_manager  # everything is generated or read locally
-        return {split: self._generate_examples(split) for split in self._source.splits}
+        gens = {}
+        for split in self._source.splits:
+            examples = iter(self._source.examples(split))
+            first = next(examples, None)
+            if first is not None:
+                gens[split] = self._generate_examples(split, itertools.chain([first], examples))
+        if not gens:
+            raise ValueError(f"{self._source.name}: every split ({', '.join(self._source.splits)}) is empty")
+        return gens
 
-    def _generate_examples(self, split: str):
+    def _generate_examples(self, split: str, examples):
         s = self._source.image_size
-        for ex in self._source.examples(split):
+        for ex in examples:
             image, mask = np.asarray(ex["image"], np.uint8), np.asarray(ex["tumor_mask"], bool)
             if image.shape != (s, s, 3) or mask.shape != (s, s):
                 raise ValueError(f"{self._source.name}/{split} patch {ex['index']}: image "

@@ -155,12 +155,10 @@ def bootstrap_mean_ci(
     v = v[:, None] if squeeze else v
     idx = bootstrap_indices(v.shape[0], n_boot, seed)
     boots = _col_means(v[idx])  # [n_boot, M]
-    out = {
-        "mean": _col_means(v),
-        "lo": np.nanquantile(boots, alpha / 2, axis=0),
-        "hi": np.nanquantile(boots, 1 - alpha / 2, axis=0),
-        "n": np.sum(np.isfinite(v), axis=0),
-    }
+    with warnings.catch_warnings():  # a column without any finite value: NaN interval, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(boots, alpha / 2, axis=0), np.nanquantile(boots, 1 - alpha / 2, axis=0)
+    out = {"mean": _col_means(v), "lo": lo, "hi": hi, "n": np.sum(np.isfinite(v), axis=0)}
     return {k: (x[0] if squeeze else x) for k, x in out.items()}
 
 

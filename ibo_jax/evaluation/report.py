@@ -191,7 +191,8 @@ def _section_tables(summary: Mapping) -> list[str]:
                "Mean over patches, 95% bootstrap confidence interval in brackets. The GT ranking sorts "
                "methods by mean IoU, highest first. Controls are shown but never ranked.\n\n")
     out.append(_table(["method", "mean IoU [95% CI]", "patches", "GT rank"],
-                      [[m, _ci(gt["iou"].get(m)), int(gt["iou"].get(m, {}).get("n") or 0), gt["ranking"].get(m, "control")]
+                      [[m, _ci(gt["iou"].get(m)), int(gt["iou"].get(m, {}).get("n") or 0),
+                        gt["ranking"].get(m, "control" if m in controls else "unranked (no valid patch)")]
                        for m in methods + controls]))
     lower_text = ("Lower = the method's most important pixels really drove the prediction.",
                   "Higher = removing the pixels the method calls least important leaves the prediction intact.")
@@ -398,6 +399,7 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
     mard_of = {s: summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
+    n_ranked = len(summary.get("gt", {}).get("ranking", {}))
     n_strat = len(summary["strategies"])
     out = [f"# Which CAM explanation can we trust? Deletion tests under {n_strat} occlusion "
            f"strateg{'y' if n_strat == 1 else 'ies'}\n\n",
@@ -412,7 +414,10 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
            "tumor annotation (IoU). MARD is the mean absolute difference between a strategy's ranks and "
            "the GT ranks (0 = identical rankings). Controls: `random` (a random heatmap) and `oracle` (the "
            "annotation itself) show what bad and ideal scores look like.\n\n"]
-    if best is not None:
+    if best is not None and n_ranked < 2:
+        out.append(f"**No verdict in this run:** only {n_ranked} method{'' if n_ranked == 1 else 's'} could be "
+                   "ranked against the ground truth (see the exclusions below), so rankings cannot disagree.\n\n")
+    elif best is not None:
         mards = ", ".join(f"{s} {summary['strategies'][s]['morf']['agreement']['mard']:.3f}" for s in strategies)
         out.append(f"**Verdict of this run:** the ranking that agrees best with the GT comes from "
                    f"**{' and '.join(best)}**{' (tied)' if len(best) > 1 else ''} (MARD: {mards}). Check the bootstrap intervals and paired tests below before "

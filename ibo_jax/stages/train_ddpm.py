@@ -179,10 +179,11 @@ def run(ctx) -> dict:
             ctx.image("train_ddpm/samples", grid, step)
         return x
 
+    # no training left (finished, or an imported model used as is): no training data needed
     loader = make_loader(ctx.input_dir("data"), "train", batch_size=c.batch_size // ctx.process_count,
                          shuffle=True, seed=rng.stable_int(f"{ctx.config.seed}/ddpm/{start}"), num_epochs=None,
                          label=0, shard_index=ctx.process_index, shard_count=ctx.process_count,
-                         drop_remainder=True)
+                         drop_remainder=True) if start < c.num_steps else ()
     log_file = ctx.dir / "loss.csv"
     history = [tuple(map(float, line.split(","))) for line in log_file.read_text().split()[1:]] \
         if log_file.is_file() and start > 0 else []

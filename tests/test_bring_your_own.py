@@ -1,0 +1,69 @@
+"""The main user's flow end to end: their own patches (evaluation only, no train split), their own
+trained classifier (torchvision layout, their input normalization) and their own DDPM (diffusers),
+all used as is: nothing is trained, every later stage runs, and the report is written."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ibo_jax import io as ibo_io
+from ibo_jax import pipeline
+
+S = 32
+
+
+def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path):
+    from flax import nnx
+
+    from ibo_jax import models
+    from ibo_jax.models.convert import to_torchvision_state_dict
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
+    import demo
+    from test_ddpm_import import _diffusers_pipeline_dir  # a random diffusers DDPM at 16 px
+
+    _diffusers_pipeline_dir(tmp_path / "ddpm")
+    rng = np.random.default_rng(0)
+    n = 24
+    label = np.arange(n) % 2
+    tumor = np.zeros((n, S, S), bool)
+    tumor[label == 1, 8:24, 8:24] = True
+    image = rng.integers(60, 200, (n, S, S, 3), dtype=np.uint8)
+    image[tumor] = [150, 40, 120]
+    ibo_io.write_npz(tmp_path / "patches.npz", {"image": image, "label": label, "tumor_mask": tumor,
+                                                "split": np.array(["val"] * 8 + ["test"] * 16)})
+    norm = {"mean": (0.6, 0.4, 0.6), "std": (0.2, 0.2, 0.2)}
+    mine = models.resnet18(num_classes=2, rngs=nnx.Rngs(1), strides=(1, 1, 1, 1), **norm)  # 8x8 CAM maps at 32 px
+    np.savez(tmp_path / "classifier.npz", **to_torchvision_state_dict("resnet18", mine))
+
+    c = demo.get_config()
+    c.image_size = S
+    c.data.source, c.data.npz_path, c.data.n_examples = "npz", str(tmp_path / "patches.npz"), 0
+    t = c.train_classifier
+    t.arch, t.model_kwargs, t.epochs = "resnet18", {"strides": (1, 1, 1, 1)}, 0
+    t.init_weights, t.input_mean, t.input_std = str(tmp_path / "classifier.npz"), norm["mean"], norm["std"]
+    d = c.train_ddpm
+    d.init_weights, d.num_steps, d.image_size, d.n_samples, d.sample_steps = str(tmp_path / "ddpm"), 0, 0, 4, 5
+    c.explain.n_images = 4
+    c.explain.methods = ("gradcam", "xgradcam", "eigencam")  # the fast ones: this tests the flow
+    c.occlude.curves = ("morf",)
+    c.occlude.strategies = ("blackening", "blurring", "ibo")
+    c.occlude.ibo.t_T, c.occlude.ibo.jump_length, c.occlude.ibo.jump_n_sample = 5, 1, 1
+    c.score.ddpm_samples = 8
+    c.repaint_sweep.grid = ((5, 1, 1),)
+    c.repaint_sweep.rank_images = 2
+    summary = pipeline.run(c, tmp_path / "w")
+
+    w = tmp_path / "w"
+    assert ibo_io.read_json(w / "train_classifier" / "metrics.json")["best"]["used_as_is"]
+    assert ibo_io.read_json(w / "train_ddpm" / "model.json")["schedule"]["T"] == 50  # the diffusers scheduler's
+    scores = (w / "score" / "scores.csv").read_text().splitlines()
+    assert scores[0].startswith("image_id") and len(scores) > 1
+    s = ibo_io.read_json(w / "score" / "summary.json")
+    assert s["n_images"] == 4 and "train_normal" not in s["ddpm_quality"]["kid"]  # no training patches
+    assert len(s["gt"]["ranking"]) == 3 and set(s["strategies"]) == {"blackening", "blurring", "ibo"}
+    assert "Verdict of this run" in (w / "report" / "report.md").read_text()
+    assert (w / "report" / "report.md").is_file() and (w / "repaint_sweep" / "sweep.csv").is_file()
+    assert summary is not None

@@ -9,7 +9,8 @@ import pytest
 from ibo_jax import pipeline
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.py"))
-VARIANTS = [(p, None) for p in CONFIGS] + [(p, "full") for p in CONFIGS if p.stem == "repaint_sweep"]
+VARIANTS = ([(p, None) for p in CONFIGS] + [(p, "full") for p in CONFIGS if p.stem == "repaint_sweep"]
+            + [(p, "cpu") for p in CONFIGS if p.stem == "own_models"])
 
 
 def _load(path, arg=None):

@@ -131,6 +131,9 @@ def run(ctx) -> dict:
     dtype = jnp.bfloat16 if c.bf16 else None
     schedule = {"kind": c.beta_schedule, "T": int(c.T), "beta_start": float(c.beta_start),
                 "beta_end": float(c.beta_end)}
+    if c.num_steps < 0 or (c.num_steps == 0 and not c.init_weights):
+        raise ValueError(f"train_ddpm.num_steps={c.num_steps}: 0 means 'use train_ddpm.init_weights as the DDPM "
+                         f"as is', which is not set; give a diffusers model folder or a positive step count")
     if c.init_weights:
         model, imported = ddpm.load_diffusers_ddpm(c.init_weights, dtype=dtype)
         schedule = imported or {**schedule, "source": "train_ddpm config (no scheduler_config.json found)"}

@@ -308,7 +308,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
         raise ValueError(f"epochs: expected >= 0, got {cfg.epochs}")
     if cfg.epochs == 0 and init_weights is None:
         raise ValueError("epochs: 0 means 'use init_weights as the trained classifier as is', but no "
-                         "init_weights checkpoint was given")
+                         "init_weights checkpoint was given (train_classifier.init_weights in a config)")
     if steps_per_epoch < 1 and cfg.epochs:
         raise ValueError(f"steps_per_epoch: expected >= 1 (fewer training examples than one batch?), got {steps_per_epoch}")
     total = cfg.epochs * steps_per_epoch

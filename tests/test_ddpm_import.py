@@ -87,3 +87,10 @@ def test_diffusers_ddpm_errors_name_the_file(tmp_path):
         ddpm.load_diffusers_ddpm(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         ddpm.load_diffusers_ddpm(tmp_path)  # a folder without a UNet
+
+
+def test_zero_steps_needs_a_model(tmp_path):
+    """num_steps = 0 without init_weights would 'use as is' a random UNet: refused by name."""
+    config = _config(tmp_path, "", 0)
+    with pytest.raises(ValueError, match=r"train_ddpm.num_steps=0: 0 means 'use train_ddpm.init_weights"):
+        pipeline.run(config, tmp_path / "w", stages=["data", "train_ddpm"])

@@ -18,16 +18,13 @@ bootstrap intervals. Pass `:cpu` for a quick look on a CPU: 8 patches, RePaint (
 cheap CAM methods only.
 """
 
-import importlib.util
 from pathlib import Path
+
+from ibo_jax import pipeline
 
 
 def _study_config():
-    path = Path(__file__).with_name("camelyon16.py")
-    spec = importlib.util.spec_from_file_location("ibo_jax_configs_camelyon16", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return pipeline.config_from_file(Path(__file__).with_name("camelyon16.py"))
 
 
 def get_config(arg=None):

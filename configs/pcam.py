@@ -19,16 +19,13 @@ Everything else is `configs/camelyon16.py` (the study's settings) at PCam's size
   report says so. The `oracle` control is that region, smoothed.
 """
 
-import importlib.util
 from pathlib import Path
+
+from ibo_jax import pipeline
 
 
 def _study_config():
-    path = Path(__file__).with_name("camelyon16.py")
-    spec = importlib.util.spec_from_file_location("ibo_jax_configs_camelyon16", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return pipeline.config_from_file(Path(__file__).with_name("camelyon16.py"))
 
 
 def get_config(arg=None):

@@ -11,7 +11,6 @@ classifier, DDPM and heatmaps. Results: `<workdir>/repaint_sweep/sweep.csv`, `sw
 `cost_quality.png` (network calls against SSIM/LPIPS and against MARD of the CAM ranking).
 """
 
-import importlib.util
 from pathlib import Path
 
 DEMO_GRID = ((5, 1, 1), (10, 1, 1), (20, 5, 2), (25, 5, 4))
@@ -23,11 +22,9 @@ STAGES = "data,train_classifier,train_ddpm,explain,repaint_sweep"
 
 
 def _config_file(name: str):
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"ibo_jax_configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from ibo_jax import pipeline
+
+    return pipeline.config_from_file(Path(__file__).with_name(f"{name}.py"))
 
 
 def get_config(arg=None):

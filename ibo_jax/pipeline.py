@@ -375,3 +375,17 @@ def default_config(stages: Sequence[str] = STUDY_STAGES) -> ml_collections.Confi
     for name in stages:
         config[name] = STAGES[name].load().default_config()
     return config
+
+
+def config_from_file(path: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of an experiment file (configs/*.py), so one config file can build on
+    another: `pipeline.config_from_file(Path(__file__).with_name("camelyon16.py"))`."""
+    import importlib.util
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    spec = importlib.util.spec_from_file_location(f"ibo_jax_configs_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)

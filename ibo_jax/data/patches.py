@@ -270,7 +270,7 @@ class _Split:
         if split not in self.info["splits"]:
             raise ValueError(f"{self.root}: no split {split!r} (have {sorted(self.info['splits'])})")
         meta = ibo_io.read_npz(self.root / f"meta_{split}.npz")
-        order = np.argsort(meta["index"], kind="stable").astype(np.int64)
+        order = np.argsort(meta["index"], kind="stable")
         if label is not None:
             if int(label) not in (0, 1):
                 raise ValueError(f"label must be 0 (normal), 1 (tumor) or None, got {label}")

@@ -69,7 +69,11 @@ def best(rows: list[dict], margin: float = 0.02) -> str:
 
 
 def best_from_log(path: str, margin: float = 0.02) -> str:
-    """`best` of the last JSON line of a unet_variants log; 'ibo' when the log has none."""
+    """`best` of the last JSON line of a unet_variants log; 'ibo' when the log has none or the
+    run did not finish (a `<name>.rc` beside the log that is not 0, e.g. 124 for a time-out)."""
+    rc_file = os.path.splitext(path)[0] + ".rc"
+    if os.path.exists(rc_file) and open(rc_file).read().strip() != "0":
+        return "ibo"
     try:
         with open(path) as f:
             lines = [ln for ln in f.read().splitlines() if ln.startswith("{")]

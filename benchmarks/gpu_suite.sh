@@ -9,7 +9,8 @@
 # (benchmarks/_variants.py: 'ibo', the library's default, unless another beats it by > 2%), so one
 # run measures the targets with the winner; $VARIANT sets it by hand. Each log's JSON says which.
 # Every script has a --smoke mode that tests/test_benchmarks.py runs on the CPU; SMOKE=1 runs the
-# whole suite so (tiny shapes, any machine), which tests/test_benchmarks.py also does.
+# whole suite so (tiny shapes, any machine, no time limits), which tests/test_benchmarks.py also
+# does. Each benchmark's exit status is in $OUT/<name>.rc: read a log only when it is 0.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ibo_jax_gpu}
@@ -17,11 +18,18 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 IBO_JAX_NO_PROGRESS=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"; } > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
-run() {
+run() {  # one benchmark; its exit status goes to $OUT/<name>.rc (124: stopped by its time limit)
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  timeout "$limit" python3 "$@" ${SMOKE:+--smoke} > "$OUT/$name.log" 2>&1
+  if [ -n "${SMOKE:-}" ]; then  # smoke runs check the scripts, not the clock: no time limit
+    python3 "$@" --smoke > "$OUT/$name.log" 2>&1
+  else
+    timeout "$limit" python3 "$@" > "$OUT/$name.log" 2>&1
+  fi
   local rc=$?
+  echo "$rc" > "$OUT/$name.rc"
+  case $rc in 0) ;; 124|137) echo "== $name TIMED OUT after ${limit}s: its last JSON line is partial, not a result" ;;
+                  *) echo "== $name FAILED (rc=$rc)" ;; esac
   echo "== $name rc=$rc $((SECONDS - t0))s"
   tail -c 1500 "$OUT/$name.log"; echo
 }

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run(script: str, *args: str) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
-                          env=env, timeout=600, cwd=ROOT)
+                          env=env, cwd=ROOT)  # no time limit: a busy machine is slow, not broken
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -31,13 +31,19 @@ def suite(tmp_path_factory) -> Path:
     env = dict(os.environ, JAX_PLATFORMS="cpu", SMOKE="1", OUT=str(out))
     env.pop("VARIANT", None)
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "variants", "repaint", "unet"],
-                          capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 
 
 def _log(out: Path, name: str) -> dict:
-    lines = [ln for ln in (out / f"{name}.log").read_text().splitlines() if ln.startswith("{")]
+    """The final JSON line of one suite benchmark, only if it finished (exit status 0)."""
+    text = (out / f"{name}.log").read_text()
+    rc = (out / f"{name}.rc").read_text().strip()
+    if rc in ("124", "137"):
+        pytest.fail(f"{name}: timed out (exit {rc}); its log ends:\n{text[-2000:]}")
+    assert rc == "0", f"{name}: exit {rc}; its log ends:\n{text[-3000:]}"
+    lines = [ln for ln in text.splitlines() if ln.startswith("{")]
     assert lines, (out / f"{name}.log").read_text()[-3000:]
     return json.loads(lines[-1])
 

@@ -361,9 +361,7 @@ print(json.dumps(occlude.run(ctx)["rows_written"]))
 def test_stage_occlude_ibo_on_two_processes(tmp_path):
     """Each jax.distributed process inpaints its own chunks on its local devices (on the global
     mesh the processes' different batches made mismatched collectives: an abort)."""
-    import json
     import os
-    import subprocess
     import sys
 
     _fake_explain(tmp_path, n=5, m=2)
@@ -372,13 +370,10 @@ def test_stage_occlude_ibo_on_two_processes(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", IBO_JAX_NO_PROGRESS="1",
                XLA_FLAGS="--xla_force_host_platform_device_count=1")
     port = str(22000 + os.getpid() % 20000)
-    procs = [subprocess.Popen([sys.executable, str(script), "2", str(i), port, str(tmp_path), ""], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    rows = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+    from _procs import last_json, run_workers
+
+    outs = run_workers([[sys.executable, str(script), "2", str(i), port, str(tmp_path), ""] for i in range(2)], env)
+    rows = [last_json(o) for o in outs]
     from ibo_jax.stages import occlude
 
     blocks = list(occlude.load_occluded(tmp_path / "occlude"))

@@ -1,7 +1,6 @@
 """Mesh helpers on forced host devices and with two jax.distributed processes on localhost."""
 
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -38,17 +37,10 @@ def _run(nproc: int, devices_per_proc: int, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_proc}")
     port = str(20000 + os.getpid() % 20000)
-    procs = [subprocess.Popen([sys.executable, str(script), str(nproc), str(i), port], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(nproc)]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err[-2000:]
-        outs.append(out.strip().splitlines()[-1])
-    import json
+    from _procs import last_json, run_workers
 
-    return [json.loads(o) for o in outs]
+    return [last_json(o) for o in run_workers([[sys.executable, str(script), str(nproc), str(i), port]
+                                               for i in range(nproc)], env)]
 
 
 def test_forced_host_devices(tmp_path):

@@ -222,10 +222,8 @@ def _config(root):
 def test_sweep_settings_split_over_two_processes(tmp_path):
     """Two jax.distributed processes share the settings (each on its local devices); process 0
     assembles the same table as one process alone."""
-    import json
     import os
     import shutil
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -239,15 +237,10 @@ def test_sweep_settings_split_over_two_processes(tmp_path):
     port = str(21000 + os.getpid() % 20000)
 
     def launch(nproc, root):
-        procs = [subprocess.Popen([sys.executable, str(script), str(nproc), str(i), port, str(root), tests],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for i in range(nproc)]
-        outs = []
-        for p in procs:
-            out, err = p.communicate(timeout=300)
-            assert p.returncode == 0, err[-3000:]
-            outs.append(json.loads(out.strip().splitlines()[-1]))
-        return outs
+        from _procs import last_json, run_workers
+
+        return [last_json(o) for o in run_workers(
+            [[sys.executable, str(script), str(nproc), str(i), port, str(root), tests] for i in range(nproc)], env)]
 
     (alone,) = launch(1, tmp_path / "one")
     p0, p1 = launch(2, tmp_path / "two")

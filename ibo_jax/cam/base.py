@@ -48,7 +48,7 @@ def register(name: str) -> Callable[[CamFn], CamFn]:
 
 @functools.lru_cache(maxsize=64)
 def resize_matrix(n_in: int, n_out: int, align_corners: bool = False) -> np.ndarray:
-    """[n_out, n_in] float32 linear-interpolation matrix along one axis.
+    """[n_out, n_in] float64 linear-interpolation matrix along one axis (cast to the maps' dtype).
 
     align_corners=False: cv2.resize INTER_LINEAR (src = (dst + 0.5) * n_in / n_out - 0.5, clamped
     at the edges); align_corners=True: torch UpsamplingBilinear2d (src = dst * (n_in-1)/(n_out-1)).
@@ -68,7 +68,7 @@ def resize_matrix(n_in: int, n_out: int, align_corners: bool = False) -> np.ndar
     m = np.zeros((n_out, n_in), np.float64)
     np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
     np.add.at(m, (np.arange(n_out), hi), frac)
-    return m.astype(np.float32)
+    return m
 
 
 def resize(maps: jax.Array, size: tuple[int, int], *, align_corners: bool = False) -> jax.Array:
@@ -77,8 +77,9 @@ def resize(maps: jax.Array, size: tuple[int, int], *, align_corners: bool = Fals
     H, W = size
     if (h, w) == (H, W):
         return maps
-    rh = jnp.asarray(resize_matrix(h, H, align_corners))  # [H, h]
-    rw = jnp.asarray(resize_matrix(w, W, align_corners))  # [W, w]
+    dtype = maps.dtype if jnp.issubdtype(maps.dtype, jnp.floating) else jnp.float32
+    rh = jnp.asarray(resize_matrix(h, H, align_corners), dtype)  # [H, h]
+    rw = jnp.asarray(resize_matrix(w, W, align_corners), dtype)  # [W, w]
     hi = jax.lax.Precision.HIGHEST
     out = jnp.einsum("Hh,...hw->...Hw", rh, maps, precision=hi)
     return jnp.einsum("...Hw,Ww->...HW", out, rw, precision=hi)
@@ -155,7 +156,8 @@ def _compute_jit(graphdef, state, images, *, method, target_class, options):
     if hasattr(model, "eval"):
         model.eval()  # BatchNorm running statistics, no dropout, whatever the caller left
     heat, valid = REGISTRY[method](model, images, target_class, **dict(options))
-    return heat.astype(jnp.float32), valid
+    # float32 out (bf16 Score-CAM included); float64 stays float64 (x64 parity checks)
+    return heat.astype(jnp.float64 if heat.dtype == jnp.float64 else jnp.float32), valid
 
 
 def check_method(method: str) -> None:
@@ -186,12 +188,16 @@ def compute(
 ):
     """Heatmaps of `method` for `images` [B, H, W, 3] in [0, 1] -> [B, H, W] float32 in [0, 1].
 
-    With return_info=True returns `(heat, {"valid": bool [B], "n_invalid": int})`; invalid
+    Non-finite pixels are refused (ValueError naming `images` and the count); maps that come out
+    degenerate or non-finite are zeros flagged invalid. float64 images (with `jax.enable_x64`
+    and a float64 model) are computed and returned in float64. With return_info=True returns `(heat, {"valid": bool [B], "n_invalid": int})`; invalid
     (degenerate) maps are zeros.
     """
     check_method(method)
     check_images(images)
-    images = jnp.asarray(images, jnp.float32)
+    images = jnp.asarray(images)
+    if images.dtype != jnp.float64:
+        images = images.astype(jnp.float32)
     graphdef, state = nnx.split(model)
     heat, valid = make_cam_fn(method, graphdef, target_class=target_class, **options)(state, images)
     if return_info:

@@ -25,7 +25,8 @@ _HI = jax.lax.Precision.HIGHEST
 def first_component_projection(acts: jax.Array) -> jax.Array:
     """[B, h, w, C] -> [B, h, w] projection of centred activations on the first component."""
     B, h, w, C = acts.shape
-    a = jnp.where(jnp.isnan(acts), 0.0, acts).reshape(B, h * w, C).astype(jnp.float32)
+    a = jnp.where(jnp.isnan(acts), 0.0, acts).reshape(B, h * w, C)
+    a = a.astype(jnp.float64 if a.dtype == jnp.float64 else jnp.float32)
     a = a - jnp.mean(a, axis=1, keepdims=True)  # centre each channel over positions
     gram = jnp.einsum("bpc,bqc->bpq", a, a, precision=_HI)  # [B, hw, hw]
     evals, evecs = jnp.linalg.eigh(gram)  # ascending

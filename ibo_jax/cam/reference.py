@@ -158,10 +158,12 @@ def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items() if "num_batches" not in k}
 
 
-def to_torch_input(images: np.ndarray) -> torch.Tensor:
-    """[B, H, W, 3] in [0, 1] -> normalized NCHW tensor (what pytorch-grad-cam is given)."""
-    xn = (np.asarray(images, np.float32) - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(xn.transpose(0, 3, 1, 2)))
+def to_torch_input(images: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[B, H, W, 3] in [0, 1] -> normalized NCHW tensor (what pytorch-grad-cam is given); float64
+    images stay float64 when `dtype` is torch.float64."""
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    xn = (np.asarray(images, np_dtype) - IMAGENET_MEAN.astype(np_dtype)) / IMAGENET_STD.astype(np_dtype)
+    return torch.from_numpy(np.ascontiguousarray(xn.transpose(0, 3, 1, 2))).to(dtype)
 
 
 def make_reference(method: str, model: nn.Module, *, batch_size: int = 64):
@@ -182,8 +184,9 @@ def reference_cam(method: str, model: nn.Module, images: np.ndarray, target_clas
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     explainer = make_reference(method, model, batch_size=batch_size)
+    dtype = next(model.parameters()).dtype  # a model.double() gets float64 inputs
     with explainer:
-        return explainer(input_tensor=to_torch_input(images),
+        return explainer(input_tensor=to_torch_input(images, dtype),
                          targets=[ClassifierOutputTarget(target_class)] * len(images))
 
 

@@ -43,7 +43,8 @@ def scorecam(
         if dtype is not None:
             x = x.astype(dtype)
         logits = run_model.head(run_model.features(x[None], normalized=True))
-        return target_score(logits, target_class)[0].astype(jnp.float32)
+        score = target_score(logits, target_class)[0]
+        return score.astype(jnp.float64 if score.dtype == jnp.float64 else jnp.float32)
 
     b_idx = jnp.repeat(jnp.arange(B), C)
     k_idx = jnp.tile(jnp.arange(C), B)

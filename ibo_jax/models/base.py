@@ -37,6 +37,15 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+def to_float(x) -> jax.Array:
+    """`x` as float32, or float64 when it already is (float64 models under `jax.enable_x64`, used
+    by the parity checks, must not be rounded to float32 anywhere on the way)."""
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x)
+    return x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)
+
+
 @runtime_checkable
 class Classifier(Protocol):
     num_classes: int
@@ -74,6 +83,9 @@ def check_images(x, *, name: str = "images") -> None:
             "(convert uint8 with x.astype(np.float32) / 255)"
         )
     if not isinstance(x, jax.core.Tracer):
+        from ibo_jax.checks import check_finite
+
+        check_finite(x, name)
         arr = np.asarray(x)
         if arr.size and (np.nanmax(arr) > 1.0 + 1e-3 or np.nanmin(arr) < -1e-3):
             raise ValueError(

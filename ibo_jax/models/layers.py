@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ibo_jax.models.base import IMAGENET_MEAN, IMAGENET_STD, check_images
+from ibo_jax.models.base import IMAGENET_MEAN, IMAGENET_STD, check_images, to_float
 
 Tap = Callable[[jax.Array, Any], jax.Array] | None
 
@@ -43,7 +43,7 @@ class Conv2d(nnx.Conv):
         return tap(y, self) if (tap is not None and self.use_bias) else y
 
     def effective_bias(self) -> jax.Array:
-        return jnp.asarray(self.bias[...], jnp.float32)
+        return to_float(self.bias[...])
 
 
 class BatchNorm(nnx.BatchNorm):
@@ -58,10 +58,9 @@ class BatchNorm(nnx.BatchNorm):
 
     def effective_bias(self) -> jax.Array:
         """beta - mean * gamma / sqrt(var + eps): the bias of the folded affine map."""
-        scale = jnp.asarray(self.scale[...], jnp.float32)
-        return (jnp.asarray(self.bias[...], jnp.float32)
-                - jnp.asarray(self.mean[...], jnp.float32) * scale
-                / jnp.sqrt(jnp.asarray(self.var[...], jnp.float32) + self.epsilon))
+        scale = to_float(self.scale[...])
+        return (to_float(self.bias[...]) - to_float(self.mean[...]) * scale
+                / jnp.sqrt(to_float(self.var[...]) + self.epsilon))
 
 
 class Linear(nnx.Linear):
@@ -75,7 +74,7 @@ class Linear(nnx.Linear):
         return tap(y, self) if tap is not None else y
 
     def effective_bias(self) -> jax.Array:
-        return jnp.asarray(self.bias[...], jnp.float32)
+        return to_float(self.bias[...])
 
 
 def max_pool(x: jax.Array, k: int, stride: int, padding: int = 0) -> jax.Array:
@@ -168,9 +167,10 @@ class ClassifierBase(nnx.Module):
 
     def normalize(self, x: jax.Array) -> jax.Array:  # [B,H,W,3] in [0,1] -> normalized
         check_images(x)
-        mean = jnp.asarray(self.mean, jnp.float32)
-        std = jnp.asarray(self.std, jnp.float32)
-        xn = (jnp.asarray(x, jnp.float32) - mean) / std
+        x = to_float(x)
+        mean = jnp.asarray(self.mean, x.dtype)
+        std = jnp.asarray(self.std, x.dtype)
+        xn = (x - mean) / std
         return xn.astype(self.dtype) if self.dtype is not None else xn
 
     def _check_size(self, x) -> None:
@@ -187,8 +187,8 @@ class ClassifierBase(nnx.Module):
         self._check_size(x)
         return self._trunk(x, None)
 
-    def head(self, a: jax.Array) -> jax.Array:  # [B,h,w,C] -> [B,K] float32
-        return self._head(a, None).astype(jnp.float32)
+    def head(self, a: jax.Array) -> jax.Array:  # [B,h,w,C] -> [B,K] float32 (float64 for float64 models)
+        return to_float(self._head(a, None))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.head(self.features(x))
@@ -196,7 +196,7 @@ class ClassifierBase(nnx.Module):
     def biased_forward(self, xn: jax.Array, offsets: list[jax.Array]) -> jax.Array:
         self._check_size(xn)
         tap = _OffsetTap(offsets)
-        logits = self._head(self._trunk(xn, tap), tap).astype(jnp.float32)
+        logits = to_float(self._head(self._trunk(xn, tap), tap))
         if tap.i != len(tap.offsets):
             raise ValueError(f"biased_forward: got {len(tap.offsets)} offsets for {tap.i} biased layers")
         return logits

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ibo_jax.models.base import to_float
 from ibo_jax.models.layers import BatchNorm, ClassifierBase, Conv2d, Linear, Tap, as_dtype, max_pool
 
 
@@ -127,7 +128,7 @@ class ResNet(ClassifierBase):
         return x
 
     def _head(self, a: jax.Array, tap: Tap) -> jax.Array:  # [B,h,w,C] -> [B,K]
-        pooled = jnp.mean(a.astype(jnp.float32), axis=(1, 2)).astype(a.dtype)
+        pooled = jnp.mean(to_float(a), axis=(1, 2)).astype(a.dtype)
         return self.fc(pooled, tap)
 
 

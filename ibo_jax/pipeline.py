@@ -8,7 +8,8 @@
       run_summary.json          stages run / skipped, seconds, sizes
 
 A stage's fingerprint hashes its own config section, the global fields, the library version and
-its inputs' fingerprints. A stage whose manifest carries the same fingerprint is skipped. A stage
+its inputs' fingerprints, and the *contents* of the files and folders its section names
+(`Stage.file_fields`: npz, slides, checkpoints, ...; see `ibo_jax.filehash`). A stage whose manifest carries the same fingerprint is skipped. A stage
 whose folder carries the same fingerprint but no manifest was killed mid-way: it runs again in the
 same folder and skips its finished chunks. Any other folder is cleared first, so results of
 different configs are never mixed, and everything downstream of a changed stage reruns.
@@ -27,7 +28,7 @@ import platform
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class Stage:
     # Inputs used when the config has their section (then they are deps like the others: in the
     # fingerprint and required finished); skipped otherwise.
     optional_deps: tuple[str, ...] = ()
+    # Config fields of the stage's section that name input files or folders: they enter the
+    # fingerprint by content (ibo_jax.filehash), so a file changed in place reruns the stage.
+    file_fields: tuple[str, ...] = ()
 
     def load(self):
         return importlib.import_module(self.module)
@@ -64,17 +68,21 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("data", "ibo_jax.stages.data"),
-        Stage("train_classifier", "ibo_jax.stages.train_classifier", deps=("data",)),
-        Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",)),
+        Stage("data", "ibo_jax.stages.data",
+              file_fields=("npz_path", "slides_dir", "annotations_dir", "pcam_dir")),
+        Stage("train_classifier", "ibo_jax.stages.train_classifier", deps=("data",),
+              file_fields=("init_weights",)),
+        Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",), file_fields=("init_weights",)),
         Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
         Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
         Stage("score", "ibo_jax.stages.score",
-              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude")),
+              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude"),
+              file_fields=("lpips_alexnet_weights",)),
         # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
         # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",
-              deps=("data", "train_classifier", "train_ddpm", "explain")),
+              deps=("data", "train_classifier", "train_ddpm", "explain"),
+              file_fields=("lpips_alexnet_weights",)),
         Stage("report", "ibo_jax.stages.report",
               deps=("data", "train_classifier", "train_ddpm", "explain", "occlude", "score"),
               optional_deps=("repaint_sweep",)),
@@ -175,8 +183,24 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def fingerprint(stage: Stage, config: ml_collections.ConfigDict, upstream: Mapping[str, str]) -> str:
-    """Hash of what a stage's outputs depend on: its section, the globals, its inputs' hashes."""
+def file_hashes(stage: Stage, config: ml_collections.ConfigDict, cache=None) -> dict[str, str]:
+    """Content hash of every non-empty file field of the stage's section (`Stage.file_fields`)."""
+    from ibo_jax import filehash
+
+    section = config.get(stage.name, {})
+    paths = {f: str(section.get(f)) for f in stage.file_fields if section.get(f)}
+    if not paths:
+        return {}
+    cache = filehash.HashCache() if cache is None else cache
+    out = {f: filehash.content_hash(p, cache) for f, p in sorted(paths.items())}
+    cache.save()
+    return out
+
+
+def fingerprint(stage: Stage, config: ml_collections.ConfigDict, upstream: Mapping[str, str],
+                files: Mapping[str, str] | None = None) -> str:
+    """Hash of what a stage's outputs depend on: its section, the globals, its inputs' hashes and
+    the contents of its file inputs (`files`: field -> content hash, see `file_hashes`)."""
     from ibo_jax import __version__
 
     payload = {
@@ -187,6 +211,8 @@ def fingerprint(stage: Stage, config: ml_collections.ConfigDict, upstream: Mappi
         "globals": {k: _to_plain(config.get(k)) for k in GLOBAL_FIELDS},
         "inputs": dict(sorted(upstream.items())),
     }
+    if files:  # only when there are file inputs: fingerprints of other stages stay as they were
+        payload["files"] = dict(sorted(files.items()))
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -272,10 +298,26 @@ def select(stages: Mapping[str, Stage], names: Sequence[str] | None) -> list[Sta
     return [s for s in stages.values() if s.name in names]
 
 
+_STAGE_NOTE = "ibo_jax stage: "
+
+
+def failed_stage(exc: BaseException) -> str | None:
+    """The stage an exception from `run` came out of (the pipeline notes it), or None."""
+    for note in getattr(exc, "__notes__", ()):
+        if note.startswith(_STAGE_NOTE):
+            return note[len(_STAGE_NOTE):]
+    return None
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         stages: Sequence[str] | None = None,
-        registry: Mapping[str, Stage] | None = None, mesh=None) -> dict:
-    """Runs the selected stages in registry order, skipping finished ones. Returns the run summary."""
+        registry: Mapping[str, Stage] | None = None, mesh=None,
+        echo: Callable[[str], None] | None = None) -> dict:
+    """Runs the selected stages in registry order, skipping finished ones. Returns the run summary.
+
+    `echo`, if given, receives one line per stage (skipped / running / done in N s), for the
+    console. An exception raised by a stage carries the stage's name (`failed_stage(exc)`)."""
+    say = echo or (lambda _line: None)
     registry = STAGES if registry is None else registry
     workdir = check_workdir(workdir)
     mesh = parallel.make_mesh() if mesh is None else mesh
@@ -300,7 +342,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
             upstream[dep] = fingerprints[dep]
         if stage.name not in config:
             continue
-        fp = fingerprint(stage, config, upstream)
+        files = file_hashes(stage, config)
+        fp = fingerprint(stage, config, upstream, files)
         fingerprints[stage.name] = fp
         if stage not in chosen:
             continue
@@ -315,6 +358,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         manifest = read_manifest(stage_dir)
         if manifest is not None and manifest.get("fingerprint") == fp:
             logging.info("stage %s: up to date (%s), skipped", stage.name, fp)
+            say(f"stage {stage.name}: up to date, skipped")
             records.append({"stage": stage.name, "status": "skipped", "fingerprint": fp,
                             "seconds": manifest.get("seconds"), "bytes": _dir_bytes(stage_dir)})
             continue
@@ -323,6 +367,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
             resuming = _prepare_dir(stage_dir, fp)
         _barrier(f"prepare-{stage.name}")
         logging.info("stage %s: %s (%s)", stage.name, "resuming" if resuming else "running", fp)
+        say(f"stage {stage.name}: {'resuming' if resuming else 'running'}")
         ctx = StageContext(
             name=stage.name, dir=stage_dir, workdir=workdir, cfg=config[stage.name], config=config,
             key=rng.fold(root, stage.name), mesh=mesh,
@@ -331,6 +376,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         started = time.time()
         try:
             summary = stage.load().run(ctx) or {}
+        except Exception as e:
+            e.add_note(_STAGE_NOTE + stage.name)
+            raise
         finally:
             ctx.close()
         seconds = time.time() - started
@@ -342,6 +390,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                 "config": _to_plain(config[stage.name]),
                 "globals": {k: _to_plain(config.get(k)) for k in GLOBAL_FIELDS},
                 "inputs": upstream,
+                "files": files,
                 "versions": library_versions(),
                 "host": socket.gethostname(),
                 "process_count": jax.process_count(),
@@ -353,6 +402,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                 "summary": summary,
             })
         logging.info("stage %s: done in %.1f s", stage.name, seconds)
+        say(f"stage {stage.name}: done in {seconds:.1f} s")
         records.append({"stage": stage.name, "status": "resumed" if resuming else "ran",
                         "fingerprint": fp, "seconds": seconds, "bytes": _dir_bytes(stage_dir),
                         "summary": summary})

@@ -81,6 +81,11 @@ def test_evaluation_only_dataset_has_empty_splits(tmp_path):
     (lambda a: a.pop("split"), "missing array 'split'"),
     (lambda a: a.__setitem__("image", a["image"].astype(np.float32)), "must be uint8"),
     (lambda a: a.__setitem__("split", np.array(["train"] * 23 + ["holdout"])), "holdout"),
+    (lambda a: a["label"].__setitem__(3, 2), r"bad.npz: 'label' must be 0 \(normal\) or 1 \(tumor\); 1 patch\(es\) have \[2\]"),
+    (lambda a: a["label"].__setitem__(5, -1), r"'label' must be 0 .* have \[-1\] \(first at position 5\)"),
+    (lambda a: a.__setitem__("split", a["split"][:22]), r"bad.npz: arrays of different lengths .*split 22"),
+    (lambda a: a.__setitem__("label", a["label"][:20]), r"arrays of different lengths \(image 24, label 20"),
+    (lambda a: a.__setitem__("tumor_mask", a["tumor_mask"][:, :8]), r"'tumor_mask' has shape \(24, 8, 16\)"),
 ])
 def test_npz_source_errors_name_the_problem(tmp_path, change, message):
     arrays = _patches()

@@ -202,6 +202,7 @@ def write_dataset(source, data_dir: str | os.PathLike) -> dict[str, Any]:
         elif stale.exists():
             stale.unlink()
     builder = PatchDataset(source=source, data_dir=str(root / TFDS_SUBDIR))
+    tfds.display_progress_bar(False)  # its per-split shuffling bars print temporary paths
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     builder_dir = Path(builder.data_dir).relative_to(root)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from PIL import Image
 
 VERSION = "1.0.0"
@@ -68,6 +70,14 @@ class PatchDataset(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
 
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and
+    # prepared" for every build; nothing is downloaded here, so those go to the INFO log.
+    def _log_download_bytes(self) -> None:
+        logging.info("building %s into %s", self.name, self.data_dir)
+
+    def _log_download_done(self) -> None:
+        logging.info("built %s in %s", self.name, self.data_dir)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -91,12 +101,19 @@ class PatchDataset(tfds.core.GeneratorBasedBuilder):
         return gens
 
     def _generate_examples(self, split: str, examples):
+        from tqdm.auto import tqdm
+
         s = self._source.image_size
-        for ex in examples:
+        bar = tqdm(examples, desc=f"data {split}", unit="patch", mininterval=1.0, dynamic_ncols=True,
+                   disable=os.environ.get("IBO_JAX_NO_PROGRESS") == "1")
+        for ex in bar:
             image, mask = np.asarray(ex["image"], np.uint8), np.asarray(ex["tumor_mask"], bool)
             if image.shape != (s, s, 3) or mask.shape != (s, s):
                 raise ValueError(f"{self._source.name}/{split} patch {ex['index']}: image "
                                  f"{image.shape} / mask {mask.shape}, expected ({s}, {s}, 3) / ({s}, {s})")
+            if int(ex["label"]) not in (0, 1):
+                raise ValueError(f"{self._source.name}/{split} patch {ex['index']}: label {ex['label']!r}, "
+                                 "expected 0 (normal) or 1 (tumor)")
             yield int(ex["index"]), {
                 "image": encode_png(image),
                 "tumor_mask": encode_png(mask.astype(np.uint8) * 255),

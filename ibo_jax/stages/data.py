@@ -70,6 +70,27 @@ def _npz_source(c, image_size: int):
     if img.shape[1] != image_size or img.shape[2] != image_size:
         raise ValueError(f"{c.npz_path}: patches are {img.shape[1]}x{img.shape[2]}, but image_size = "
                          f"{image_size} (set --config.image_size={img.shape[1]})")
+    n = len(img)
+    lengths = {k: len(v) for k, v in arrays.items() if k in ("image", "label", "tumor_mask", "split", "slide",
+                                                            "coords", "index")}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{c.npz_path}: arrays of different lengths ({', '.join(f'{k} {v}' for k, v in lengths.items())}); "
+                         "every array needs one entry per patch")
+    if arrays["tumor_mask"].shape != img.shape[:3]:
+        raise ValueError(f"{c.npz_path}: 'tumor_mask' has shape {arrays['tumor_mask'].shape}, expected [N, H, W] = "
+                         f"{img.shape[:3]} (one mask per image)")
+    label = arrays["label"]
+    if label.dtype.kind not in "iub" and not (label.dtype.kind == "f" and np.all(np.isfinite(label) & (label == np.round(label)))):
+        raise ValueError(f"{c.npz_path}: 'label' must hold integers 0 (normal) or 1 (tumor), got dtype {label.dtype}")
+    wrong = np.flatnonzero((label != 0) & (label != 1))
+    if wrong.size:
+        raise ValueError(f"{c.npz_path}: 'label' must be 0 (normal) or 1 (tumor); {wrong.size} patch(es) have "
+                         f"{sorted(set(np.unique(label[wrong]).tolist()))} (first at position {int(wrong[0])})")
+    arrays["label"] = label.astype(np.int32)
+    if "coords" in arrays and arrays["coords"].shape != (n, 2):
+        raise ValueError(f"{c.npz_path}: 'coords' has shape {arrays['coords'].shape}, expected [N, 2] = ({n}, 2)")
+    if "index" in arrays and len(np.unique(arrays["index"])) != n:
+        raise ValueError(f"{c.npz_path}: 'index' values must be unique (one stable id per patch)")
     bad = sorted(set(np.unique(arrays["split"]).astype(str)) - {"train", "val", "test"})
     if bad:
         raise ValueError(f"{c.npz_path}: 'split' values must be train/val/test, found {bad}")

@@ -87,6 +87,8 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found" if not path.exists() else f"{path}: not a file")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

@@ -122,12 +122,15 @@ def test_degenerate_maps_are_zero_and_counted(images):
             assert np.all(heat == 0), method
 
 
-def test_nan_images_are_flagged_not_propagated(model, images):
+def test_nan_images_are_refused_and_nan_maps_flagged(model, images):
     x = np.asarray(images).copy()
     x[0, 3, 3, 0] = np.nan
-    heat, info = cam.compute("gradcam", model, x, return_info=True)
+    with pytest.raises(ValueError, match=r"images: 1 non-finite value"):  # input: refused
+        cam.compute("gradcam", model, x)
+    graphdef, state = nnx.split(model)  # a map that comes out non-finite: flagged, never NaN
+    heat, valid = cam.make_cam_fn("gradcam", graphdef)(state, x)
     assert np.all(np.isfinite(np.asarray(heat)))
-    assert list(np.asarray(info["valid"])) == [False, True, True]
+    assert list(np.asarray(valid)) == [False, True, True]
 
 
 def test_no_retrace_on_second_call(model, images):

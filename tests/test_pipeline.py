@@ -189,8 +189,60 @@ def test_launcher_rejects_unknown_config_key(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ibo_jax.launch", "--config", str(root / "configs" / "demo.py"),
          "--workdir", str(tmp_path / "w"), "--config.no_such_field=3"],
-        capture_output=True, text=True, cwd=root, timeout=120,
+        capture_output=True, text=True, cwd=root,
     )
     assert proc.returncode != 0
     assert "no_such_field" in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def _reads_file(ctx):
+    CALLS.append("reader")
+    return {"text": Path(ctx.cfg.path).read_text()}
+
+
+def test_file_inputs_enter_the_fingerprint_by_content(tmp_path, monkeypatch):
+    """A file fixed in place after a finished run reruns its stage and everything downstream."""
+    monkeypatch.setenv("IBO_JAX_HASH_CACHE", str(tmp_path / "hashes.json"))
+    registry = {
+        "first": pipeline.Stage("first", _make_module("_fake_reader", _reads_file), file_fields=("path",)),
+        "second": REGISTRY["second"],
+    }
+    src = tmp_path / "labels.txt"
+    src.write_text("old")
+    config = _config()
+    config.first = ml_collections.ConfigDict({"path": str(src), "n": 0})
+    runs = lambda: [r["status"] for r in pipeline.run(config, tmp_path / "w", registry=registry)["stages"]]
+    assert runs() == ["ran", "ran"]
+    assert runs() == ["skipped", "skipped"]
+    src.write_text("new")  # same path, same size, new bytes
+    assert runs() == ["ran", "ran"]
+    manifest = ibo_io.read_json(tmp_path / "w" / "first" / "manifest.json")
+    assert manifest["summary"]["text"] == "new" and manifest["files"]["path"].startswith("full:")
+
+
+def test_file_hash_cache_and_sampled_hash(tmp_path, monkeypatch):
+    from ibo_jax import filehash
+
+    cache = filehash.HashCache(tmp_path / "hashes.json")
+    d = tmp_path / "slides"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"a" * 1000)
+    first = filehash.content_hash(d, cache)
+    assert cache.computed == 1 and filehash.content_hash(d, cache) == first and cache.computed == 1  # cached
+    cache.save()
+    assert filehash.HashCache(tmp_path / "hashes.json").entries == cache.entries
+    (d / "b.bin").write_bytes(b"b")
+    assert filehash.content_hash(d, cache) != first  # a new file in the folder
+    assert filehash.content_hash(tmp_path / "nope") == "missing"
+    # Big files are hashed from samples: head, tail and evenly spaced blocks.
+    monkeypatch.setattr(filehash, "SAMPLE_ABOVE", 1 << 16)
+    monkeypatch.setattr(filehash, "_EDGE", 1024)
+    monkeypatch.setattr(filehash, "_BLOCK", 256)
+    big = tmp_path / "big.bin"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes())
+    big.write_bytes(bytes(data))
+    h0 = filehash._hash_file(big, len(data))
+    data[10] ^= 1  # inside the head sample
+    big.write_bytes(bytes(data))
+    assert h0.startswith("sampled:") and filehash._hash_file(big, len(data)) != h0

@@ -81,25 +81,16 @@ def _unit(x: jax.Array, eps: float = 1e-10) -> jax.Array:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A state dict file as numpy arrays: .pth/.pt (torch, weights_only), .npz, .safetensors."""
+    from ibo_jax.models.convert import read_weights_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file (expected a torchvision AlexNet state dict)")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    if suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return dict(load_file(str(path)))
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(f"{path}: reading a torch .pth needs torch; or convert it to .npz") from e
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = read_weights_file(path)
     if isinstance(sd, Mapping) and "state_dict" in sd:
         sd = sd["state_dict"]
-    return {k: v.detach().float().numpy() for k, v in sd.items() if hasattr(v, "detach")}
+    return {k: (v.detach().float().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in sd.items()
+            if hasattr(v, "detach") or isinstance(v, np.ndarray)}
 
 
 def convert_lpips_heads(pth_path: str | os.PathLike, out_path: str | os.PathLike = HEADS_FILE) -> None:

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ibo_jax.checks import check_finite
+
 
 @functools.partial(jax.jit, static_argnames=("data_range",))
 def psnr(a: jax.Array, b: jax.Array, data_range: float = 1.0) -> jax.Array:
@@ -80,6 +82,8 @@ def kid(feats_a: np.ndarray, feats_b: np.ndarray, *, subset_size: int | None = N
     feats_a: [N, D], feats_b: [M, D]. With subset_size None, one estimate on all samples (std NaN);
     otherwise the mean and std over `n_subsets` random subsets of that size (as the KID paper).
     """
+    check_finite(feats_a, "kid: feats_a")
+    check_finite(feats_b, "kid: feats_b")
     x = np.asarray(feats_a, np.float64)
     y = np.asarray(feats_b, np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
@@ -142,6 +146,8 @@ def pair_metrics(original: np.ndarray, occluded: np.ndarray, *, batch_size: int 
     Computed in padded batches of `batch_size` (one compiled program per image size). PSNR is
     capped at PSNR_CAP_DB (identical images would give +inf and break means and CIs).
     """
+    check_finite(original, "pair_metrics: original")
+    check_finite(occluded, "pair_metrics: occluded")
     a = np.asarray(original, np.float32)
     b = np.asarray(occluded, np.float32)
     if a.shape != b.shape or a.ndim != 4:

@@ -60,6 +60,48 @@ def _to_numpy(v: Any) -> np.ndarray:
     return np.asarray(v)
 
 
+def read_weights_file(path: str | os.PathLike) -> Mapping[str, Any]:
+    """The tensors of a .pth/.pt/.bin/.ckpt (torch, `weights_only`), .safetensors or .npz file.
+    Every failure names the file: missing, truncated, not that format, or (torch) pickled
+    objects beyond tensors, which are refused rather than executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001  safetensors raises its own SafetensorError
+            raise ValueError(f"{path}: not a readable .safetensors file ({_first_line(e)})") from e
+    if suffix == ".npz":
+        from ibo_jax.io import read_npz
+
+        return read_npz(path)
+    if suffix not in (".pth", ".pt", ".bin", ".ckpt"):
+        raise ValueError(f"{path}: expected .pth/.pt/.bin/.ckpt, .safetensors or .npz")
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"{path}: reading it needs torch (or convert it to .safetensors/.npz)") from e
+    import pickle
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused: it holds pickled Python objects, not only tensors (loading it "
+                         "could run arbitrary code); save a plain state_dict (torch.save(model.state_dict(), "
+                         "...)) or convert it to .safetensors") from e
+    except Exception as e:  # noqa: BLE001  truncated zip, not a torch file, ...
+        raise ValueError(f"{path}: unreadable or truncated torch checkpoint ({_first_line(e)})") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def load_state_dict(weights: str | os.PathLike | Mapping[str, Any]) -> dict[str, np.ndarray]:
     """A state dict from a .pth/.pt/.bin (torch), .safetensors or .npz file, or a mapping."""
     if isinstance(weights, Mapping):
@@ -68,22 +110,7 @@ def load_state_dict(weights: str | os.PathLike | Mapping[str, Any]) -> dict[str,
         path = Path(weights)
         if not path.exists():
             raise FileNotFoundError(f"weights: no such file {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            sd = load_file(str(path))
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                sd = {k: z[k] for k in z.files}
-        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            try:
-                import torch
-            except ImportError as e:
-                raise ImportError(f"weights: reading {path.name} needs torch (or convert it to .safetensors/.npz)") from e
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        else:
-            raise ValueError(f"weights: {path.name}: expected .pth/.pt/.bin, .safetensors or .npz")
+        sd = read_weights_file(path)
         if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
             sd = sd["state_dict"]
     out = {}

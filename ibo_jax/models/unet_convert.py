@@ -98,23 +98,31 @@ def _target(key: str) -> tuple[tuple, tuple]:
     return prefix, (leaf,)
 
 
+def read_config_json(path: Path) -> dict:
+    """A diffusers config file (config.json, scheduler_config.json) as a dict; errors name it."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text file ({e.reason})") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings, got {type(value).__name__}")
+    return value
+
+
 def load_diffusers_dir(path: str | os.PathLike) -> tuple[dict, dict]:
     """Reads config.json and diffusion_pytorch_model.safetensors (or .bin) from a directory."""
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"from_diffusers_unet: {cfg_file} not found (expected a diffusers UNet2DModel dir)")
-    config = json.loads(cfg_file.read_text())
-    st = path / "diffusion_pytorch_model.safetensors"
-    if st.is_file():
-        from safetensors.numpy import load_file
+    config = read_config_json(cfg_file)
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (path / name).is_file():
+            from ibo_jax.models.convert import read_weights_file
 
-        return config, load_file(str(st))
-    binf = path / "diffusion_pytorch_model.bin"
-    if binf.is_file():
-        import torch
-
-        return config, torch.load(str(binf), map_location="cpu", weights_only=True)
+            return config, read_weights_file(path / name)
     raise FileNotFoundError(f"from_diffusers_unet: no diffusion_pytorch_model.safetensors or .bin in {path}")
 
 
@@ -127,7 +135,7 @@ def from_diffusers_unet(
     if isinstance(source, (str, os.PathLike)):
         cfg_file = Path(source) / "config.json"
         if cfg_file.is_file():  # check the config before reading (possibly large) weights
-            config_from_diffusers(json.loads(cfg_file.read_text()))
+            config_from_diffusers(read_config_json(cfg_file))
         config, state_dict = load_diffusers_dir(source)
     else:
         config, state_dict = source

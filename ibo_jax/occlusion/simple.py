@@ -31,6 +31,9 @@ def check_inputs(images, remove_mask) -> tuple[jax.Array, jax.Array]:
         )
     if remove_mask.dtype != jnp.bool_:
         raise ValueError(f"remove_mask: expected bool (True = removed), got dtype {remove_mask.dtype}")
+    from ibo_jax.checks import check_finite
+
+    check_finite(images, "images")
     images = images.astype(jnp.float32)
     if images.size:
         lo, hi = float(jnp.min(images)), float(jnp.max(images))

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ibo_jax import rng
+from ibo_jax.checks import check_finite
 from ibo_jax.parallel import data_sharding, make_mesh, pad_batch
 from ibo_jax.repaint import diffusion as D
 from ibo_jax.repaint.schedule import jump_schedule
@@ -202,6 +203,8 @@ def inpaint(
     call (not a fresh lambda) so the program is traced once per shape: the schedule (t_T and the
     jump settings) is data, and every schedule of up to 4,096 network calls shares the program.
     """
+    check_finite(x0, "inpaint: x0")
+    check_finite(keep_mask, "inpaint: keep_mask")
     x0 = jnp.asarray(x0, jnp.float32)
     if x0.ndim != 4:
         raise ValueError(f"inpaint: x0 must be [B, H, W, C], got shape {x0.shape}")

@@ -219,7 +219,9 @@ def load_diffusers_ddpm(path: str | Path, *, dtype: Any = None) -> tuple[UNet2DM
     sched_file = next((f for f in candidates if f.is_file()), None)
     schedule = None
     if sched_file is not None:
-        sc = json.loads(sched_file.read_text())
+        from ibo_jax.models.unet_convert import read_config_json
+
+        sc = read_config_json(sched_file)
         if sc.get("prediction_type", "epsilon") != "epsilon":
             raise ValueError(f"{sched_file}: prediction_type={sc['prediction_type']!r}; RePaint here needs an "
                              f"epsilon-predicting DDPM ('epsilon')")

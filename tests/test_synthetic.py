@@ -79,3 +79,38 @@ def test_colour_histogram_baseline_is_weak():
     clf = LogisticRegression(max_iter=2000).fit(feats[train], d["label"][train])
     acc = clf.score(feats[~train], d["label"][~train])
     assert acc < 0.85, acc
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_counterfactual_twins_are_local(size):
+    """A normal patch's twin is the patch; a tumor twin differs only within r of the region, has
+    no tumor left and keeps every draw (same bytes everywhere else); same bytes with or without
+    twins requested."""
+    from scipy import ndimage
+
+    d = synthetic.generate(np.arange(24), seed=3, image_size=size, counterfactual=True)
+    plain = synthetic.generate(np.arange(24), seed=3, image_size=size)
+    np.testing.assert_array_equal(d["image"], plain["image"])
+    normal, tumor = d["label"] == 0, d["label"] == 1
+    assert normal.any() and tumor.any()
+    np.testing.assert_array_equal(d["twin"][normal], d["image"][normal])
+    r = synthetic.reach_px(size)
+    for i in np.flatnonzero(tumor):
+        changed = np.any(d["twin"][i] != d["image"][i], axis=-1)
+        far = ndimage.distance_transform_edt(~d["tumor_mask"][i]) > r
+        assert changed.any() and not (changed & far).any()
+        assert changed[d["tumor_mask"][i]].mean() > 0.3  # the region itself is re-rendered
+
+
+def test_global_cue_twin_differs_outside_the_region():
+    from scipy import ndimage
+
+    d = synthetic.generate(np.arange(24), seed=3, cue="global", counterfactual=True)
+    far_changes = []
+    for i in np.flatnonzero(d["label"] == 1):
+        changed = np.any(d["twin"][i] != d["image"][i], axis=-1)
+        far = ndimage.distance_transform_edt(~d["tumor_mask"][i]) > synthetic.reach_px(64)
+        far_changes.append((changed & far).sum())
+    assert max(far_changes) > 50  # lymphocytes thinned everywhere: evidence outside the annotation
+    with pytest.raises(ValueError, match="cue"):
+        synthetic.generate(np.arange(2), seed=0, cue="nearby")

@@ -48,6 +48,7 @@ class SyntheticSource:
     tumor_area: tuple[float, float] = (0.1, 0.8)
     split_by: str = "slide"
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    cue: str = "local"  # 'local' (label terms within r of the region) or 'global' (synthetic.generate)
     name: str = "synthetic"
     description: str = "synthetic H&E-like patches with exact tumor masks (ibo_jax.data.synthetic)"
     splits: tuple[str, ...] = SPLITS
@@ -61,6 +62,8 @@ class SyntheticSource:
             raise ValueError(f"n_slides must be >= 3 to split by slide, got {self.n_slides}")
         if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
             raise ValueError(f"fractions must be 3 positive numbers summing to 1, got {self.fractions}")
+        if self.cue not in synthetic.CUES:
+            raise ValueError(f"cue must be one of {synthetic.CUES}, got {self.cue!r}")
 
     def config(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -89,14 +92,17 @@ class SyntheticSource:
             split = np.searchsorted(cum, u, side="right").astype(np.int32)
         return {"index": index, "label": label, "slide": slide, "split": split}
 
+    def render_args(self) -> dict[str, Any]:
+        """The keyword arguments of `synthetic.generate` that reproduce these patches' bytes."""
+        return {"seed": self.seed, "image_size": self.image_size, "n_slides": self.n_slides,
+                "tumor_fraction": self.tumor_fraction, "tumor_area": tuple(self.tumor_area), "cue": self.cue}
+
     def examples(self, split: str, batch_size: int = 256) -> Iterator[dict[str, Any]]:
         a = self.assignment()
         idx = a["index"][a["split"] == SPLITS.index(split)]
         per_row = 32  # pseudo-coordinates: a slide's patches on a 32-wide grid
         for start in range(0, len(idx), batch_size):
-            out = synthetic.generate(idx[start:start + batch_size], seed=self.seed,
-                                     image_size=self.image_size, n_slides=self.n_slides,
-                                     tumor_fraction=self.tumor_fraction, tumor_area=self.tumor_area)
+            out = synthetic.generate(idx[start:start + batch_size], **self.render_args())
             for j, i in enumerate(out["index"]):
                 rank = int(i) // self.n_slides
                 yield {"image": out["image"][j], "tumor_mask": out["tumor_mask"][j],
@@ -170,6 +176,31 @@ class StainNormalized:
             except ValueError:
                 pass
             yield ex
+
+
+def counterfactual_twins(data_dir: str | os.PathLike, index: np.ndarray,
+                         images: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Twins (uint8 [N, S, S, 3], the patches without their tumor) of stored patches, by re-rendering
+    them from the dataset's own source config: (twins, "") or (None, why they are unavailable).
+
+    Only synthetic data has twins, and only if the re-render reproduces every stored patch byte
+    for byte (stain normalization, for one, is fitted per patch and changes the bytes)."""
+    info = dataset_info(data_dir)
+    cfg = dict(info["source"])
+    if cfg.get("name") != "synthetic":
+        return None, (f"the data are {cfg.get('name', 'not synthetic')!r} patches: only synthetic patches "
+                      "have counterfactual twins")
+    if cfg.get("stain_normalization"):
+        return None, (f"the patches are stain-normalized ({cfg['stain_normalization']}), so a re-render does "
+                      "not reproduce their bytes")
+    known = {f.name for f in dataclasses.fields(SyntheticSource)}
+    source = SyntheticSource(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in known})
+    out = synthetic.generate(np.asarray(index, np.int64), counterfactual=True, **source.render_args())
+    same = np.all(out["image"] == np.asarray(images), axis=(1, 2, 3))
+    if not same.all():
+        return None, (f"re-rendering {int((~same).sum())} of {len(same)} patches by index did not reproduce "
+                      "their stored bytes (another generator version or a transformed dataset)")
+    return out["twin"], ""
 
 
 # ----------------------------------------------------------------------------- writing

@@ -11,10 +11,18 @@ Normal tissue: eosin stroma with wavy fibres, small round dark lymphocyte nuclei
 from sparse stroma to dense lymphoid tissue), spindle fibroblast nuclei, fat holes and vessels.
 Tumor: a ragged region (10-80% of the patch, the exact `tumor_mask`) of crowded, enlarged,
 irregular, hyperchromatic nuclei with coarse chromatin. Around a tumor region lymphocytes thin
-out so the total nuclear area stays in the normal range, and nuclei of both kinds share a tonal
-spread: a global colour histogram is a weak cue (logistic regression on 48 histogram bins, new
-pseudo-slides: ~0.78 accuracy, benchmarks/synthetic_throughput.py) while the demo's small ResNet
-reaches ~0.98 on the test slides; nuclear size, shape and crowding carry the label.
+out (linearly to zero at b = 6 px at 64 from the region) so the total nuclear area stays closer to
+the normal range, and nuclei of both kinds share a tonal spread: a global colour histogram is a
+weak cue (logistic regression on 48 histogram bins, new pseudo-slides: ~0.77 accuracy,
+benchmarks/synthetic_throughput.py) while the demo's small ResNet reaches ~0.98 on the test
+slides; nuclear size, shape and crowding carry the label.
+
+Counterfactual twins (`generate(..., counterfactual=True)`): every label-dependent term of the
+render (the region, the thinning band, nuclei left out of the region) lies within r =
+`reach_px(S)` (b plus a tumor nucleus's reach, ~12.6 px at 64) of the region, so re-rendering the
+same draws with the region empty gives the patch as it would look without tumor, equal to it
+beyond r. `cue='global'` is the earlier render: tumor patches also lose lymphocytes everywhere
+(evidence outside the annotation), and its twin differs everywhere.
 Sizes from 64 to 512: every length scales with image_size / 64 (same field of view).
 """
 
@@ -31,6 +39,9 @@ from ibo_jax.rng import root_key, stable_int
 # Macenko's reference optical-density vectors (rows: hematoxylin, eosin; columns: R, G, B).
 REFERENCE_STAIN = np.array([[0.5626, 0.7201, 0.4062], [0.2159, 0.8012, 0.5581]], np.float32)
 MIN_SIZE, MAX_SIZE = 64, 512
+CUES = ("local", "global")
+THIN_BAND_AT_64 = 6.0  # b at 64 px (scaled with the size): the lymphocyte-thinning band
+THIN_STRENGTH = 1.0  # share of the lymphocytes removed at the region's edge (linear to 0 at b)
 _TAG_PATCH, _TAG_PLAN, _TAG_STAIN = (stable_int(s) for s in ("synthetic", "plan", "stain"))
 
 
@@ -144,11 +155,53 @@ def _pool_size(size: int) -> int:
     pool = _Pool()
     stain = {"h_vec": jnp.zeros(3), "e_vec": jnp.zeros(3), "h_scale": 1.0, "e_scale": 1.0, "i0": 1.0}
     jax.eval_shape(lambda: _render_one(pool, stain, jnp.int32(1), jnp.zeros(2), size))
-    return pool.pos
+    return pool.pos  # the same for every cue and for twins: no draw depends on them
 
 
-def _render_one(ks: _Pool, stain, label, tumor_area, size: int):
-    """One patch: float RGB [S, S, 3] in [0, 255] and the tumor mask [S, S] bool."""
+def _dilate(m: jax.Array, cross: bool) -> jax.Array:
+    """One 3x3 binary dilation of m [S, S] (float 0/1): the 4-neighbourhood or the 8-neighbourhood."""
+    p = jnp.pad(m, 1)
+    s0, s1 = m.shape
+    shifts = [(0, 1), (1, 0), (1, 2), (2, 1)] + ([] if cross else [(0, 0), (0, 2), (2, 0), (2, 2)])
+    out = m
+    for dy, dx in shifts:
+        out = jnp.maximum(out, p[dy:dy + s0, dx:dx + s1])
+    return out
+
+
+def _proximity(region: jax.Array, steps: int) -> jax.Array:
+    """[S, S] in [0, 1]: 1 on the region, falling linearly to 0 at `steps` px from it (an octagonal
+    distance: dilations alternating the 8- and the 4-neighbourhood), exactly 0 beyond."""
+    m = region.astype(jnp.float32)
+    acc = m
+    for i in range(steps - 1):
+        m = _dilate(m, cross=i % 2 == 1)
+        acc = acc + m
+    return acc / steps
+
+
+def band_px(image_size: int) -> int:
+    """b: lymphocytes thin out within this many px of a tumor region (local cue)."""
+    return max(1, int(round(THIN_BAND_AT_64 * image_size / 64.0)))
+
+
+def reach_px(image_size: int) -> float:
+    """r: the rendering of a patch depends on its label only within r px of the tumor region
+    (local cue): the thinning band b plus the largest tumor nucleus's reach (0.7 of its 8 px cell
+    at 64, plus the soft edge), which also bounds lymphocytes and fibroblasts left out of it."""
+    k = image_size / 64.0
+    tumor_cell = 2 * max(1, int(round(8.0 * k / 2)))
+    return band_px(image_size) + 0.7 * tumor_cell + 1.0
+
+
+def _render_one(ks: _Pool, stain, label, tumor_area, size: int, cue: str = "local", twin: bool = False):
+    """One patch: float RGB [S, S, 3] in [0, 255] and the tumor mask [S, S] bool.
+
+    cue 'local': every label-dependent term is confined to the tumor region dilated by
+    `reach_px(size)`. cue 'global': lymphocytes of a tumor patch also thin out everywhere (a
+    non-local cue). twin=True renders the same draws with every label-dependent term off (the
+    region empty, no thinning): the patch as it would look without tumor. The returned mask is the
+    tumor region either way."""
     k = size / 64.0
     coord = jnp.arange(size, dtype=jnp.float32) + 0.5  # pixel centres
     u = ks.uniform((12,))  # patch-level draws
@@ -157,7 +210,8 @@ def _render_one(ks: _Pool, stain, label, tumor_area, size: int):
     field = (_value_noise(ks, 3, size) + 0.45 * _value_noise(ks, 7, size)
              + 0.25 * _value_noise(ks, 16, size))
     area = tumor_area[0] + (tumor_area[1] - tumor_area[0]) * u[0]
-    region = (field > _threshold_for_area(field, area)) & (label == 1)  # [S, S]
+    mask = (field > _threshold_for_area(field, area)) & (label == 1)  # [S, S], the annotation
+    region = jnp.zeros_like(mask) if twin else mask  # where the tumor is rendered
 
     # Stroma: eosin with wavy fibres along a slowly turning direction.
     theta = u[1] * jnp.pi + 0.9 * _value_noise(ks, 2, size)
@@ -194,13 +248,16 @@ def _render_one(ks: _Pool, stain, label, tumor_area, size: int):
     edge = 0.7
     # Lymphocytes: small, round, dark; density from sparse to lymphoid-dense, in clusters.
     g, cell, cy, cx, cu = _cells(ks, size, 4.0 * k, 0.05, 0.95)
-    # In a tumor patch the lymphocytes around the tumor thin out so that the patch's total
-    # nuclear area has the same distribution as in normal patches: area is not the cue.
+    # Around a tumor the lymphocytes thin out so that the patch's total nuclear area stays in the
+    # normal range (area is not the cue): near the region only (local), or everywhere (global).
     base = 0.15 + 0.75 * u[5]
-    base = jnp.where(label == 1, jnp.clip((base - 1.7 * area) / (1.0 - area), 0.05, 0.95), base)
+    if cue == "global" and not twin:
+        base = jnp.where(label == 1, jnp.clip((base - 1.7 * area) / (1.0 - area), 0.05, 0.95), base)
     dens = jnp.clip(base + 0.35 * _value_noise(ks, 3, g), 0.0, 0.95)
     at = lambda a, y, x: a[jnp.clip(y.astype(jnp.int32), 0, size - 1), jnp.clip(x.astype(jnp.int32), 0, size - 1)]
     free_at = lambda y, x: ~at(region, y, x) & (at(lumen, y, x) < 0.5)
+    if cue == "local" and not twin:
+        dens = dens * (1.0 - THIN_STRENGTH * at(_proximity(region, band_px(size)), cy, cx))
     lym_cov, lym_val = _nuclei(
         size, cell, (cu[0] < dens) & free_at(cy, cx), cy, cx, (1.3 + 0.45 * cu[1]) * k,
         0.8 + 0.2 * cu[2], cu[3] * jnp.pi, 1.05 + 0.4 * cu[4], 1.0, edge)
@@ -235,7 +292,7 @@ def _render_one(ks: _Pool, stain, label, tumor_area, size: int):
     od = (ch * hema)[..., None] * stain["h_vec"] + (ce * eosin)[..., None] * stain["e_vec"]
     od = od + 0.025 * ks.normal((size, size, 1))
     rgb = stain["i0"] * (0.97 + 0.03 * u[8]) * jnp.exp(-od)
-    return rgb, region
+    return rgb, mask
 
 
 def _slide_stain(seed_key, slide):
@@ -263,14 +320,21 @@ def _plan_one(seed_key, index, n_slides, tumor_fraction):
     return label, jnp.minimum((u[1] * n_slides).astype(jnp.int32), n_slides - 1)
 
 
-@functools.partial(jax.jit, static_argnames=("size",))
-def _generate_batch(seed_key, indices, n_slides, tumor_fraction, tumor_area, size: int):
+@functools.partial(jax.jit, static_argnames=("size", "cue", "counterfactual"))
+def _generate_batch(seed_key, indices, n_slides, tumor_fraction, tumor_area, size: int, cue: str,
+                    counterfactual: bool):
+    to_u8 = lambda rgb: jnp.clip(jnp.round(rgb), 0, 255).astype(jnp.uint8)  # noqa: E731
+
     def one(index):
         label, slide = _plan_one(seed_key, index, n_slides, tumor_fraction)
         key = jax.random.fold_in(jax.random.fold_in(seed_key, _TAG_PATCH), index)
-        pool = _Pool(key, _pool_size(size))
-        rgb, mask = _render_one(pool, _slide_stain(seed_key, slide), label, tumor_area, size)
-        return jnp.clip(jnp.round(rgb), 0, 255).astype(jnp.uint8), mask, label, slide
+        stain = _slide_stain(seed_key, slide)
+        rgb, mask = _render_one(_Pool(key, _pool_size(size)), stain, label, tumor_area, size, cue)
+        out = (to_u8(rgb), mask, label, slide)
+        if counterfactual:  # the same pool, consumed in the same order, every label term off
+            twin, _ = _render_one(_Pool(key, _pool_size(size)), stain, label, tumor_area, size, cue, twin=True)
+            out += (to_u8(twin),)
+        return out
 
     return jax.vmap(one)(indices)
 
@@ -287,13 +351,23 @@ def plan(indices, *, seed: int, n_slides: int = 20, tumor_fraction: float = 0.5)
 
 def generate(indices, *, seed: int, image_size: int = 64, n_slides: int = 20,
              tumor_fraction: float = 0.5, tumor_area: tuple[float, float] = (0.1, 0.8),
-             batch_size: int | None = None) -> dict[str, np.ndarray]:
+             batch_size: int | None = None, cue: str = "local",
+             counterfactual: bool = False) -> dict[str, np.ndarray]:
     """Renders patches by index. Returns numpy: image uint8 [N, S, S, 3], tumor_mask bool
     [N, S, S], label int32 [N] (1 = tumor, about `tumor_fraction` of them), slide int32 [N]
     (pseudo-slide id in [0, n_slides): patches of a slide share a stain), index int64 [N].
-    Patch i's bytes depend only on (seed, i, image_size, n_slides, tumor_fraction, tumor_area),
-    not on `batch_size` (patches per compiled call; default: 128 at 64x64, fewer when larger)."""
+    Patch i's bytes depend only on (seed, i, image_size, n_slides, tumor_fraction, tumor_area,
+    cue), not on `batch_size` (patches per compiled call; default: 128 at 64x64, fewer when larger).
+
+    cue: 'local' (the label changes pixels only within `reach_px(image_size)` of the tumor region)
+    or 'global' (tumor patches also have fewer lymphocytes everywhere: evidence outside the
+    annotation). counterfactual=True also returns twin uint8 [N, S, S, 3]: the same render with
+    every label-dependent term off, i.e. the patch without its tumor. A normal patch's twin is
+    the patch byte for byte; with cue 'local' a tumor patch's twin differs only within r of the
+    region."""
     _check_size(image_size)
+    if cue not in CUES:
+        raise ValueError(f"cue must be one of {CUES}, got {cue!r}")
     indices = np.asarray(indices, np.int64).reshape(-1)
     if n_slides < 1:
         raise ValueError(f"n_slides must be >= 1, got {n_slides}")
@@ -308,11 +382,15 @@ def generate(indices, *, seed: int, image_size: int = 64, n_slides: int = 20,
         batch_size = max(1, (128 * 64 * 64) // (s * s))
     out = {"image": np.empty((n, s, s, 3), np.uint8), "tumor_mask": np.empty((n, s, s), bool),
            "label": np.empty((n,), np.int32), "slide": np.empty((n,), np.int32), "index": indices}
+    names = ("image", "tumor_mask", "label", "slide")
+    if counterfactual:
+        out["twin"] = np.empty((n, s, s, 3), np.uint8)
+        names += ("twin",)
     key = root_key(seed)
     area = jnp.asarray(tumor_area, jnp.float32)
     def collect(start, res):
         m = min(batch_size, n - start)
-        for name, arr in zip(("image", "tumor_mask", "label", "slide"), res, strict=True):
+        for name, arr in zip(names, res, strict=True):
             out[name][start:start + m] = np.asarray(arr)[:m]
 
     pending = None  # one batch in flight: the next is dispatched before this one is copied out
@@ -320,7 +398,7 @@ def generate(indices, *, seed: int, image_size: int = 64, n_slides: int = 20,
         chunk = indices[start:start + batch_size]
         padded = np.pad(chunk, (0, batch_size - chunk.size), mode="edge")  # one compiled shape
         res = _generate_batch(key, jnp.asarray(padded, jnp.uint32), n_slides,
-                              float(tumor_fraction), area, s)
+                              float(tumor_fraction), area, s, cue, bool(counterfactual))
         if pending is not None:
             collect(*pending)
         pending = (start, res)

@@ -28,6 +28,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.tumor_fraction = 0.5
     c.tumor_area = (0.1, 0.8)  # range of the tumor-region share of a tumor patch
     c.split_by = "slide"  # or "patch" (the study's random patch-level split)
+    # synthetic: 'local' (tumor evidence only in and near the annotated region; counterfactual
+    # twins differ only there) or 'global' (tumor patches also lose lymphocytes everywhere, a cue
+    # outside the annotation: faithfulness and plausibility part ways)
+    c.cue = "local"
     c.fractions = (0.7, 0.15, 0.15)  # train / val / test
     c.stain_normalization = ""  # "" (none) or "macenko" (to the reference H&E stain)
     c.n_examples = 32  # patches in examples.png
@@ -152,7 +156,7 @@ def _source(ctx):
             n_patches=int(c.n_patches), image_size=int(ctx.config.image_size), seed=int(ctx.config.seed),
             n_slides=int(c.n_slides), tumor_fraction=float(c.tumor_fraction),
             tumor_area=tuple(float(v) for v in c.tumor_area), split_by=str(c.split_by),
-            fractions=tuple(float(v) for v in c.fractions))
+            fractions=tuple(float(v) for v in c.fractions), cue=str(c.cue))
     if c.stain_normalization:
         from ibo_jax.data.patches import StainNormalized
 

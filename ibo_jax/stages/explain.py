@@ -2,7 +2,9 @@
 
 Inputs: `data` (test split), `train_classifier` (the trained model).
 Outputs (explain/):
-  eval_set.npz    index int64 [N], image uint8 [N,H,W,3], label int32 [N], tumor_mask bool [N,H,W]
+  eval_set.npz    index int64 [N], image uint8 [N,H,W,3], label int32 [N], tumor_mask bool [N,H,W];
+                  twin uint8 [N,H,W,3] (the patches without their tumor: synthetic data only,
+                  `data.patches.counterfactual_twins`) or twin_unavailable str (why not)
   heatmaps.npz    methods str [M] (CAM methods, then controls), controls str [C],
                   heatmaps float16 [N,M,H,W] in [0,1], levels int8 [N,M,H,W] (1 = most important,
                   0 = excluded), n_levels int8 [N,M], k, valid bool [N,M] (CAM map not degenerate
@@ -164,6 +166,13 @@ def run(ctx) -> dict:
 
     ev = choose_eval_set(ctx.input_dir("data"), cfg, ctx.key)
     n, H, W, _ = ev["image"].shape
+    from ibo_jax.data.patches import counterfactual_twins
+
+    twins, why = counterfactual_twins(ctx.input_dir("data"), ev["index"], ev["image"])
+    if twins is not None:
+        ev["twin"] = twins
+    else:
+        ev["twin_unavailable"] = np.asarray(why)
     model = load_classifier(ctx.input_dir("train_classifier"))
     graphdef, state = nnx.split(model)
     if ctx.process_count == 1 and ctx.mesh is not None and ctx.mesh.devices.size > 1:
@@ -227,4 +236,5 @@ def run(ctx) -> dict:
         if m in seconds and mine:
             per_method[m]["ms_per_image"] = 1000.0 * seconds[m] / max(1, sum(min(batch, n - s) for s in mine))
     return {"n_images": n, "image_size": [H, W], "methods": names, "controls": controls,
+            "twins": "available" if twins is not None else why,
             "per_method": per_method, "seconds": time.time() - t0}

@@ -3,7 +3,7 @@
     spec = ModelSpec("resnet_small", num_classes=2)
     summary = train(spec, TrainConfig(epochs=3), train_batches=fn, steps_per_epoch=n, val=(x, y),
                     workdir=path, key=key)
-    model = load_classifier(path)          # eval mode, best-on-validation weights
+    model = ibo_jax.models.loaders.load_classifier(path)   # eval mode, best-on-validation weights
 
 The model is split once (`nnx.split` into graphdef, params, batch stats, rest); `train_step` and
 `eval_step` are plain `jax.jit` functions of (state, batch) that `nnx.merge` inside. Batches are
@@ -30,36 +30,14 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ibo_jax import io, parallel
-from ibo_jax.models import ARCHS, resnet_small
-
-FACTORIES: dict[str, Callable[..., nnx.Module]] = {**ARCHS, "resnet_small": resnet_small}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """What `model_config.json` holds: enough to rebuild the module."""
-
-    arch: str
-    num_classes: int
-    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def build(self, *, rngs: nnx.Rngs | None = None, dtype: Any = None) -> nnx.Module:
-        if self.arch not in FACTORIES:
-            raise ValueError(f"arch: expected one of {sorted(FACTORIES)}, got {self.arch!r}")
-        kw = dict(self.kwargs)
-        if dtype is not None:
-            kw["dtype"] = dtype
-        return FACTORIES[self.arch](int(self.num_classes), rngs=rngs or nnx.Rngs(0), **kw)
-
-    def to_json(self) -> dict:
-        return {"arch": self.arch, "num_classes": int(self.num_classes), "kwargs": dict(self.kwargs)}
+from ibo_jax.models.loaders import FACTORIES, ModelSpec, load_classifier, restore_pytree  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3                  # the demo's (the stage's defaults are these)
     schedule: str = "cosine"          # 'cosine' (with warmup) | 'constant'
     warmup_steps: int = 20
     weight_decay: float = 1e-4        # decoupled (AdamW); 0 = plain Adam
@@ -198,11 +176,6 @@ def _save(path: Path, tree) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _restore(path: Path, abstract):
-    with ocp.StandardCheckpointer() as ckpt:
-        return ckpt.restore(path.absolute(), abstract)
-
-
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str] | None = None) -> dict:
     """Accuracy, NLL, per-class precision/recall/F1/support, confusion matrix, ROC AUC (sklearn)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
@@ -329,7 +302,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
     best = io.read_json(workdir / "best.json") if (workdir / "best.json").exists() else {"accuracy": -1.0}
     history = io.read_json(workdir / "history.json") if (workdir / "history.json").exists() else []
     if ckpt_dir.exists():
-        saved = _restore(ckpt_dir, {k: v for k, v in state.items() if k != "rest"})
+        saved = restore_pytree(ckpt_dir, {k: v for k, v in state.items() if k != "rest"})
         state.update(saved)
     state = parallel.replicate(state, mesh)
     start = int(state["step"])
@@ -381,23 +354,6 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
     seconds = time.time() - t0
     return {"steps": int(state["step"]), "finished": not stopped, "best": best, "history": history,
             "train_seconds": seconds, "train_images_per_s": seen / seconds if seconds > 0 else None}
-
-
-def load_classifier(stage_dir: str | Path, *, dtype: Any = None) -> nnx.Module:
-    """Rebuilds the module from `model_config.json` and restores `model/` (orbax); eval mode."""
-    stage_dir = Path(stage_dir)
-    cfg_path, weights = stage_dir / "model_config.json", stage_dir / "model"
-    if not cfg_path.exists() or not weights.exists():
-        raise FileNotFoundError(f"{stage_dir}: expected model_config.json and model/ (a finished train_classifier stage)")
-    c = io.read_json(cfg_path)
-    spec = ModelSpec(c["arch"], int(c["num_classes"]), c.get("kwargs", {}))
-    abstract = nnx.eval_shape(lambda: spec.build(rngs=nnx.Rngs(0), dtype=dtype))
-    graphdef, params, stats, rest = nnx.split(abstract, nnx.Param, nnx.BatchStat, ...)
-    saved = _restore(weights, {"params": params, "stats": stats})
-    fresh_rest = nnx.split(spec.build(rngs=nnx.Rngs(0), dtype=dtype), nnx.Param, nnx.BatchStat, ...)[3]
-    model = nnx.merge(graphdef, saved["params"], saved["stats"], fresh_rest)
-    model.eval()
-    return model
 
 
 __all__ = ["FACTORIES", "ModelSpec", "TrainConfig", "array_batches", "augment_batch", "check_labels",

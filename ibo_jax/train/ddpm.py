@@ -7,42 +7,32 @@
 
 Data-parallel: pass `images` sharded over the mesh axis `data` (`ibo_jax.parallel.shard_batch`) and
 a replicated `state`; XLA inserts the gradient all-reduce. The finished model is written to the
-stage directory (`model.json` + `ema_params/` via orbax) and read back with `load_eps_model`.
-A DDPM trained with diffusers comes in through `load_diffusers_ddpm` (UNet + noise schedule).
+stage directory (`model.json` + `ema_params/` via orbax, `ibo_jax.models.loaders.save_eps_model`) and
+read back with `ibo_jax.models.loaders.load_eps_model`; a diffusers DDPM comes in through
+`loaders.load_diffusers_ddpm`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ibo_jax.io import write_json
-from ibo_jax.models.unet import UNet2DModel, UNetConfig
+from ibo_jax.models.loaders import (  # noqa: F401  (re-exported: the stage and old callers use them here)
+    EpsModel,
+    load_diffusers_ddpm,
+    load_eps_model,
+    make_apply,
+    save_eps_model,
+)
+from ibo_jax.models.unet import UNet2DModel
 from ibo_jax.repaint import diffusion
-
-
-@dataclasses.dataclass(frozen=True)
-class EpsModel:
-    """A trained epsilon network as a pure function: `apply(params, x_t, t) -> eps` [B, H, W, C]."""
-
-    apply: Callable[[Any, jax.Array, jax.Array], jax.Array]
-    params: Any
-    betas: np.ndarray  # float32 [T], the trained schedule
-    image_size: int
-
-    def __call__(self, x_t: jax.Array, t: jax.Array) -> jax.Array:
-        return self.apply(self.params, x_t, t)
+from ibo_jax.repaint.unconditional import sample  # noqa: F401  (re-exported)
 
 
 def make_optimizer(lr: float = 1e-4, warmup_steps: int = 500, weight_decay: float = 1e-6,
@@ -76,16 +66,6 @@ def dihedral_augment(x: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.take_along_axis(stacked, k[None, :, None, None, None], axis=0)[0]
 
 
-@functools.lru_cache(maxsize=64)
-def make_apply(graphdef: nnx.GraphDef) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-    """`apply(params, x_t, t) -> eps`; one function per graphdef, so jit caches keyed on it hit."""
-
-    def apply(params, x_t, t):
-        return nnx.merge(graphdef, params)(x_t, t)
-
-    return apply
-
-
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sched: diffusion.DiffusionSchedule,
                     *, ema_decay: float = 0.9999, augment: bool = True, dropout: bool = False) -> Callable:
     """jit-compiled `(state, images [B,H,W,3] in [0,1], key) -> (state, {'loss', 'grad_norm'})`."""
@@ -117,32 +97,6 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
     return jax.jit(step, donate_argnums=(0,))
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "shape", "num_steps", "T"))
-def _sample(apply, params, key, sched, tmap, *, shape, num_steps, T):
-    x = jax.random.normal(jax.random.fold_in(key, -1 & 0x7FFFFFFF), shape, jnp.float32)
-
-    def body(x, i):
-        t = jnp.full((shape[0],), i, jnp.int32)
-        eps = apply(params, x, jnp.take(tmap, t))
-        noise = jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32)
-        return diffusion.p_sample_step(sched, eps, x, t, noise, clip=True, var="fixed_small"), None
-
-    x, _ = jax.lax.scan(body, x, jnp.arange(num_steps - 1, -1, -1))
-    return x
-
-
-def sample(eps_model: EpsModel, key: jax.Array, n: int, *, num_steps: int = 50,
-           image_size: int | None = None) -> jax.Array:
-    """Plain ancestral DDPM over `num_steps` respaced steps -> images [n, S, S, 3] in [0, 1]."""
-    T = int(eps_model.betas.shape[0])
-    keep = diffusion.space_timesteps(T, min(num_steps, T))
-    betas_resp, tmap = diffusion.respace(eps_model.betas, keep)
-    s = image_size or eps_model.image_size
-    x = _sample(eps_model.apply, eps_model.params, key, diffusion.make_schedule(betas_resp),
-                jnp.asarray(tmap), shape=(n, s, s, 3), num_steps=len(keep), T=T)
-    return (x + 1.0) / 2.0
-
-
 # ---------------------------------------------------------------- checkpoints and export
 
 
@@ -163,81 +117,3 @@ def restore_checkpoint(mngr: ocp.CheckpointManager, state: dict) -> dict | None:
         return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-
-
-def save_eps_model(stage_dir: str | Path, config: UNetConfig, ema_params: Any, *, betas: np.ndarray,
-                   image_size: int, schedule: dict | None = None) -> None:
-    """Writes `model.json` (UNet config, schedule, image size) and `ema_params/` (orbax)."""
-    stage_dir = Path(stage_dir).absolute()
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(stage_dir / "ema_params", jax.tree.map(np.asarray, nnx.to_pure_dict(ema_params)), force=True)
-    ckptr.wait_until_finished()
-    write_json(stage_dir / "model.json", {"unet": config.to_dict(), "image_size": int(image_size),
-                                          "betas": np.asarray(betas, np.float64).tolist(),
-                                          "schedule": schedule or {}})
-
-
-def load_eps_model(stage_dir: str | Path, *, dtype: Any = None) -> EpsModel:
-    """The EMA epsilon model written by the train_ddpm stage (or `save_eps_model`)."""
-    stage_dir = Path(stage_dir).absolute()
-    meta_file = stage_dir / "model.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"load_eps_model: {meta_file} not found (has train_ddpm finished?)")
-    meta = json.loads(meta_file.read_text())
-    cfg = UNetConfig.from_dict(meta["unet"])
-    abstract = nnx.eval_shape(lambda: UNet2DModel(cfg, rngs=nnx.Rngs(0), dtype=dtype))
-    graphdef, params = nnx.split(abstract, nnx.Param)
-    target = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), nnx.to_pure_dict(params))
-    restored = ocp.StandardCheckpointer().restore(stage_dir / "ema_params", target)
-    nnx.replace_by_pure_dict(params, restored)
-    return EpsModel(apply=make_apply(graphdef), params=params,
-                    betas=np.asarray(meta["betas"], np.float32), image_size=int(meta["image_size"]))
-
-
-_DIFFUSERS_BETAS = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
-
-
-def load_diffusers_ddpm(path: str | Path, *, dtype: Any = None) -> tuple[UNet2DModel, dict | None]:
-    """A diffusers-trained DDPM: (the UNet as an NNX module, its noise schedule or None).
-
-    `path` is a UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors/.bin) or a
-    pipeline folder holding `unet/` (and usually `scheduler/`). The schedule comes from
-    `scheduler_config.json` in the pipeline's `scheduler/`, beside the UNet's files, or in
-    `../scheduler/`: {'kind', 'T', 'beta_start', 'beta_end'} as `diffusion.beta_schedule` takes
-    them (diffusers' 'linear' and 'squaredcos_cap_v2' = 'cosine'); None when there is no such file.
-    Errors name the file and field: an epsilon network is needed (prediction_type 'epsilon').
-    """
-    from ibo_jax.models.unet_convert import from_diffusers_unet
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"init_weights: {path} does not exist (expected a diffusers UNet2DModel "
-                                f"or pipeline folder)")
-    unet_dir = path / "unet" if (path / "unet" / "config.json").is_file() else path
-    candidates = [path / "scheduler" / "scheduler_config.json", unet_dir / "scheduler_config.json",
-                  unet_dir.parent / "scheduler" / "scheduler_config.json"]
-    sched_file = next((f for f in candidates if f.is_file()), None)
-    schedule = None
-    if sched_file is not None:
-        from ibo_jax.models.unet_convert import read_config_json
-
-        sc = read_config_json(sched_file)
-        if sc.get("prediction_type", "epsilon") != "epsilon":
-            raise ValueError(f"{sched_file}: prediction_type={sc['prediction_type']!r}; RePaint here needs an "
-                             f"epsilon-predicting DDPM ('epsilon')")
-        if sc.get("trained_betas") is not None:
-            raise ValueError(f"{sched_file}: trained_betas (an explicit beta list) is not supported; expected "
-                             f"beta_schedule in {sorted(_DIFFUSERS_BETAS)}")
-        kind = sc.get("beta_schedule", "linear")
-        if kind not in _DIFFUSERS_BETAS:
-            raise ValueError(f"{sched_file}: beta_schedule={kind!r} is not supported; expected one of "
-                             f"{sorted(_DIFFUSERS_BETAS)}")
-        schedule = {"kind": _DIFFUSERS_BETAS[kind], "T": int(sc.get("num_train_timesteps", 1000)),
-                    "beta_start": float(sc.get("beta_start", 1e-4)), "beta_end": float(sc.get("beta_end", 0.02)),
-                    "source": str(sched_file)}
-    model = from_diffusers_unet(unet_dir, dtype=dtype)
-    if model.config.in_channels != 3 or model.config.out_channels != 3:
-        raise ValueError(f"{unet_dir / 'config.json'}: in_channels={model.config.in_channels}, "
-                         f"out_channels={model.config.out_channels}; expected 3 and 3 (an RGB epsilon network; "
-                         f"learned-variance models with 6 outputs are not supported)")
-    return model, schedule

@@ -45,6 +45,38 @@ def pad_batch(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
     return np.concatenate([x, filler], axis=0), n
 
 
+def map_batches(fn, *arrays: np.ndarray, batch_size: int, pad: str = "zeros", pad_single: bool = False,
+                callback=None):
+    """fn(*batch) over consecutive batches of the arrays' leading axis, results trimmed and
+    concatenated (numpy; fn may return an array or a tuple / dict of arrays). None when empty.
+
+    The last batch is padded to `batch_size` when there is more than one batch (or always, with
+    pad_single), so one compiled shape serves every call; `pad`: 'zeros' or 'edge' (repeat the
+    last row). Which rows pad a batch can change a real row's float results on XLA:CPU, so each
+    caller keeps its own choice. `callback(rows_done)` runs after each batch (progress bars).
+    """
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"map_batches: arrays of different lengths {[len(a) for a in arrays]}")
+    if n == 0:
+        return None
+    if pad not in ("zeros", "edge"):
+        raise ValueError(f"map_batches: pad must be 'zeros' or 'edge', got {pad!r}")
+    outs = []
+    for start in range(0, n, batch_size):
+        part = [a[start:start + batch_size] for a in arrays]
+        m = len(part[0])
+        if m < batch_size and (n > batch_size or pad_single):
+            if pad == "edge":
+                part = [np.concatenate([p, np.repeat(p[-1:], batch_size - m, axis=0)]) for p in part]
+            else:
+                part = [np.pad(np.asarray(p), [(0, batch_size - m)] + [(0, 0)] * (np.ndim(p) - 1)) for p in part]
+        outs.append(jax.tree.map(lambda y, m=m: np.asarray(y)[:m], fn(*part)))
+        if callback is not None:
+            callback(start + m)
+    return jax.tree.map(lambda *ys: np.concatenate(ys), *outs)
+
+
 def shard_batch(tree, mesh: Mesh):
     """Host-local numpy batch (pytree) -> global jax.Arrays sharded on the batch axis.
 

@@ -6,6 +6,7 @@ Every draw for an example derives from the root key folded with that example's i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import jax
@@ -29,6 +30,45 @@ def fold(key: jax.Array, *identity: int | str) -> jax.Array:
 
 def root_key(seed: int) -> jax.Array:
     return jax.random.key(int(seed))
+
+
+def example_keys(key, batch: int, *, name: str = "key") -> jax.Array:
+    """Per-example typed keys [B] from one key (folded with the batch position 0..B-1) or keys [B].
+
+    Pass per-example keys (e.g. `row_keys` of image id, method, mask) so draws do not depend on
+    how examples are batched. Accepts typed keys and raw uint32 keys ([2] or [B, 2]).
+    """
+    if key is None:
+        raise ValueError(f"{name}: this function is random; pass a jax key or per-example keys [B]")
+    key = jax.numpy.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jax.numpy.uint32 or key.shape[-1:] != (2,):
+            raise ValueError(f"{name}: expected a jax key (jax.random.key) or keys [B], got {key.dtype}{key.shape}")
+        key = jax.random.wrap_key_data(key)
+    if key.shape == ():
+        return _positions(key, batch)
+    if key.shape == (batch,):
+        return key
+    raise ValueError(f"{name}: expected one key or per-example keys of shape [{batch}], got {key.shape}")
+
+
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _positions(key: jax.Array, batch: int) -> jax.Array:
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jax.numpy.arange(batch))
+
+
+def row_keys(base: jax.Array, ids) -> jax.Array:
+    """fold(base, *row) for every row of stable ints ids [R, P] (vectorized) -> typed keys [R]:
+    the key of an occluded image (image id, method, '<curve>:<mask>', draw) whatever its batch."""
+    ids = np.asarray(ids, np.int64)
+
+    def one(r):
+        k = base
+        for j in range(ids.shape[1]):
+            k = jax.random.fold_in(k, r[j])
+        return k
+
+    return jax.vmap(one)(jax.numpy.asarray(ids, jax.numpy.uint32))
 
 
 # --- counter-mode normals with an unrolled Threefry-2x32 -------------------------------------

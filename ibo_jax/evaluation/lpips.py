@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ibo_jax.parallel import map_batches
+
 HEADS_FILE = Path(__file__).resolve().parent / "data" / "lpips_alex_v0.1_heads.npz"
 CHANNELS = (64, 192, 384, 256, 256)
 # (torchvision features index, in, out, kernel, stride, padding, max-pool before this conv)
@@ -166,15 +168,8 @@ def make_lpips_fn(model: LPIPS, *, batch_size: int = 32):
             raise ValueError(f"LPIPS inputs: expected two equal [N, H, W, 3] arrays, got {a.shape}, {b.shape}")
         if a.shape[1] < 32 or a.shape[2] < 32:
             raise ValueError(f"LPIPS inputs: AlexNet needs images of at least 32x32, got {a.shape[1:3]}")
-        out = []
-        for s in range(0, a.shape[0], batch_size):
-            xa, xb = a[s : s + batch_size], b[s : s + batch_size]
-            n = xa.shape[0]
-            if n < batch_size and a.shape[0] > batch_size:  # pad the tail: one compiled shape
-                pad = ((0, batch_size - n), (0, 0), (0, 0), (0, 0))
-                xa, xb = np.pad(xa, pad), np.pad(xb, pad)
-            out.append(np.asarray(dist(state, xa, xb))[:n])
-        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+        out = map_batches(lambda xa, xb: dist(state, xa, xb), a, b, batch_size=batch_size)
+        return np.zeros((0,), np.float32) if out is None else out
 
     return fn
 
@@ -195,7 +190,7 @@ def load_lpips_vgg(*, batch_size: int = 16):
     def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a = np.asarray(a, np.float32)
         b = np.asarray(b, np.float32)
-        out = [np.asarray(apply(params, a[s : s + batch_size], b[s : s + batch_size]))
+        out = [np.asarray(apply(params, a[s : s + batch_size], b[s : s + batch_size]))  # unpadded, as lpips-j
                for s in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 

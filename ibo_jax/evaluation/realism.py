@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from ibo_jax.checks import check_finite
+from ibo_jax.parallel import map_batches
 
 
 @functools.partial(jax.jit, static_argnames=("data_range",))
@@ -125,14 +126,8 @@ def make_feature_fn(model: nnx.Module, *, batch_size: int = 32):
         x = np.asarray(images, np.float32)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"features: expected images [N, H, W, 3], got {x.shape}")
-        out = []
-        for s in range(0, len(x), batch_size):
-            xb = x[s : s + batch_size]
-            n = len(xb)
-            if n < batch_size and len(x) > batch_size:
-                xb = np.pad(xb, ((0, batch_size - n), (0, 0), (0, 0), (0, 0)))
-            out.append(np.asarray(pooled(state, xb))[:n])
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        out = map_batches(lambda xb: pooled(state, xb), x, batch_size=batch_size)
+        return np.zeros((0, 0), np.float32) if out is None else out
 
     return fn
 
@@ -152,13 +147,6 @@ def pair_metrics(original: np.ndarray, occluded: np.ndarray, *, batch_size: int 
     b = np.asarray(occluded, np.float32)
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(f"pair_metrics: expected two equal [N, H, W, C] arrays, got {a.shape} and {b.shape}")
-    out = {"psnr": [], "ssim": []}
-    for s in range(0, len(a), batch_size):
-        xa, xb = a[s : s + batch_size], b[s : s + batch_size]
-        n = len(xa)
-        if n < batch_size and len(a) > batch_size:
-            pad = ((0, batch_size - n), (0, 0), (0, 0), (0, 0))
-            xa, xb = np.pad(xa, pad), np.pad(xb, pad)
-        out["psnr"].append(np.minimum(np.asarray(psnr(xa, xb)), PSNR_CAP_DB)[:n])
-        out["ssim"].append(np.asarray(ssim(xa, xb))[:n])
-    return {k: (np.concatenate(v) if v else np.zeros((0,), np.float32)) for k, v in out.items()}
+    out = map_batches(lambda xa, xb: {"psnr": np.minimum(np.asarray(psnr(xa, xb)), PSNR_CAP_DB),
+                                      "ssim": ssim(xa, xb)}, a, b, batch_size=batch_size)
+    return {k: np.zeros((0,), np.float32) for k in ("psnr", "ssim")} if out is None else out

@@ -12,7 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ibo_jax.occlusion.simple import check_inputs, example_keys
+from ibo_jax.occlusion.simple import check_inputs
+from ibo_jax.rng import example_keys
 
 
 def _one(image: jax.Array, remove: jax.Array, key: jax.Array) -> jax.Array:

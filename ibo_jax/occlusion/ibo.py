@@ -12,7 +12,6 @@ image id, method and mask) so a draw does not depend on batching or on where a r
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -20,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ibo_jax.occlusion.simple import check_inputs, example_keys
+from ibo_jax.occlusion.simple import check_inputs
+from ibo_jax.parallel import map_batches
 from ibo_jax.repaint.sampler import inpaint
+from ibo_jax.rng import example_keys
 
 
 def _resize(x: jax.Array, size: int) -> jax.Array:
@@ -48,12 +49,12 @@ def ibo(
     """RePaint occlusion: [B, H, W, 3] in [0, 1], or [B, n_draws, H, W, 3] when n_draws > 1.
 
     eps_model: an `EpsModel` (`apply(params, x_t, t)`, `params`, `betas` [T], `image_size`), as
-    returned by `ibo_jax.train.ddpm.load_eps_model`. `stats`, if given, receives seconds,
+    returned by `ibo_jax.models.loaders.load_eps_model`. `stats`, if given, receives seconds,
     inpaintings and inpaintings/s.
     """
     if eps_model is None or not all(hasattr(eps_model, a) for a in ("apply", "params", "betas", "image_size")):
         raise ValueError("ibo: eps_model= must be an EpsModel (apply, params, betas, image_size); "
-                         "load one with ibo_jax.train.ddpm.load_eps_model(workdir / 'train_ddpm')")
+                         "load one with ibo_jax.models.loaders.load_eps_model(workdir / 'train_ddpm')")
     if batch_size < 1:
         raise ValueError(f"ibo: batch_size must be >= 1, got {batch_size}")
     images, remove_mask = check_inputs(images, remove_mask)
@@ -76,29 +77,27 @@ def ibo(
             bar = tqdm(total=b * n_draws, desc="ibo", unit="inpaint")
         except ImportError:
             bar = None
-    def rows(a, start, stop, pad):  # a chunk padded to the fixed size by repeating its last row
-        return jnp.concatenate([a[start:stop]] + [a[stop - 1:stop]] * pad) if pad else a[start:stop]
+    betas = np.asarray(eps_model.betas, np.float64)
 
-    outs, t0 = [], time.perf_counter()
-    for start in range(0, b, chunk):
-        stop = min(start + chunk, b)
-        pad = chunk - (stop - start)
-        sl = functools.partial(rows, start=start, stop=stop, pad=pad)
-        out = inpaint(
-            eps_model.apply, sl(x), sl(keep), sl(keys), betas=np.asarray(eps_model.betas, np.float64), t_T=t_T,
-            jump_length=jump_length, jump_n_sample=jump_n_sample, params=eps_model.params, eta=eta,
-            n_draws=n_draws, compute_dtype=compute_dtype, mesh=mesh,
-        )
-        outs.append(np.asarray(out)[: stop - start])
+    def one_chunk(xc, keepc, kd):  # a chunk padded to the fixed size by repeating its last row
+        return inpaint(eps_model.apply, xc, keepc, jax.random.wrap_key_data(kd), betas=betas, t_T=t_T,
+                       jump_length=jump_length, jump_n_sample=jump_n_sample, params=eps_model.params, eta=eta,
+                       n_draws=n_draws, compute_dtype=compute_dtype, mesh=mesh)
+
+    def tick(done):
         if bar is not None:
-            bar.update((stop - start) * n_draws)
-            bar.set_postfix(per_s=f"{(stop * n_draws) / (time.perf_counter() - t0):.2f}")
+            bar.update(done * n_draws - bar.n)
+            bar.set_postfix(per_s=f"{(done * n_draws) / (time.perf_counter() - t0):.2f}")
+
+    t0 = time.perf_counter()
+    gen = map_batches(one_chunk, np.asarray(x), np.asarray(keep), np.asarray(jax.random.key_data(keys)),
+                      batch_size=chunk, pad="edge", callback=tick)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
     if stats is not None:
         stats.update(seconds=seconds, inpaintings=b * n_draws, per_s=b * n_draws / max(seconds, 1e-9))
-    gen = jnp.asarray(np.concatenate(outs)) if outs else jnp.zeros((0,) + x.shape[1:], jnp.float32)
+    gen = jnp.asarray(gen) if gen is not None else jnp.zeros((0,) + x.shape[1:], jnp.float32)
     if n_draws > 1:
         gen = gen.reshape((b * n_draws,) + gen.shape[2:])
     if (h, w) != (size, size):

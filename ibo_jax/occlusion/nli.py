@@ -27,7 +27,8 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from ibo_jax.occlusion.simple import check_inputs, example_keys
+from ibo_jax.occlusion.simple import check_inputs
+from ibo_jax.rng import example_keys
 
 NEIGHBOURS = (
     ((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),

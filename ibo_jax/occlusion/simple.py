@@ -42,26 +42,6 @@ def check_inputs(images, remove_mask) -> tuple[jax.Array, jax.Array]:
     return jnp.clip(images, 0.0, 1.0), remove_mask
 
 
-def example_keys(key, batch: int, *, name: str = "key") -> jax.Array:
-    """Per-example typed keys [B] from one key (folded with the batch position) or keys [B].
-
-    Pass per-example keys (e.g. `ibo_jax.rng.fold(root, image_id, ...)` stacked) so the draws do
-    not depend on how examples are batched. Accepts typed keys and raw uint32 keys.
-    """
-    if key is None:
-        raise ValueError(f"{name}: this strategy is random; pass a jax key or per-example keys [B]")
-    key = jnp.asarray(key)
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
-            raise ValueError(f"{name}: expected a jax key (jax.random.key) or keys [B], got {key.dtype}{key.shape}")
-        key = jax.random.wrap_key_data(key)
-    if key.shape == ():
-        return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch))
-    if key.shape == (batch,):
-        return key
-    raise ValueError(f"{name}: expected one key or per-example keys of shape [{batch}], got {key.shape}")
-
-
 @jax.jit
 def _blacken(images: jax.Array, remove_mask: jax.Array) -> jax.Array:
     return jnp.where(remove_mask[..., None], 0.0, images)

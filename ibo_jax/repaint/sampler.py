@@ -131,23 +131,15 @@ def _inpaint_core(params, sched, tables, n_calls, x0, keep, keys, *, eps_fn, has
     return keep * x0 + (1.0 - keep) * x
 
 
-@functools.partial(jax.jit, static_argnames=("batch", "n_draws"))
-def _expand_keys(key: jax.Array, *, batch: int, n_draws: int) -> jax.Array:
-    """[B * n_draws] typed keys, the draws of one example adjacent: fold_in(fold_in(key, b), d)
-    for a single key, fold_in(key_b, d) for one key per example (one small compiled call)."""
-    if key.ndim == 0:
-        key = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch))
-    return jax.vmap(lambda k: jax.vmap(lambda d: jax.random.fold_in(k, d))(jnp.arange(n_draws)))(key).reshape(-1)
+@functools.partial(jax.jit, static_argnames=("n_draws",))
+def _draw_keys(keys: jax.Array, *, n_draws: int) -> jax.Array:
+    """[B] keys -> [B * n_draws], the draws of one example adjacent: fold_in(key_b, d)."""
+    return jax.vmap(lambda k: jax.vmap(lambda d: jax.random.fold_in(k, d))(jnp.arange(n_draws)))(keys).reshape(-1)
 
 
 def _as_keys(key: Any, batch: int, n_draws: int = 1) -> jax.Array:
     """Typed keys [batch * n_draws]: a single key is folded with the example's position (0..batch-1)."""
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
-    if key.ndim != 0 and key.shape != (batch,):
-        raise ValueError(f"inpaint: key must be a single key or one per example [{batch}], got shape {key.shape}")
-    return _expand_keys(key, batch=batch, n_draws=n_draws)
+    return _draw_keys(rng.example_keys(key, batch, name="inpaint: key"), n_draws=n_draws)
 
 
 @functools.lru_cache(maxsize=64)

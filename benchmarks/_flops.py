@@ -11,8 +11,6 @@ with other implementations; ibo_jax's sub-pixel upsampling executes fewer (`gflo
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 
 
@@ -25,14 +23,8 @@ def hlo_flops(fn, *args) -> float:
     return float(cost["flops"])
 
 
-@contextlib.contextmanager
-def nominal_unet():
-    """Traces the UNet with direct upsampling (the architecture's own FLOP count)."""
-    from ibo_jax.models.unet import Upsample2D
+def nominal_unet(model):
+    """The UNet with direct upsampling: what the architecture's own FLOP count is traced from."""
+    from ibo_jax.models.unet import reformulate
 
-    old = Upsample2D.subpixel
-    Upsample2D.subpixel = False
-    try:
-        yield
-    finally:
-        Upsample2D.subpixel = old
+    return reformulate(model, upsample="direct")

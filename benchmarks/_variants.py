@@ -11,51 +11,49 @@ the targets with the formulation that wins there.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 
 import jax
-from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ibo_jax.models import unet as U  # noqa: E402
 
+# name -> UNetConfig formulation fields (same parameters, same function up to rounding)
 VARIANTS = {
     "ibo": {},
-    "direct_up": {"subpixel": False},
-    "flax_gn": {"flax_gn": True},
-    "gn_alt": {"gn_alt": True},
-    "dpa": {"dpa": True},
-    "previous": {"subpixel": False, "flax_gn": True, "dpa": True},
+    "direct_up": {"upsample": "direct"},
+    "flax_gn": {"group_norm": "flax"},
+    "gn_alt": {"group_norm": "reshape" if jax.default_backend() == "cpu" else "matmul"},  # the other backend's way
+    "dpa": {"attention_impl": "dot_product"},
+    "previous": {"upsample": "direct", "group_norm": "flax", "attention_impl": "dot_product"},
 }
+CURRENT: dict = {}  # the formulation `use(name)` chose for the benchmark that runs
 
 
-@contextlib.contextmanager
-def variant(subpixel: bool = True, flax_gn: bool = False, dpa: bool = False, gn_alt: bool = False):
-    """Models built and traced inside use this formulation (class attributes, restored on exit)."""
-    old = (U.Upsample2D.subpixel, U._Layers.norm, U.attention, U.GroupNorm.group_matmul)
-    U.Upsample2D.subpixel = subpixel
-    if gn_alt:
-        U.GroupNorm.group_matmul = jax.default_backend() != "cpu"
-    if flax_gn:
-        U._Layers.norm = lambda self, c, groups, eps: nnx.GroupNorm(
-            c, num_groups=groups, epsilon=eps, dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
-    if dpa:
-        U.attention = jax.nn.dot_product_attention
-    try:
-        yield
-    finally:
-        U.Upsample2D.subpixel, U._Layers.norm, U.attention, U.GroupNorm.group_matmul = old
-
-
-def named(name: str):
-    """The context manager of a variant by name (ValueError naming the known ones)."""
+def formulation(name: str) -> dict:
+    """The UNetConfig fields of a variant by name (ValueError naming the known ones)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown UNet variant {name!r}; known: {', '.join(VARIANTS)}")
-    return variant(**VARIANTS[name])
+    return dict(VARIANTS[name])
+
+
+def use(name: str) -> None:
+    """Benchmarks build their UNets in this variant from now on (`unet2d`, `apply`)."""
+    CURRENT.clear()
+    CURRENT.update(formulation(name))
+
+
+def unet2d(*args, **kwargs):
+    """`ibo_jax.models.unet.unet2d` in the current variant."""
+    return U.unet2d(*args, **{**CURRENT, **kwargs})
+
+
+def apply(model):
+    """An already built UNet (e.g. imported from diffusers) in the current variant."""
+    return U.reformulate(model, **CURRENT) if CURRENT else model
 
 
 def best(rows: list[dict], margin: float = 0.02) -> str:

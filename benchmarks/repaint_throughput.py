@@ -43,8 +43,9 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _variants as V  # noqa: E402
 from _flops import hlo_flops, nominal_unet  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
-from _variants import VARIANTS, named  # noqa: E402
+from _variants import VARIANTS, unet2d  # noqa: E402  (the library's builder, in the chosen variant)
 
 from ibo_jax.repaint import beta_schedule, inpaint, schedule_cost  # noqa: E402
 
@@ -56,12 +57,12 @@ def _apply_fn(graphdef):
     return apply
 
 
-def _unet_flops(apply, params, batch: int, size: int) -> float:
+def _unet_flops(model, batch: int, size: int) -> float:
     """The architecture's nominal FLOPs per image (direct upsampling, as diffusers computes it)."""
+    graphdef, params = nnx.split(nominal_unet(model))
     x = jnp.zeros((batch, size, size, 3), jnp.float32)
     t = jnp.zeros((batch,), jnp.int32)
-    with nominal_unet():
-        return hlo_flops(apply, params, x, t) / batch
+    return hlo_flops(_apply_fn(graphdef), params, x, t) / batch
 
 
 def _time_inpaint(apply, params, x0, keep, sched: tuple, repeats: int, **kw) -> float:
@@ -78,8 +79,6 @@ def _time_inpaint(apply, params, x0, keep, sched: tuple, repeats: int, **kw) -> 
 
 
 def gpu(args) -> dict:
-    from ibo_jax.models import unet2d
-
     size = args.size
     # The module's own bf16 path (bf16 convolutions and attention, fp32 norms); casting the
     # parameters alone leaves an fp32 module computing in fp32 (measured: TF32 speed).
@@ -89,7 +88,7 @@ def gpu(args) -> dict:
                    dtype=mdtype) if args.smoke else unet2d(dtype=mdtype, attention_head_dim=args.head_dim)
     graphdef, params = nnx.split(model)
     apply = _apply_fn(graphdef)
-    flops = _unet_flops(apply, params, 1, size)
+    flops = _unet_flops(model, 1, size)
     full = schedule_cost(250, 10, 10)
     calls = args.calls
     plain = (calls, 1, 1)  # no jumps: `calls` network calls, no undo steps
@@ -131,7 +130,7 @@ def _diffusers_pair(channels, layers, size, seed=0):
                        layers_per_block=layers, down_block_types=("DownBlock2D",) * len(channels),
                        up_block_types=("UpBlock2D",) * len(channels), norm_num_groups=groups,
                        attention_head_dim=8).eval()
-    ours = from_diffusers_unet((dict(unet.config), unet.state_dict()))
+    ours = V.apply(from_diffusers_unet((dict(unet.config), unet.state_dict())))
     return unet, ours
 
 
@@ -199,8 +198,8 @@ def cpu(args) -> dict:
     out = {"bench": "repaint_throughput_cpu", "device": "cpu", "smoke": args.smoke, "cases": [],
            "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg()[0]}
     for name, ch, layers, size, b, sched in cases:
-        unet, ours = _diffusers_pair(ch, layers, size)
-        graphdef, params = nnx.split(ours)
+        unet, ours_model = _diffusers_pair(ch, layers, size)
+        graphdef, params = nnx.split(ours_model)
         apply = _apply_fn(graphdef)
         rng = np.random.default_rng(0)
         x0 = rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
@@ -217,7 +216,7 @@ def cpu(args) -> dict:
         best = _alternate({"ibo_jax": ours, "diffusers": _diffusers_runner(unet, x0, keep, sched)}, args.repeats)
         s_jax, s_diff = best["ibo_jax"], best["diffusers"]
         calls = schedule_cost(*sched).unet_calls
-        flops = _unet_flops(apply, params, b, size)
+        flops = _unet_flops(ours_model, b, size)
         x = jnp.zeros((b, size, size, 3), jnp.float32)
         executed = hlo_flops(apply, params, x, jnp.zeros((b,), jnp.int32)) / b
         out["cases"].append({"case": name, "channels": list(ch), "layers": layers, "size": size, "batch": b,
@@ -249,8 +248,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.smoke:
         args.size, args.calls, args.batches, args.repeats = 16, 8, [1, 2], 1
-    with named(args.variant):
-        out = gpu(args) if args.gpu else cpu(args)
+    V.use(args.variant)
+    out = gpu(args) if args.gpu else cpu(args)
     print(json.dumps({**out, "variant": args.variant}), flush=True)
 
 

@@ -25,14 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _variants as V  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _flops import hlo_flops, nominal_unet  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
-from _variants import VARIANTS, named  # noqa: E402
+from _variants import VARIANTS, unet2d  # noqa: E402  (the library's builder, in the chosen variant)
 from flax import nnx  # noqa: E402
-
-from ibo_jax.models.unet import unet2d  # noqa: E402
 
 
 def _time(fn, *args, iters: int, warmup: int = 2) -> float:
@@ -57,13 +56,10 @@ def forward_fn(graphdef):
 
 def flops_per_image(model, size: int, nominal: bool = True) -> float:
     """nominal: the architecture's FLOPs (direct upsampling); False: what ibo_jax executes."""
-    graphdef, params = nnx.split(model)
+    graphdef, params = nnx.split(nominal_unet(model) if nominal else model)
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     t = jax.ShapeDtypeStruct((1,), jnp.int32)
-    if not nominal:
-        return hlo_flops(forward_fn(graphdef), params, x, t)
-    with nominal_unet():
-        return hlo_flops(forward_fn(graphdef), params, x, t)
+    return hlo_flops(forward_fn(graphdef), params, x, t)
 
 
 def gpu(smoke: bool) -> dict:
@@ -130,7 +126,7 @@ def cpu(smoke: bool) -> dict:
                     down_block_types=("DownBlock2D",) * (len(ch) - 1) + ("AttnDownBlock2D",),
                     up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (len(ch) - 1),
                     attention_head_dim=8).eval()
-    model = from_diffusers_unet((ref.config, ref.state_dict()))
+    model = V.apply(from_diffusers_unet((ref.config, ref.state_dict())))
     graphdef, params = nnx.split(model)
     f = forward_fn(graphdef)
     x = np.random.default_rng(0).uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
@@ -169,8 +165,8 @@ def main(argv=None) -> None:
     p.add_argument("--variant", default="ibo", choices=list(VARIANTS),
                    help="UNet formulation (benchmarks/_variants.py; gpu_suite.sh passes the fastest)")
     a = p.parse_args(argv)
-    with named(a.variant):
-        out = gpu(a.smoke) if a.gpu else cpu(a.smoke)
+    V.use(a.variant)
+    out = gpu(a.smoke) if a.gpu else cpu(a.smoke)
     out["jax"], out["backend"], out["variant"] = jax.__version__, jax.default_backend(), a.variant
     out["host_cpus"] = os.cpu_count()
     print(json.dumps(out))

@@ -32,7 +32,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _flops import hlo_flops, nominal_unet  # noqa: E402
-from _variants import VARIANTS, variant  # noqa: E402
+from _variants import VARIANTS, formulation  # noqa: E402
 
 from ibo_jax.models import unet as U  # noqa: E402
 
@@ -54,24 +54,20 @@ def main(argv=None) -> None:
         arch, size, b, dtype, rounds = dict(block_out_channels=(32, 64, 128), norm_num_groups=8,
                                             attention_head_dim=8), 64, 8, None, 5
     b, rounds = a.batch or b, a.rounds or rounds
-    base_state = nnx.state(U.unet2d(**arch, dtype=dtype))
+    base = U.unet2d(**arch, dtype=dtype)
     x = jax.random.normal(jax.random.key(0), (b, size, size, 3), jnp.float32)
     t = jnp.full((b,), 500, jnp.int32)
     fns, compile_s, outs = {}, {}, {}
     for name in a.variants:
-        with variant(**VARIANTS[name]):
-            model = U.unet2d(**arch, dtype=dtype)
-            nnx.update(model, base_state)
-            graphdef, params = nnx.split(model)
-            fn = jax.jit(lambda p, x, t, g=graphdef: nnx.merge(g, p)(x, t))  # traced inside the variant
-            t0 = time.perf_counter()
-            outs[name] = np.asarray(jax.block_until_ready(fn(params, x, t)))
-            compile_s[name] = time.perf_counter() - t0
-            jax.block_until_ready(fn(params, x, t))
-            fns[name] = (fn, params)
-    with nominal_unet():
-        graphdef, params = nnx.split(U.unet2d(**arch, dtype=dtype))
-        gflop = hlo_flops(lambda p, x, t: nnx.merge(graphdef, p)(x, t), params, x[:1], t[:1]) / 1e9
+        graphdef, params = nnx.split(U.reformulate(base, **formulation(name)))  # same parameters
+        fn = jax.jit(lambda p, x, t, g=graphdef: nnx.merge(g, p)(x, t))
+        t0 = time.perf_counter()
+        outs[name] = np.asarray(jax.block_until_ready(fn(params, x, t)))
+        compile_s[name] = time.perf_counter() - t0
+        jax.block_until_ready(fn(params, x, t))
+        fns[name] = (fn, params)
+    graphdef, params = nnx.split(nominal_unet(base))
+    gflop = hlo_flops(lambda p, x, t: nnx.merge(graphdef, p)(x, t), params, x[:1], t[:1]) / 1e9
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for name, (fn, params) in fns.items():

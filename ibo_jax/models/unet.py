@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+FORMULATIONS = {"upsample": ("subpixel", "direct"), "group_norm": ("auto", "matmul", "reshape", "flax"),
+                "attention_impl": ("auto", "einsum", "dot_product")}
 DOWN_TYPES = ("DownBlock2D", "AttnDownBlock2D")
 UP_TYPES = ("UpBlock2D", "AttnUpBlock2D")
 
@@ -46,8 +48,16 @@ class UNetConfig:
     dropout: float = 0.0
     downsample_padding: int = 1
     time_embedding_dim: int | None = None
+    # How the same function is computed (not part of diffusers' config; old model.json files and
+    # diffusers imports get these defaults): see GroupNorm, attention() and Upsample2D.
+    upsample: str = "subpixel"  # 'subpixel' (four 2x2 convolutions) or 'direct' (nearest x2, 3x3)
+    group_norm: str = "auto"  # 'auto' (matmul on the CPU, reshape elsewhere), 'matmul', 'reshape', 'flax'
+    attention_impl: str = "auto"  # 'auto' (einsum on the CPU), 'einsum', 'dot_product'
 
     def __post_init__(self):
+        for name, allowed in FORMULATIONS.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"UNetConfig: {name}={getattr(self, name)!r}; expected one of {allowed}")
         n = len(self.block_out_channels)
         if len(self.down_block_types) != n or len(self.up_block_types) != n:
             raise ValueError(
@@ -90,10 +100,10 @@ def timestep_embedding(t: jax.Array, dim: int, flip_sin_to_cos: bool, freq_shift
 
 
 class _Layers:
-    """Layer factories sharing dtype / param_dtype / rngs."""
+    """Layer factories sharing dtype / param_dtype / rngs and the config's GroupNorm formulation."""
 
-    def __init__(self, dtype, param_dtype, rngs: nnx.Rngs):
-        self.dtype, self.param_dtype, self.rngs = dtype, param_dtype, rngs
+    def __init__(self, dtype, param_dtype, rngs: nnx.Rngs, group_norm: str = "auto"):
+        self.dtype, self.param_dtype, self.rngs, self.group_norm = dtype, param_dtype, rngs, group_norm
 
     def conv(self, cin, cout, k=3, stride=1, padding=1):
         return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((padding, padding),) * 2,
@@ -103,7 +113,10 @@ class _Layers:
         return nnx.Linear(cin, cout, dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
 
     def norm(self, c, groups, eps):
-        return GroupNorm(c, groups, eps, dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.group_norm == "flax":
+            return nnx.GroupNorm(c, num_groups=groups, epsilon=eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                                 rngs=self.rngs)
+        return GroupNorm(c, groups, eps, dtype=self.dtype, param_dtype=self.param_dtype, mode=self.group_norm)
 
 
 class GroupNorm(nnx.Module):
@@ -115,16 +128,16 @@ class GroupNorm(nnx.Module):
     `nnx.GroupNorm`'s, whose single reduction over the non-contiguous (H, W, C/G) axes is slow on
     XLA:CPU: this is 1.5-6x faster there. Channels -> groups (and back) is a [C, G] one-hot matmul
     on the CPU, where XLA would otherwise merge a reshape-sum back into the slow reduction, and a
-    reshape-sum elsewhere (no tiny GEMM launches per norm on accelerators). `group_matmul`
-    overrides the choice (tests, benchmarks).
+    reshape-sum elsewhere (no tiny GEMM launches per norm on accelerators). `mode` ('auto',
+    'matmul', 'reshape': `UNetConfig.group_norm`) overrides the choice.
     """
 
-    group_matmul: bool | None = None  # None: by backend (True on the CPU)
-
-    def __init__(self, c: int, groups: int, eps: float, *, dtype=None, param_dtype=jnp.float32):
+    def __init__(self, c: int, groups: int, eps: float, *, dtype=None, param_dtype=jnp.float32, mode: str = "auto"):
         if c % groups:
             raise ValueError(f"GroupNorm: {c} channels not divisible by {groups} groups")
-        self.num_features, self.num_groups, self.epsilon, self.dtype = c, groups, eps, dtype
+        if mode not in ("auto", "matmul", "reshape"):
+            raise ValueError(f"GroupNorm: mode {mode!r}; expected 'auto', 'matmul' or 'reshape'")
+        self.num_features, self.num_groups, self.epsilon, self.dtype, self.mode = c, groups, eps, dtype, mode
         self.scale = nnx.Param(jnp.ones((c,), param_dtype))
         self.bias = nnx.Param(jnp.zeros((c,), param_dtype))
 
@@ -132,7 +145,7 @@ class GroupNorm(nnx.Module):
         b, c, g = x.shape[0], x.shape[-1], self.num_groups
         dtype = self.dtype or jnp.result_type(x.dtype, self.scale.dtype)
         xf = x.reshape(b, -1, c).astype(jnp.float32)
-        use_matmul = self.group_matmul if self.group_matmul is not None else jax.default_backend() == "cpu"
+        use_matmul = self.mode == "matmul" or (self.mode == "auto" and jax.default_backend() == "cpu")
         if use_matmul:
             onehot = (jnp.arange(c)[:, None] // (c // g) == jnp.arange(g)[None, :]).astype(jnp.float32)
             hi = jax.lax.Precision.HIGHEST  # the group sums must not drop to bf16/TF32 passes
@@ -184,7 +197,8 @@ class ResnetBlock2D(nnx.Module):
 class Attention(nnx.Module):
     """diffusers' `Attention` as used by UNet2DModel: GroupNorm, q/k/v, out, residual."""
 
-    def __init__(self, c: int, head_dim: int | None, groups: int, eps: float, L: _Layers):
+    def __init__(self, c: int, head_dim: int | None, groups: int, eps: float, L: _Layers, impl: str = "auto"):
+        self.impl = impl
         self.head_dim = head_dim or c
         self.heads = c // self.head_dim
         self.group_norm = L.norm(c, groups, eps)
@@ -195,20 +209,21 @@ class Attention(nnx.Module):
         B, H, W, C = x.shape
         h = self.group_norm(x).reshape(B, H * W, C)
         q, k, v = (f(h).reshape(B, H * W, self.heads, self.head_dim) for f in (self.to_q, self.to_k, self.to_v))
-        o = attention(q, k, v)  # [B, HW, heads, head_dim]
+        o = attention(q, k, v, impl=self.impl)  # [B, HW, heads, head_dim]
         o = self.to_out[0](o.reshape(B, H * W, C))
         return x + o.reshape(B, H, W, C)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, impl: str = "auto") -> jax.Array:
     """Softmax attention, q/k/v [B, T, heads, head_dim] -> [B, T, heads, head_dim].
 
     GPUs and TPUs: `jax.nn.dot_product_attention` (cuDNN flash attention where the shapes allow).
     CPU: heads-major einsums with the softmax over the minor axis; XLA:CPU lowers the fused
     [B, T, heads, head_dim] path to a transposing copy of the score matrix, measured 1.2-2.5x
     slower for the whole attention at 256 tokens. Same maths (scale 1/sqrt(head_dim), max-subtracted softmax).
+    impl: 'auto' (by backend), 'einsum' or 'dot_product' (`UNetConfig.attention_impl`).
     """
-    if jax.default_backend() != "cpu":
+    if impl == "dot_product" or (impl == "auto" and jax.default_backend() != "cpu"):
         return jax.nn.dot_product_attention(q, k, v)
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, heads, T, d]
@@ -238,12 +253,11 @@ class Upsample2D(nnx.Module):
     taps that land on the same input pixel summed. So each of the four output phases is a 2x2
     convolution of x, and the layer costs 16 instead of 36 multiply-adds per input pixel and
     channel pair (2.25x fewer FLOPs; measured 1.3-2.1x faster on XLA:CPU). `subpixel=False`
-    computes it the direct way (kept for benchmarks and tests).
+    (`UNetConfig.upsample = 'direct'`) computes it the direct way.
     """
 
-    subpixel = True
-
-    def __init__(self, c: int, L: _Layers):
+    def __init__(self, c: int, L: _Layers, subpixel: bool = True):
+        self.subpixel = subpixel
         self.conv = L.conv(c, c)
 
     def __call__(self, x):  # [B, H, W, C] -> [B, 2H, 2W, C]
@@ -275,7 +289,7 @@ class DownBlock(nnx.Module):
         g, e = cfg.norm_num_groups, cfg.norm_eps
         self.resnets = nnx.List([ResnetBlock2D(cin if i == 0 else cout, cout, temb, g, e, cfg.dropout, L)
                                  for i in range(n)])
-        self.attentions = nnx.List([Attention(cout, cfg.attention_head_dim, g, e, L) for _ in range(n)]) \
+        self.attentions = nnx.List([Attention(cout, cfg.attention_head_dim, g, e, L, cfg.attention_impl) for _ in range(n)]) \
             if attention else None
         self.downsamplers = nnx.List([Downsample2D(cout, cfg.downsample_padding, L)]) if downsample else None
 
@@ -303,9 +317,9 @@ class UpBlock(nnx.Module):
             res_in = cprev if i == 0 else cout
             resnets.append(ResnetBlock2D(res_in + skip_c, cout, temb, g, e, cfg.dropout, L))
         self.resnets = nnx.List(resnets)
-        self.attentions = nnx.List([Attention(cout, cfg.attention_head_dim, g, e, L) for _ in range(n)]) \
+        self.attentions = nnx.List([Attention(cout, cfg.attention_head_dim, g, e, L, cfg.attention_impl) for _ in range(n)]) \
             if attention else None
-        self.upsamplers = nnx.List([Upsample2D(cout, L)]) if upsample else None
+        self.upsamplers = nnx.List([Upsample2D(cout, L, cfg.upsample == "subpixel")]) if upsample else None
 
     def __call__(self, x, skips, temb, rngs=None):
         for i, resnet in enumerate(self.resnets):
@@ -322,7 +336,7 @@ class UNetMidBlock2D(nnx.Module):
     def __init__(self, c, temb, cfg: UNetConfig, L: _Layers):
         g, e = cfg.norm_num_groups, cfg.norm_eps
         self.resnets = nnx.List([ResnetBlock2D(c, c, temb, g, e, cfg.dropout, L) for _ in range(2)])
-        self.attentions = nnx.List([Attention(c, cfg.attention_head_dim, g, e, L)]) if cfg.add_attention else None
+        self.attentions = nnx.List([Attention(c, cfg.attention_head_dim, g, e, L, cfg.attention_impl)]) if cfg.add_attention else None
 
     def __call__(self, x, temb, rngs=None):
         x = self.resnets[0](x, temb, rngs)
@@ -337,7 +351,8 @@ class UNet2DModel(nnx.Module):
     def __init__(self, config: UNetConfig, *, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
         self.config = config
         cfg, ch = config, config.block_out_channels
-        L = _Layers(dtype, param_dtype, rngs)
+        self.dtype, self.param_dtype = dtype, param_dtype
+        L = _Layers(dtype, param_dtype, rngs, config.group_norm)
         temb = cfg.time_embedding_dim or ch[0] * 4
         self.conv_in = L.conv(cfg.in_channels, ch[0])
         self.time_embedding = TimestepEmbedding(ch[0], temb, L)
@@ -374,6 +389,18 @@ class UNet2DModel(nnx.Module):
             h = block(h, skips, temb, rngs)
         h = self.conv_out(nnx.silu(self.conv_norm_out(h)))
         return h.astype(jnp.float32)
+
+
+def reformulate(model: UNet2DModel, **formulation: str) -> UNet2DModel:
+    """The same network (same parameters) computed another way: `UNetConfig` formulation fields
+    (`upsample`, `group_norm`, `attention_impl`) replaced; used by benchmarks to compare them."""
+    bad = sorted(set(formulation) - set(FORMULATIONS))
+    if bad:
+        raise ValueError(f"reformulate: {bad} are not formulation fields; expected some of {sorted(FORMULATIONS)}")
+    cfg = dataclasses.replace(model.config, **formulation)
+    abstract = nnx.eval_shape(lambda: UNet2DModel(cfg, rngs=nnx.Rngs(0), dtype=model.dtype,
+                                                  param_dtype=model.param_dtype))
+    return nnx.merge(nnx.graphdef(abstract), nnx.state(model))
 
 
 def unet2d(

@@ -76,6 +76,6 @@ def get_config(arg=None):
     o.fixed_strategies = ("blackening", "blurring", "mean", "histogram", "nli", "ibo")
 
     config.score.n_boot = 2000
-    config.score.ddpm_samples = 256
-    config.score.ddpm_sample_steps = 100
+    config.ddpm_check.n_samples = 256
+    config.ddpm_check.sample_steps = 100
     return config

@@ -52,6 +52,6 @@ def get_config(arg=None):
         config.train_classifier.bf16 = False
         config.train_ddpm.bf16 = False
         config.score.n_boot = 500
-        config.score.ddpm_samples = 16
-        config.score.ddpm_sample_steps = 25
+        config.ddpm_check.n_samples = 16
+        config.ddpm_check.sample_steps = 25
     return config

@@ -44,6 +44,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (figures are files; no display is needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
     """Writes a matplotlib figure as PNG atomically and closes it."""
     import matplotlib.pyplot as plt
@@ -94,3 +104,34 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError, ...
         raise ValueError(f"{path}: unreadable or truncated .npz ({type(e).__name__}: {e})") from e
+
+
+class ChunkDir:
+    """A folder of finished pieces of a long computation, one atomic .npz each, so a killed run
+    resumes where it stopped and several processes can share the work (`wait` for another's)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / name
+
+    def done(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def save(self, name: str, arrays: Mapping[str, Any]) -> None:
+        write_npz(self.file(name), arrays)
+
+    def load(self, name: str) -> dict[str, np.ndarray]:
+        return read_npz(self.path / name)
+
+    def wait(self, name: str, timeout_s: float = 3600.0, poll_s: float = 1.0) -> None:
+        """Blocks until another process has written chunk `name` (multi-host stages)."""
+        import time
+
+        start = time.time()
+        while not self.done(name):
+            if time.time() - start > timeout_s:
+                raise TimeoutError(f"{self.path / name}: another process did not write it in {timeout_s:.0f} s")
+            time.sleep(poll_s)

@@ -73,10 +73,11 @@ STAGES: dict[str, Stage] = {
         Stage("train_classifier", "ibo_jax.stages.train_classifier", deps=("data",),
               file_fields=("init_weights",)),
         Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",), file_fields=("init_weights",)),
+        # The DDPM's samples against held-out normal patches (needs the classifier's features).
+        Stage("ddpm_check", "ibo_jax.stages.ddpm_check", deps=("data", "train_classifier", "train_ddpm")),
         Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
         Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
-        Stage("score", "ibo_jax.stages.score",
-              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude"),
+        Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude"),
               file_fields=("lpips_alexnet_weights",)),
         # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
         # runs a small one; configs/repaint_sweep.py runs it alone).
@@ -84,13 +85,13 @@ STAGES: dict[str, Stage] = {
               deps=("data", "train_classifier", "train_ddpm", "explain"),
               file_fields=("lpips_alexnet_weights",)),
         Stage("report", "ibo_jax.stages.report",
-              deps=("data", "train_classifier", "train_ddpm", "explain", "occlude", "score"),
-              optional_deps=("repaint_sweep",)),
+              deps=("data", "train_classifier", "explain", "occlude", "score"),
+              optional_deps=("train_ddpm", "ddpm_check", "repaint_sweep")),
     )
 }
 
 # What the study runs, in order (configs/demo.py, configs/camelyon16.py).
-STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "explain", "occlude", "score", "report")
+STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "ddpm_check", "explain", "occlude", "score", "report")
 
 
 class PipelineError(RuntimeError):
@@ -127,21 +128,20 @@ class StageContext:
             )
         return self.inputs[stage]
 
+    @property
+    def chunks(self) -> ibo_io.ChunkDir:
+        """The stage's `chunks/` folder: finished pieces (done / save / load / wait) for resume."""
+        return ibo_io.ChunkDir(self.dir / "chunks")
+
     def chunk_path(self, name: str) -> Path:
-        path = self.dir / "chunks" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.chunks.file(name)
 
     def chunk_done(self, name: str) -> bool:
-        return (self.dir / "chunks" / name).exists()
+        return self.chunks.done(name)
 
     def wait_for_chunk(self, name: str, timeout_s: float = 3600.0) -> None:
         """Blocks until another process has written chunk `name` (multi-host stages)."""
-        start = time.time()
-        while not self.chunk_done(name):
-            if time.time() - start > timeout_s:
-                raise TimeoutError(f"{self.chunk_path(name)}: another process did not write it in {timeout_s:.0f} s")
-            time.sleep(1.0)
+        self.chunks.wait(name, timeout_s)
 
     def progress(self, iterable: Iterable | None = None, total: int | None = None,
                  desc: str | None = None, unit: str = "it"):

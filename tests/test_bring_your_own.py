@@ -51,7 +51,7 @@ def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path):
     c.occlude.curves = ("morf",)
     c.occlude.strategies = ("blackening", "blurring", "ibo")
     c.occlude.ibo.t_T, c.occlude.ibo.jump_length, c.occlude.ibo.jump_n_sample = 5, 1, 1
-    c.score.ddpm_samples = 8
+    c.ddpm_check.n_samples = 8
     c.repaint_sweep.grid = ((5, 1, 1),)
     c.repaint_sweep.rank_images = 2
     summary = pipeline.run(c, tmp_path / "w")
@@ -62,7 +62,8 @@ def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path):
     scores = (w / "score" / "scores.csv").read_text().splitlines()
     assert scores[0].startswith("image_id") and len(scores) > 1
     s = ibo_io.read_json(w / "score" / "summary.json")
-    assert s["n_images"] == 4 and "train_normal" not in s["ddpm_quality"]["kid"]  # no training patches
+    q = ibo_io.read_json(w / "ddpm_check" / "summary.json")
+    assert s["n_images"] == 4 and "train_normal" not in q["kid"]  # no training patches
     assert len(s["gt"]["ranking"]) == 3 and set(s["strategies"]) == {"blackening", "blurring", "ibo"}
     assert "Verdict of this run" in (w / "report" / "report.md").read_text()
     assert (w / "report" / "report.md").is_file() and (w / "repaint_sweep" / "sweep.csv").is_file()

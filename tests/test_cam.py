@@ -204,10 +204,11 @@ def test_explain_stage(tmp_path, monkeypatch):
     }
     fake = types.ModuleType("ibo_jax.data.patches")
     fake.read_split = lambda data_dir, name, *, label=None, limit=None: split
+    fake.counterfactual_twins = lambda data_dir, index, images: (None, "not synthetic")
     monkeypatch.setitem(sys.modules, "ibo_jax.data.patches", fake)
-    import ibo_jax.train.classifier as tc
+    from ibo_jax.models import loaders
 
-    monkeypatch.setattr(tc, "load_classifier", lambda d, **kw: TinyNet(nnx.Rngs(0)))
+    monkeypatch.setattr(loaders, "load_classifier", lambda d, **kw: TinyNet(nnx.Rngs(0)))
 
     cfg = explain.default_config()
     cfg.n_images, cfg.batch_size, cfg.methods = 4, 3, ("gradcam", "ablationcam")

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from ibo_jax import evaluation
-from ibo_jax.evaluation import deletion
 
 
 def test_auc_matches_trapezoid_by_hand():
@@ -76,4 +75,4 @@ def test_mean_curve_skips_nan_rows():
     y = np.array([[1.0, 0.5, 0.0], [np.nan, 0.2, 0.1], [0.8, 0.3, 0.2]])
     x, m = evaluation.mean_curve(y, np.array([0, 0.5, 1.0]))
     np.testing.assert_allclose(m, [0.9, 0.4, 0.1])
-    assert deletion.LOWER_IS_BETTER["morf"] and not deletion.LOWER_IS_BETTER["insertion"]
+    assert evaluation.LOWER_IS_BETTER["morf"] and not evaluation.LOWER_IS_BETTER["insertion"]

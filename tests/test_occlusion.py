@@ -14,6 +14,7 @@ import pytest
 from ibo_jax import occlusion
 from ibo_jax.occlusion import blurring as blur_mod
 from ibo_jax.occlusion import nli as nli_mod
+from ibo_jax.occlusion import store
 
 B, H, W = 3, 24, 24
 BASIC = ("blackening", "blurring", "mean", "histogram", "nli")
@@ -232,24 +233,27 @@ def test_stage_occlude_layout_resume_and_reader(tmp_path, monkeypatch):
     summary = occlude.run(_ctx(tmp_path, cfg))
     assert summary["valid_pairs"] == 14 and summary["excluded"]["constant"] == 1
     d = tmp_path / "occlude"
-    layout = occlude.occluded_layout(d)
+    layout = store.occluded_layout(d)
     assert layout["draws"] == {"blackening": 1, "histogram": 2, "nli": 2}
     assert (d / "grid.png").is_file() and (d / "masks.npz").is_file()
-    blocks = list(occlude.load_occluded(d))
+    blocks = list(store.load_occluded(d))
     assert len(blocks) == 3 * 2 * 3  # strategies x curves x chunks
     rows = {(b["strategy"], b["curve"]): 0 for b in blocks}
     for b in blocks:
         rows[(b["strategy"], b["curve"])] += len(b["pos"])
         assert b["image"].dtype == np.uint8 and b["image"].shape[1:] == (16, 16, 3)
     assert rows[("blackening", "morf")] == 14 * 4 and rows[("nli", "fixed")] == 14 * 3 * 2
-    areas = np.load(d / "masks.npz")["areas_fixed"]
-    np.testing.assert_allclose(areas[0, 0], [0.1, 0.25, 0.5], atol=1 / 256)
+    from ibo_jax.evaluation import geometry
+
+    geo = geometry.load(d / "masks.npz")
+    np.testing.assert_allclose(geometry.areas(geo, "fixed")[0, 0], [0.1, 0.25, 0.5], atol=1 / 256)
+    assert geo["valid"].sum() == 14 and geo["excluded"]["invalid_heatmap"] == 1
     # resume: a deleted chunk is rewritten with the same bytes, the others are kept
     first = blocks[5]
     path = d / "chunks" / f"{first['strategy']}__{first['curve']}__{first['name']}.npz"
     path.unlink()
     occlude.run(_ctx(tmp_path, cfg))
-    again = next(b for b in occlude.load_occluded(d, strategy=first["strategy"], curve=first["curve"])
+    again = next(b for b in store.load_occluded(d, strategy=first["strategy"], curve=first["curve"])
                  if b["name"] == first["name"])
     np.testing.assert_array_equal(again["image"], first["image"])
 
@@ -257,13 +261,14 @@ def test_stage_occlude_layout_resume_and_reader(tmp_path, monkeypatch):
 def test_stage_occlude_ibo_with_tiny_eps_model(tmp_path, monkeypatch):
     if "ibo" not in occlusion.STRATEGIES:
         pytest.skip("ibo_jax/occlusion/ibo.py not present")
+    from ibo_jax.models import loaders
     from ibo_jax.stages import occlude
     from ibo_jax.train import ddpm
 
     monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
     eps = ddpm.EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
                         betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=16)
-    monkeypatch.setattr(ddpm, "load_eps_model", lambda *a, **k: eps)
+    monkeypatch.setattr(loaders, "load_eps_model", lambda *a, **k: eps)
     _fake_explain(tmp_path, n=2, m=2)
     cfg = occlude.default_config()
     cfg.strategies = ("ibo",)
@@ -271,7 +276,7 @@ def test_stage_occlude_ibo_with_tiny_eps_model(tmp_path, monkeypatch):
     cfg.ibo.t_T, cfg.ibo.jump_length, cfg.ibo.jump_n_sample, cfg.ibo.batch_size = 4, 2, 2, 8
     summary = occlude.run(_ctx(tmp_path, cfg))
     assert summary["rows_written"] == (2 * 2 - 1) * 4
-    (block,) = list(occlude.load_occluded(tmp_path / "occlude"))
+    (block,) = list(store.load_occluded(tmp_path / "occlude"))
     ev = np.load(tmp_path / "explain" / "eval_set.npz")
     hm = np.load(tmp_path / "explain" / "heatmaps.npz")
     removed = hm["levels"][block["pos"], block["method"]] <= block["mask"][:, None, None]
@@ -286,7 +291,7 @@ def test_stage_rows_independent_of_chunking_and_keys_documented(tmp_path, monkey
     base = jax.random.key(3)
     ids = np.array([[rng.stable_int(104), rng.stable_int("eigencam"), rng.stable_int("morf:2"), 1]])
     np.testing.assert_array_equal(
-        jax.random.key_data(occlude._row_keys(rng.fold(base, "nli"), ids))[0],
+        jax.random.key_data(rng.row_keys(rng.fold(base, "nli"), ids))[0],
         jax.random.key_data(rng.fold(base, "nli", 104, "eigencam", "morf:2", 1)))
     out = {}
     for per in (2, 5):
@@ -295,7 +300,7 @@ def test_stage_rows_independent_of_chunking_and_keys_documented(tmp_path, monkey
         cfg = occlude.default_config()
         cfg.strategies, cfg.curves, cfg.images_per_chunk, cfg.grid_patches = ("histogram",), ("morf",), per, 0
         occlude.run(_ctx(root, cfg))
-        blocks = list(occlude.load_occluded(root / "occlude"))
+        blocks = list(store.load_occluded(root / "occlude"))
         rows = {}
         for b in blocks:
             for r in range(len(b["pos"])):
@@ -318,9 +323,9 @@ def test_stage_occlude_insertion_curve(tmp_path, monkeypatch):
     summary = occlude.run(_ctx(tmp_path, cfg))
     d = tmp_path / "occlude"
     ev = ibo_io.read_npz(tmp_path / "explain" / "eval_set.npz")
-    morf = {(int(p), int(m), int(k)): img for b in occlude.load_occluded(d, curve="morf")
+    morf = {(int(p), int(m), int(k)): img for b in store.load_occluded(d, curve="morf")
             for p, m, k, img in zip(b["pos"], b["method"], b["mask"], b["image"])}
-    ins = {(int(p), int(m), int(k)): img for b in occlude.load_occluded(d, curve="insertion")
+    ins = {(int(p), int(m), int(k)): img for b in store.load_occluded(d, curve="insertion")
            for p, m, k, img in zip(b["pos"], b["method"], b["mask"], b["image"])}
     assert len(ins) == summary["valid_pairs"] * 5 and len(morf) == summary["valid_pairs"] * 4
     for (p, m, k), img in ins.items():
@@ -329,9 +334,10 @@ def test_stage_occlude_insertion_curve(tmp_path, monkeypatch):
         else:
             removed_in_morf = ~(morf[(p, m, k - 1)] == ev["image"][p]).all(-1)  # M_{k-1}, black there
             np.testing.assert_array_equal(img[removed_in_morf], ev["image"][p][removed_in_morf])
-    masks = np.load(d / "masks.npz")
-    usable = masks["n_levels"] > 1
-    assert np.allclose(masks["areas_insertion"][..., 0][usable], 1.0)  # point 1 removes everything
+    from ibo_jax.evaluation import geometry
+
+    geo = geometry.load(d / "masks.npz")
+    assert np.allclose(geometry.areas(geo, "insertion")[..., 0][geo["valid"]], 1.0)  # point 1 removes everything
 
 
 _OCCLUDE_WORKER = r"""
@@ -341,9 +347,10 @@ nproc, pid, port, root, tests = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
 jax.distributed.initialize(f"localhost:{port}", num_processes=nproc, process_id=pid)
 from pathlib import Path
 from ibo_jax import parallel, pipeline
+from ibo_jax.models import loaders
 from ibo_jax.stages import occlude
 from ibo_jax.train import ddpm
-ddpm.load_eps_model = lambda *a, **k: ddpm.EpsModel(
+loaders.load_eps_model = lambda *a, **k: ddpm.EpsModel(
     apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
     betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=16)
 cfg = occlude.default_config()
@@ -374,7 +381,6 @@ def test_stage_occlude_ibo_on_two_processes(tmp_path):
 
     outs = run_workers([[sys.executable, str(script), "2", str(i), port, str(tmp_path), ""] for i in range(2)], env)
     rows = [last_json(o) for o in outs]
-    from ibo_jax.stages import occlude
 
-    blocks = list(occlude.load_occluded(tmp_path / "occlude"))
+    blocks = list(store.load_occluded(tmp_path / "occlude"))
     assert len(blocks) == 3 and sum(rows) == sum(len(b["pos"]) for b in blocks) and min(rows) > 0

@@ -82,14 +82,15 @@ def _workdir(root):
 
 @pytest.fixture
 def sweep_env(tmp_path, monkeypatch):
-    from ibo_jax.train import classifier, ddpm
+    from ibo_jax.models import loaders
+    from ibo_jax.train import ddpm
 
     monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
     # eps = 0.5 x: the sampler pulls the regenerated pixels towards grey (0 in [-1, 1])
     eps = ddpm.EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
                         betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=S)
-    monkeypatch.setattr(ddpm, "load_eps_model", lambda *a, **k: eps)
-    monkeypatch.setattr(classifier, "load_classifier", lambda *a, **k: _ColourClassifier())
+    monkeypatch.setattr(loaders, "load_eps_model", lambda *a, **k: eps)
+    monkeypatch.setattr(loaders, "load_classifier", lambda *a, **k: _ColourClassifier())
     config = _workdir(tmp_path)
     return tmp_path, config
 
@@ -183,11 +184,12 @@ from pathlib import Path
 import test_repaint_sweep as t
 from ibo_jax import parallel, pipeline, rng
 from ibo_jax.stages import repaint_sweep
-from ibo_jax.train import classifier, ddpm
-ddpm.load_eps_model = lambda *a, **k: ddpm.EpsModel(
+from ibo_jax.models import loaders
+from ibo_jax.train import ddpm
+loaders.load_eps_model = lambda *a, **k: ddpm.EpsModel(
     apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
     betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=t.S)
-classifier.load_classifier = lambda *a, **k: t._ColourClassifier()
+loaders.load_classifier = lambda *a, **k: t._ColourClassifier()
 config = t._config(Path(root))
 cfg = config.repaint_sweep
 cfg.grid = ((3, 1, 1), (4, 2, 2), (5, 1, 1))

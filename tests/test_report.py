@@ -7,7 +7,7 @@ import pytest
 
 from ibo_jax import io as ibo_io
 from ibo_jax.evaluation import report
-from ibo_jax.stages.score import Study
+from ibo_jax.evaluation.study import Study
 
 M = ["gradcam", "gradcam++", "xgradcam", "ablationcam", "fullgrad", "scorecam", "eigencam", "random", "oracle"]
 QUALITY = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.05, 1.0])  # GT order = list order
@@ -22,7 +22,7 @@ def make_study(n=10, n_masks=4, seed=0, strategies=(("ibo", 0.0), ("blackening",
     gt_iou = np.clip(QUALITY[None] * 0.6 + 0.01 * rng.normal(size=(n, m)), 0, 1)
     p0 = rng.uniform(0.9, 0.99, n)
     st = Study(image_id=np.arange(100, 100 + n), label=np.ones(n, np.int32), methods=M,
-               controls=["random", "oracle"], areas=areas, valid=valid,
+               controls=["random", "oracle"], areas={"morf": areas}, valid=valid,
                gt_iou=np.where(valid, gt_iou, np.nan), p0=p0, logit0=np.log(p0 / (1 - p0)),
                fractions={"fixed": [0.1, 0.2, 0.3, 0.4][:n_masks]})
     for strategy, noise in strategies:
@@ -86,33 +86,30 @@ def test_tidy_csv(tmp_path):
     assert float(r["fraction"]) == 1 and float(r["area"]) == pytest.approx(0.4) and r["image_id"] == "100"
 
 
-def test_report_from_workdir(tmp_path):
+def test_report_from_what_it_is_given(tmp_path):
     st = make_study()
     s = st.summarize(n_boot=50)
     s.update(kid=st.kid(np.zeros((10, 4)) + 0.1), n_images=10, misclassified=1, lpips_available=False)
-    ibo_io.write_json(tmp_path / "score" / "summary.json", s)
-    ibo_io.write_json(tmp_path / "train_classifier" / "metrics.json", {"test_accuracy": 0.97, "note": "demo"})
     (tmp_path / "occlude").mkdir()
     (tmp_path / "occlude" / "grid.png").write_bytes(b"\x89PNG fake")
     rng = np.random.default_rng(0)
-    ibo_io.write_npz(tmp_path / "explain" / "eval_set.npz", {
-        "image": rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8), "tumor_mask": rng.uniform(size=(2, 16, 16)) > 0.5})
-    ibo_io.write_npz(tmp_path / "explain" / "heatmaps.npz", {
-        "methods": np.array(M[:3]), "levels": rng.integers(1, 6, (2, 3, 16, 16)).astype(np.int8)})
-    out = report.write_report(tmp_path, tmp_path / "report", config={"occlude": {"ibo": {"t_T": 20, "jump_length": 5}}})
+    ev = {"image": rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8), "tumor_mask": rng.uniform(size=(2, 16, 16)) > 0.5}
+    hm = {"methods": np.array(M[:3]), "levels": rng.integers(1, 6, (2, 3, 16, 16)).astype(np.int8)}
+    out = report.write_report(tmp_path / "report", summary=s, classifier_metrics={"test_accuracy": 0.97, "note": "demo"},
+                              explain=(ev, hm), upstream_figures=[(tmp_path / "occlude" / "grid.png", "grid"),
+                                                                  (tmp_path / "nowhere.png", "missing")],
+                              ground_truth=report.ground_truth_kind(tmp_path / "data" / "dataset.json"),
+                              config={"occlude": {"ibo": {"t_T": 20, "jump_length": 5}}})
     text = (tmp_path / "report" / "report.md").read_text()
     for png in ("deletion_curves.png", "realism.png", "rank_agreement.png", "levels.png", "occlude_grid.png"):
         assert (tmp_path / "report" / png).exists() and f"]({png})" in text
     assert (tmp_path / "report" / "rank_agreement.png").read_bytes()[:4] == b"\x89PNG"
     assert "**ibo**" in text and "LPIPS: **unavailable**" in text and "t_T | 20" in text
     assert "test_accuracy | 0.9700" in text and "10 tumor patches" in text
-    assert out["figures"] >= 6
-    assert "ground-truth masks | tumor masks of the patch dataset" in text  # no data stage here
+    assert out["figures"] >= 6 and "nowhere" not in text
+    assert "ground-truth masks | tumor masks of the patch dataset" in text  # no dataset.json
     ibo_io.write_json(tmp_path / "data" / "dataset.json", {"source": {"name": "pcam", "mask": "center"}})
-    report.write_report(tmp_path, tmp_path / "report")
-    assert "centre 32x32 px label region" in (tmp_path / "report" / "report.md").read_text()
-    with pytest.raises(FileNotFoundError, match="score stage"):
-        report.write_report(tmp_path / "nowhere", tmp_path / "r2")
+    assert "centre 32x32 px label region" in report.ground_truth_kind(tmp_path / "data" / "dataset.json")
 
 
 def test_report_without_a_gt_ranking_gives_no_verdict():
@@ -148,26 +145,23 @@ def _tiny_classifier():
     return Tiny()
 
 
-def test_score_stage_end_to_end_and_resume(tmp_path, monkeypatch):
-    import ml_collections
-
-    from ibo_jax import pipeline, rng
-    from ibo_jax.evaluation import progressive_masks
-    from ibo_jax.stages import report as report_stage
-    from ibo_jax.stages import score
+def test_scoring_library_end_to_end_and_resume(tmp_path):
+    """Re-predict blocks of occluded images with any predict_fn, resume from finished chunks, then
+    the study, the tidy table and the report."""
+    from ibo_jax.evaluation import geometry, progressive_masks, scoring
+    from ibo_jax.evaluation.predict import make_predict_fn
+    from ibo_jax.io import ChunkDir
 
     n, h, methods = 3, 16, ["gradcam", "eigencam", "random"]
     r = np.random.default_rng(0)
     images = r.integers(0, 255, (n, h, h, 3), dtype=np.uint8)
     levels = r.integers(1, 6, (n, len(methods), h, h)).astype(np.int8)
     levels[2, 1] = 1  # constant heatmap -> excluded
-    ibo_io.write_npz(tmp_path / "explain" / "eval_set.npz", {
-        "index": np.arange(n) + 7, "image": images, "label": np.ones(n, np.int32),
-        "tumor_mask": r.uniform(size=(n, h, h)) > 0.5})
     valid = np.ones((n, len(methods)), bool)
     valid[2, 1] = False
-    ibo_io.write_npz(tmp_path / "explain" / "heatmaps.npz", {
-        "methods": np.array(methods), "levels": levels, "valid": valid, "controls": np.array(["random"])})
+    ev = {"index": np.arange(n) + 7, "image": images, "label": np.ones(n, np.int32),
+          "tumor_mask": r.uniform(size=(n, h, h)) > 0.5}
+    geo = geometry.compute(None, levels, None, valid, ev["tumor_mask"], n_masks=4)
     masks = progressive_masks(levels.reshape(-1, h, h), n=4).reshape(n, len(methods), 4, h, h)
 
     def blocks():
@@ -181,37 +175,27 @@ def test_score_stage_end_to_end_and_resume(tmp_path, monkeypatch):
                        "method": np.array(methods)[j], "mask": k + 1, "draw": np.zeros(j.size, np.int64), "image": img}
 
     calls = []
-    monkeypatch.setattr(score, "_load_model", lambda d: _tiny_classifier())
-    monkeypatch.setattr(score, "_occluded", lambda d: ({"n_masks": 4}, blocks()))
-    real_block = score._score_block
-    monkeypatch.setattr(score, "_score_block", lambda *a: calls.append(1) or real_block(*a))
-    config = ml_collections.ConfigDict({"seed": 0, "score": score.default_config(), "report": report_stage.default_config()})
-    config.score.n_boot = 30
-    config.score.ddpm_samples = 0  # tests/test_ddpm_quality.py
-
-    def ctx(name, deps):
-        (tmp_path / name).mkdir(exist_ok=True)
-        return pipeline.StageContext(name=name, dir=tmp_path / name, workdir=tmp_path, cfg=config[name], config=config,
-                                     key=rng.fold(rng.root_key(0), name), mesh=None,
-                                     inputs={d: tmp_path / d for d in deps})
-
-    out = score.run(ctx("score", ["explain", "occlude", "train_classifier"]))
-    assert out["blocks"] == 6 and len(calls) == 6
-    summary = ibo_io.read_json(tmp_path / "score" / "summary.json")
+    inner = make_predict_fn(_tiny_classifier())
+    predict = lambda x: calls.append(len(x)) or inner(x)  # noqa: E731
+    store = ChunkDir(tmp_path / "chunks")
+    results = scoring.score_occluded(blocks(), images, predict, store=store)
+    assert len(calls) == 6 and len(list((tmp_path / "chunks").iterdir())) == 6
+    study, summary = scoring.summarize_run(ev, geo, results, predict, methods=methods, controls=["random"], n_boot=30)
     assert set(summary["strategies"]) == {"blackening", "mean"}
     assert summary["methods"] == ["gradcam", "eigencam"] and summary["controls"] == ["random"]
     assert summary["exclusions"]["invalid_heatmap"] == 1 and summary["n_images"] == 3
     assert summary["lpips_available"] is False and len(summary["kid"]["mean"]) == 4
-    with open(tmp_path / "score" / "scores.csv") as f:
+    study.write_csv(tmp_path / "scores.csv")
+    with open(tmp_path / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["image_id"] for r in rows} == {"7", "8", "9"}
     assert all(0 <= float(r["p_tumor"]) <= 1 for r in rows)
-    # a rerun in the same folder (a killed run resuming) reuses every finished chunk
-    (tmp_path / "score" / "summary.json").unlink()
-    score.run(ctx("score", ["explain", "occlude", "train_classifier"]))
-    assert len(calls) == 6
-    assert ibo_io.read_json(tmp_path / "score" / "summary.json") == summary
-    report_stage.run(ctx("report", ["score"]))
+    calls.clear()  # a rerun (a killed run resuming) reuses every finished chunk
+    again = scoring.score_occluded(blocks(), images, predict, store=store)
+    assert calls == [] and all(np.array_equal(again[k]["p"], results[k]["p"]) for k in results)
+    _, summary2 = scoring.summarize_run(ev, geo, again, predict, methods=methods, controls=["random"], n_boot=30)
+    assert summary2 == summary
+    report.write_report(tmp_path / "report", summary=summary)
     assert "blackening" in (tmp_path / "report" / "report.md").read_text()
 
 

@@ -35,12 +35,11 @@ def test_bf16_compute_close_to_fp32():
     assert float(jnp.abs(a - b).max()) < 0.1 * float(jnp.abs(a).max()) + 0.05
 
 
-@pytest.mark.parametrize("group_matmul", [True, False])
+@pytest.mark.parametrize("mode", ["matmul", "reshape"])  # the CPU's way and the accelerators' way
 @pytest.mark.parametrize("shape,groups", [((2, 8, 8, 16), 4), ((1, 5, 7, 32), 32), ((3, 64, 8), 8)])
-def test_group_norm_matches_flax(shape, groups, group_matmul, monkeypatch):
-    monkeypatch.setattr(GroupNorm, "group_matmul", group_matmul)  # the CPU's way and the accelerators' way
+def test_group_norm_matches_flax(shape, groups, mode):
     x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), shape)  # an offset mean, as activations have
-    ours = GroupNorm(shape[-1], groups, 1e-5)
+    ours = GroupNorm(shape[-1], groups, 1e-5, mode=mode)
     ref = nnx.GroupNorm(shape[-1], num_groups=groups, epsilon=1e-5, rngs=nnx.Rngs(0))
     sc = jax.random.normal(jax.random.key(1), (shape[-1],))
     ours.scale[...], ours.bias[...] = sc, -sc
@@ -53,17 +52,37 @@ def test_group_norm_matches_flax(shape, groups, group_matmul, monkeypatch):
 
 
 @pytest.mark.parametrize("hw", [(4, 4), (5, 7)])
-def test_subpixel_upsampling_equals_nearest_then_conv(hw, monkeypatch):
+def test_subpixel_upsampling_equals_nearest_then_conv(hw):
     from ibo_jax.models.unet import Upsample2D, _Layers
 
     up = Upsample2D(6, _Layers(None, jnp.float32, nnx.Rngs(3)))
     up.conv.bias[...] = jnp.linspace(-1, 1, 6)
     x = jax.random.normal(jax.random.key(0), (2, *hw, 6))
     fast = up(x)
-    monkeypatch.setattr(Upsample2D, "subpixel", False)
+    up.subpixel = False  # UNetConfig.upsample = 'direct'
     direct = up(x)
     assert fast.shape == direct.shape == (2, 2 * hw[0], 2 * hw[1], 6)
     np.testing.assert_allclose(np.asarray(fast), np.asarray(direct), atol=2e-6)
+
+
+def test_formulations_are_config_fields_and_compute_the_same_function():
+    from ibo_jax.models.unet import UNetConfig, reformulate
+
+    m = unet2d(**TINY, rngs=nnx.Rngs(2))
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    t = jnp.array([3, 700], jnp.int32)
+    ref = np.asarray(m(x, t))
+    for f in ({"upsample": "direct"}, {"group_norm": "flax"}, {"group_norm": "reshape"},
+              {"attention_impl": "dot_product"}):
+        other = reformulate(m, **f)
+        assert getattr(other.config, next(iter(f))) == next(iter(f.values()))
+        np.testing.assert_allclose(np.asarray(other(x, t)), ref, atol=2e-5)
+    old = {k: v for k, v in m.config.to_dict().items() if k not in ("upsample", "group_norm", "attention_impl")}
+    assert UNetConfig.from_dict(old) == m.config  # a model.json written before these fields loads
+    with pytest.raises(ValueError, match="upsample"):
+        UNetConfig(upsample="bilinear")
+    with pytest.raises(ValueError, match="not formulation fields"):
+        reformulate(m, layers_per_block=3)
 
 
 def test_cpu_attention_matches_dot_product_attention():

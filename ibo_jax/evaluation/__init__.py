@@ -6,11 +6,14 @@
     ranks  = evaluation.rank(scores_by_method, ascending=True)  # name -> 1..N, ties: cam.METHODS order
     value  = evaluation.mard(ranks_a, ranks_b)                # mean absolute rank difference
 
+The scoring library: `curves` (the curve registry), `geometry` (mask geometry, written once by the
+occlude stage), `study` (dense score arrays, summaries, the tidy table), `scoring` (re-predict and
+summarize a run), `predict`, `explained` (the explain stage's outputs), `ddpm_check`, `figures`.
 LPIPS (`evaluation.lpips`) and the report (`evaluation.report`) are submodules imported on use.
 """
 
+from ibo_jax.evaluation.curves import CURVES
 from ibo_jax.evaluation.deletion import (
-    LOWER_IS_BETTER,
     curve_auc,
     deletion_auc,
     insertion_masks,
@@ -40,8 +43,12 @@ from ibo_jax.evaluation.ranking import (
 )
 from ibo_jax.evaluation.realism import kid, make_feature_fn, pair_metrics, psnr, ssim
 
+#: direction of each curve variant: True when a lower area means a better explanation.
+LOWER_IS_BETTER = {name: c.lower_is_better for name, c in CURVES.items()}
+
 __all__ = [
     "CONTROLS",
+    "CURVES",
     "LOWER_IS_BETTER",
     "agreement",
     "bootstrap_mean_ci",

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-#: direction of each curve variant: True when a lower area means a better explanation.
-LOWER_IS_BETTER = {"morf": True, "fixed": True, "lerf": False, "insertion": False}
-
 
 def curve_auc(values: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Trapezoid area under y = values over x = fractions along the last axis.

@@ -17,19 +17,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-#: the study's seven methods in their fixed order (used when ibo_jax.cam is not importable).
-DEFAULT_ORDER = ("gradcam", "gradcam++", "xgradcam", "ablationcam", "fullgrad", "scorecam", "eigencam")
 CONTROLS = ("random", "oracle")
 
 
 def method_order() -> tuple[str, ...]:
-    """`ibo_jax.cam.METHODS` when available (the tie-break order), else the study's order."""
-    try:
-        from ibo_jax import cam
+    """`ibo_jax.cam.METHODS`: the tie-break order."""
+    from ibo_jax import cam
 
-        return tuple(cam.METHODS)
-    except (ImportError, AttributeError):
-        return DEFAULT_ORDER
+    return tuple(cam.METHODS)
 
 
 def _tie_key(names: Sequence[str]) -> dict[str, int]:

@@ -1,23 +1,27 @@
 """The study's report: `report.md` with tables (confidence intervals) and PNG figures beside it.
 
-Everything is read from files the other stages left in the work directory (score/summary.json,
-train_classifier/metrics.json, explain/heatmaps.npz, and figures if present), so the report can be
-rebuilt without recomputing anything: `write_report(workdir, out_dir, config=...)`.
-Figures use matplotlib's Agg backend (no display needed).
+Pure rendering of what it is given: the score summary, and optionally the classifier's metrics,
+the DDPM check, the RePaint sweep, the explain arrays and figures other stages drew (copied
+beside the report). `stages/report.py` reads those from its declared inputs:
+
+    write_report(out_dir, summary=..., classifier_metrics=..., ddpm_check=..., sweep=...,
+                 explain=(ev, hm), upstream_figures=[(path, caption)], ground_truth=..., config=...)
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ibo_jax import io as ibo_io
+from ibo_jax.evaluation import figures as F
+from ibo_jax.evaluation.curves import CURVES
 
-UPSTREAM_FIGURES = (  # (stage, file, caption)
+UPSTREAM_FIGURES = (  # (stage, file, caption): figures other stages drew, copied beside the report
     ("data", "examples.png", "Example patches of the data set (tumor and normal)."),
     ("train_ddpm", "samples.png", "Samples of the DDPM trained on normal patches (what IBO inpaints with)."),
     ("explain", "heatmaps.png", "Heatmaps per CAM method (target class: tumor)."),
@@ -26,15 +30,6 @@ UPSTREAM_FIGURES = (  # (stage, file, caption)
      "(box masks) and against the MARD of the CAM ranking (bars: bootstrap 95% intervals)."),
 )
 SCHEDULE_KEYS = ("t_T", "jump_length", "jump_n_sample", "eta", "n_draws", "timesteps")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -54,119 +49,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def figure_deletion_curves(summary: Mapping, path: Path, curve: str = "morf") -> bool:
-    strategies = [s for s in summary["strategies"] if curve in summary["strategies"][s]]
-    if not strategies:
-        return False
-    plt = _plt()
-    cols = min(3, len(strategies))
-    rows = (len(strategies) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
-    for ax, s in zip(axes.flat, strategies, strict=False):
-        curves = summary["strategies"][s][curve]["mean_curve"]
-        for m in [x for x in summary["methods"] + summary.get("controls", []) if x in curves]:
-            c = curves[m]
-            style = "--" if m in summary.get("controls", []) else "-"
-            ax.plot(c["x"], c["y"], style, marker="o", ms=3, label=m)
-        ax.set_title(s)
-        ax.set_xlabel("removed fraction p_i = |Mi|/|M4|" if curve == "morf" else "removed fraction q")
-        ax.set_ylabel("mean p(tumor)")
-        ax.set_ylim(-0.02, 1.02)
-    for ax in list(axes.flat)[len(strategies):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Deletion curves (lower area = more faithful explanation)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return True
-
-
-def figure_realism(summary: Mapping, path: Path) -> bool:
-    strategies = [s for s in summary["strategies"] if "morf" in summary["strategies"][s]]
-    metrics = [k for k in ("lpips", "ssim", "psnr") if any(k in summary["strategies"][s]["morf"]["realism"] for s in strategies)]
-    kid = summary.get("kid") or {}
-    panels = metrics + (["kid"] if kid else [])
-    if not panels:
-        return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], panels, strict=True):
-        for s in strategies:
-            if k == "kid":
-                y = [np.nan if v is None else v for v in kid.get(s, [])]
-            else:
-                y = [np.nan if c["mean"] is None else c["mean"] for c in summary["strategies"][s]["morf"]["realism"].get(k, [])]
-            if y:
-                ax.plot(range(1, len(y) + 1), y, marker="o", label=s)
-        ax.set_title({"lpips": "LPIPS (lower = more realistic)", "ssim": "SSIM (higher = closer)",
-                      "psnr": "PSNR dB (higher = closer)", "kid": "KID, classifier features"}[k], fontsize=9)
-        ax.set_xlabel("mask level i (Mi removed)")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return True
-
-
-def figure_rank_agreement(summary: Mapping, path: Path) -> bool:
-    strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
-    gt = summary["gt"]["ranking"]
-    if not strategies or not gt:
-        return False
-    plt = _plt()
-    methods = sorted(gt, key=gt.get)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
-    mard = [summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies]
-    boot = [summary["strategies"][s]["morf"]["mard_boot"] for s in strategies]
-    err = np.array([[max(0.0, m - b["lo"]), max(0.0, b["hi"] - m)] for m, b in zip(mard, boot, strict=True)]).T
-    ax1.bar(strategies, mard, yerr=err, capsize=4, color="tab:blue")
-    ax1.set_ylabel("MARD vs GT ranking (lower = agrees)")
-    ax1.set_title("Rank agreement with the ground truth")
-    ax1.tick_params(axis="x", rotation=30)
-    grid = np.array([[gt[m] for m in methods]] + [[summary["strategies"][s]["morf"]["ranking"].get(m, np.nan) for m in methods] for s in strategies], float)
-    im = ax2.imshow(grid, cmap="viridis_r", aspect="auto")
-    for (i, j), v in np.ndenumerate(grid):
-        ax2.text(j, i, "" if np.isnan(v) else int(v), ha="center", va="center", color="w", fontsize=8)
-    ax2.set_yticks(range(len(strategies) + 1), ["GT (IoU)"] + strategies)
-    ax2.set_xticks(range(len(methods)), methods, rotation=30, fontsize=8)
-    ax2.set_title("Rank of each method (1 = best)")
-    fig.colorbar(im, ax=ax2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return True
-
-
-def figure_levels(explain_dir: Path, path: Path, n_images: int = 3) -> bool:
-    f_ev, f_hm = explain_dir / "eval_set.npz", explain_dir / "heatmaps.npz"
-    if not (f_ev.exists() and f_hm.exists()):
-        return False
-    ev, hm = ibo_io.read_npz(f_ev), ibo_io.read_npz(f_hm)
-    levels, methods = hm["levels"], [str(m) for m in hm["methods"]]
-    n = min(n_images, levels.shape[0])
-    plt = _plt()
-    k = max(int(levels.max()), 2)
-    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.6 * (len(methods) + 1), 1.7 * n), squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(ev["image"][i])
-        axes[i, 0].contour(ev["tumor_mask"][i], levels=[0.5], colors="lime", linewidths=0.8)
-        for j, m in enumerate(methods):
-            lv = np.where(levels[i, j] > 0, levels[i, j], np.nan)
-            axes[i, j + 1].imshow(lv, cmap="jet_r", vmin=1, vmax=k)
-            if i == 0:
-                axes[i, j + 1].set_title(m, fontsize=8)
-        if i == 0:
-            axes[i, 0].set_title("image + GT", fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle("Importance levels (red = level 1, most important ... blue = least; never removed)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return True
 
 
 def _find(tree: Any, keys: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
@@ -194,19 +76,11 @@ def _section_tables(summary: Mapping) -> list[str]:
                       [[m, _ci(gt["iou"].get(m)), int(gt["iou"].get(m, {}).get("n") or 0),
                         gt["ranking"].get(m, "control" if m in controls else "unranked (no valid patch)")]
                        for m in methods + controls]))
-    lower_text = ("Lower = the method's most important pixels really drove the prediction.",
-                  "Higher = removing the pixels the method calls least important leaves the prediction intact.")
-    for curve, title in (("morf", "Deletion AUC per method and strategy (MoRF, x = |Mi|/|M4|)"),
-                         ("fixed", "Fixed-fraction deletion AUC (top q of the pixels, same q for every method)"),
-                         ("lerf", "LeRF deletion AUC (least relevant levels removed first)"),
-                         ("insertion", "Insertion AUC (from a fully occluded image, M1..M4 put back)")):
+    for curve, spec in CURVES.items():
         if not any(curve in summary["strategies"][s] for s in strategies):
             continue
         cols = [s for s in strategies if curve in summary["strategies"][s]]
-        lower = summary["strategies"][cols[0]][curve].get("lower_is_better", True)
-        text = lower_text[0 if lower else 1] if curve != "insertion" else (
-            "Higher = putting the method's most important pixels back first restores the prediction fastest.")
-        out.append(f"\n## {title}\n\nMean AUC of p(tumor) [95% CI] (rank). {text}\n\n")
+        out.append(f"\n## {spec.title}\n\nMean AUC of p(tumor) [95% CI] (rank). {spec.caption}\n\n")
         rows = []
         for m in methods + controls:
             row = [m]
@@ -278,39 +152,12 @@ def _section_tables(summary: Mapping) -> list[str]:
     return out
 
 
-DDPM_SETS = (("samples", "DDPM samples"), ("train_normal", "normal training patches (noise floor)"),
-             ("test_tumor", "tumor test patches (class gap)"))
-
-
-def figure_ddpm_quality(summary: Mapping, path: Path) -> bool:
-    """KID against held-out normal patches: the DDPM's samples between the floor and the gap."""
-    q = summary.get("ddpm_quality") or {}
-    kids = [(label, q["kid"][k]) for k, label in DDPM_SETS if k in q.get("kid", {})]
-    if not kids:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    vals = [max(float(v["kid"]), 1e-6) for _, v in kids]
-    ax.barh([label for label, _ in kids], vals, color=["tab:purple", "tab:gray", "tab:red"][: len(kids)])
-    ax.set_xscale("log")
-    ax.invert_yaxis()
-    ax.set_xlabel("KID vs held-out normal patches (classifier features; log scale, floored at 1e-6)")
-    ax.set_title(f"DDPM sample quality: {q['n']} images each, {q['sample_steps']} sampling steps", fontsize=9)
-    fig.tight_layout()
-    ibo_io.save_figure(fig, path)
-    return True
-
-
 def _ddpm_section(q: Mapping) -> list[str]:
     if not q or "kid" not in q:
         return [f"\n## The DDPM's samples\n\n{q.get('skipped', 'not measured')}\n"] if q else []
     rows = [[label, _num(q["kid"][k]["kid"], 4) if k in q["kid"] else "n/a",
              _num(q["p_tumor_mean"].get(k)), _num(q["share_called_normal"].get(k))]
-            for k, label in DDPM_SETS]
+            for k, label in F.DDPM_SETS]
     return ["\n## The DDPM's samples\n\nIBO is only as good as its generator. KID (in the classifier's "
             f"feature space) of {q['n']} DDPM samples ({q['sample_steps']} ancestral steps) against "
             "held-out normal patches, beside two references of real patches: normal training patches "
@@ -392,10 +239,11 @@ def ground_truth_kind(dataset_json: str | Path) -> str:
 
 
 def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
-                    config: Mapping | None = None, figures: list[tuple[str, str]] = (),
-                    ground_truth: str | None = None, sweep: Mapping | None = None) -> str:
+                    config: Mapping | None = None, figures: Sequence[tuple[str, str]] = (),
+                    ground_truth: str | None = None, sweep: Mapping | None = None,
+                    ddpm_check: Mapping | None = None) -> str:
     """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
-    says what the GT masks are (`ground_truth_kind`)."""
+    says what the GT masks are (`ground_truth_kind`); `ddpm_check` the ddpm_check summary."""
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
     mard_of = {s: summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
@@ -436,8 +284,8 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     if classifier_metrics:
         out.extend(_classifier_section(classifier_metrics))
     out.extend("\n" + t if not t.startswith("\n") else t for t in _section_tables(summary))
-    if "ddpm_quality" in summary:
-        out.extend(_ddpm_section(summary["ddpm_quality"]))
+    if ddpm_check:
+        out.extend(_ddpm_section(ddpm_check))
     if sweep:
         out.extend(_sweep_section(sweep))
     if figures:
@@ -446,47 +294,42 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     return "".join(out)
 
 
-def write_report(workdir: str | Path, out_dir: str | Path, *, config: Mapping | None = None) -> dict:
-    """Builds out_dir/report.md and its figures from a work directory; returns a small summary."""
-    workdir, out_dir = Path(workdir), Path(out_dir)
-    summary_path = workdir / "score" / "summary.json"
-    if not summary_path.exists():
-        raise FileNotFoundError(f"{summary_path}: missing; run the score stage first")
-    summary = ibo_io.read_json(summary_path)
+def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: Mapping | None = None,
+                 ddpm_check: Mapping | None = None, sweep: Mapping | None = None,
+                 explain: tuple[Mapping, Mapping] | None = None,
+                 upstream_figures: Sequence[tuple[str | Path, str]] = (), ground_truth: str | None = None,
+                 config: Mapping | None = None) -> dict:
+    """Writes out_dir/report.md and its figures from what it is given; returns a small summary.
+    upstream_figures: (PNG file another stage wrote, caption), copied beside the report as
+    `<its stage folder>_<name>`."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
-    for stage, name, cap in UPSTREAM_FIGURES:
-        if config is not None and stage not in config:
-            continue
-        src = workdir / stage / name
-        if src.exists():
-            dst = out_dir / f"{stage}_{name}"
+    for src, cap in upstream_figures:
+        src = Path(src)
+        if src.is_file():
+            dst = out_dir / f"{src.parent.name}_{src.name}"
             with ibo_io.atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
             figures.append((dst.name, cap))
     own = (("levels.png", "Importance levels per method for a few patches (green: GT tumor outline).",
-            lambda p: figure_levels(workdir / "explain", p)),
+            lambda p: explain is not None and F.figure_levels(*explain, p)),
            ("deletion_curves.png", "Mean deletion curves per strategy (dashed: controls).",
-            lambda p: figure_deletion_curves(summary, p)),
+            lambda p: F.figure_deletion_curves(summary, p)),
            ("deletion_curves_fixed.png", "Fixed-fraction deletion curves (same q grid for every method).",
-            lambda p: figure_deletion_curves(summary, p, "fixed")),
-           ("realism.png", "Realism of occluded images per mask level and strategy.", lambda p: figure_realism(summary, p)),
+            lambda p: F.figure_deletion_curves(summary, p, "fixed")),
+           ("realism.png", "Realism of occluded images per mask level and strategy.",
+            lambda p: F.figure_realism(summary, p)),
            ("rank_agreement.png", "MARD per strategy (bootstrap 95% interval) and every method's rank.",
-            lambda p: figure_rank_agreement(summary, p)),
+            lambda p: F.figure_rank_agreement(summary, p)),
            ("ddpm_quality.png", "The DDPM's samples against held-out normal patches (KID), between the "
-            "noise floor of real normal patches and the tumor-normal gap.", lambda p: figure_ddpm_quality(summary, p)))
+            "noise floor of real normal patches and the tumor-normal gap.", lambda p: F.figure_ddpm_quality(ddpm_check, p)))
     for name, cap, fn in own:
-        with ibo_io.atomic_path(out_dir / name) as tmp:
-            made = fn(tmp)
-        if made:
+        if fn(out_dir / name):
             figures.append((name, cap))
         else:
             (out_dir / name).unlink(missing_ok=True)
-    sweep_path = workdir / "repaint_sweep" / "sweep.json"  # a run whose config has the sweep
-    sweep = ibo_io.read_json(sweep_path) if sweep_path.is_file() and (config is None or "repaint_sweep" in config) else None
-    metrics_path = workdir / "train_classifier" / "metrics.json"
-    metrics = ibo_io.read_json(metrics_path) if metrics_path.exists() else None
-    text = render_markdown(summary, classifier_metrics=metrics, config=config, figures=figures,
-                           ground_truth=ground_truth_kind(workdir / "data" / "dataset.json"), sweep=sweep)
+    text = render_markdown(summary, classifier_metrics=classifier_metrics, config=config, figures=figures,
+                           ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check)
     ibo_io.write_text(out_dir / "report.md", text)
     return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

@@ -7,7 +7,8 @@ float32 [B, H, W, 3] in [0, 1] with kept pixels unchanged (for `ibo` with n_draw
 [B, n_draws, H, W, 3]). Random strategies (histogram, nli, ibo) take `key`: one key (folded with
 the batch position) or, better, per-example keys [B] so results do not depend on batching.
 
-Every strategy is `fn(images, remove_mask, *, key=None, **options)`. `ibo` comes from
+Every strategy is `fn(images, remove_mask, *, key=None, **options)`. `counterfactual` (synthetic
+data only) takes `twin=` (the patches without their tumor) and gives the faithfulness reference. `ibo` comes from
 `ibo_jax/occlusion/ibo.py` (RePaint) and needs `eps_model=` (an `EpsModel`); without that
 module the registry simply lacks it.
 """
@@ -19,8 +20,9 @@ from collections.abc import Callable
 
 import jax
 
-from ibo_jax.occlusion import blurring, histogram, nli, simple
-from ibo_jax.occlusion.simple import check_inputs, example_keys, to_uint8
+from ibo_jax.occlusion import blurring, counterfactual, histogram, nli, simple
+from ibo_jax.occlusion.simple import check_inputs, to_uint8
+from ibo_jax.rng import example_keys
 
 # Submodules keep their names (`occlusion.nli` is the module); the functions live in REGISTRY.
 REGISTRY: dict[str, Callable[..., jax.Array]] = {
@@ -29,6 +31,7 @@ REGISTRY: dict[str, Callable[..., jax.Array]] = {
     "mean": simple.mean,
     "histogram": histogram.histogram,
     "nli": nli.nli,
+    "counterfactual": counterfactual.counterfactual,  # synthetic data only: needs twin=
 }
 RANDOM = frozenset({"histogram", "nli", "ibo"})
 

@@ -167,11 +167,7 @@ def _source(ctx):
 def write_examples_png(path, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
                        cols: int = 8) -> None:
     """A grid of patches (uint8 [N, H, W, 3]) with tumor-mask outlines, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = ibo_io.pyplot()
     n = len(images)
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows), squeeze=False)

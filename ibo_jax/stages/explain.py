@@ -30,8 +30,7 @@ import ml_collections
 import numpy as np
 
 from ibo_jax import cam, io, parallel, rng
-
-CONTROLS = ("random", "oracle")
+from ibo_jax.evaluation.ranking import CONTROLS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -44,9 +43,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.methods = cam.METHODS
     c.controls = CONTROLS    # () for none
     c.batch_size = 16        # images per jitted call (one compile per method)
-    c.scorecam_batch_size = 256   # masked forwards per chunk
-    c.ablation_batch_size = 1024  # ablated head evaluations per chunk
-    c.bf16 = False           # Score-CAM masked forwards in bfloat16 (GPU)
+    # keyword arguments of each method (cam.compute / make_cam_fn); a 'dtype' may be a name:
+    # scorecam.batch_size = masked forwards per chunk, ablationcam.batch_size = ablated head
+    # evaluations per chunk, scorecam.dtype = 'bfloat16' for bf16 masked forwards (GPU)
+    c.method_options = ml_collections.ConfigDict({"scorecam": {"batch_size": 256},
+                                                  "ablationcam": {"batch_size": 1024}})
     c.k = 5                  # importance levels
     c.random_grid = 8        # 'random' control: noise grid size before upsampling
     c.oracle_sigma = 0.02    # 'oracle' control: Gaussian sigma as a fraction of the image size
@@ -54,15 +55,13 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _method_options(method: str, cfg) -> dict:
-    if method == "scorecam":
-        opts = {"batch_size": int(cfg.scorecam_batch_size)}
-        if cfg.bf16:
-            opts["dtype"] = jnp.bfloat16
-        return opts
-    if method == "ablationcam":
-        return {"batch_size": int(cfg.ablation_batch_size)}
-    return {}
+def method_options(method: str, cfg) -> dict:
+    """`explain.method_options.<method>` as keyword arguments (dtype names become dtypes)."""
+    opts = cfg.method_options.get(method, {})
+    opts = dict(opts.to_dict() if isinstance(opts, ml_collections.ConfigDict) else opts)
+    if isinstance(opts.get("dtype"), str):
+        opts["dtype"] = jnp.dtype(opts["dtype"])
+    return opts
 
 
 def choose_eval_set(data_dir: Path, cfg, key: jax.Array) -> dict[str, np.ndarray]:
@@ -123,11 +122,7 @@ def _compute_chunk(fns: dict, state, images: np.ndarray, batch: int, mesh) -> tu
 
 
 def heatmap_figure(path: Path, ev: dict, methods: list[str], heat: np.ndarray, n_patches: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = io.pyplot()
     n = min(n_patches, len(ev["image"]))
     cols = 1 + len(methods)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
@@ -152,7 +147,7 @@ def run(ctx) -> dict:
     from flax import nnx
 
     from ibo_jax.evaluation import exclusion_counts, importance_levels_info
-    from ibo_jax.train.classifier import load_classifier
+    from ibo_jax.models import loaders
 
     t0 = time.time()
     cfg = ctx.cfg
@@ -173,11 +168,11 @@ def run(ctx) -> dict:
         ev["twin"] = twins
     else:
         ev["twin_unavailable"] = np.asarray(why)
-    model = load_classifier(ctx.input_dir("train_classifier"))
+    model = loaders.load_classifier(ctx.input_dir("train_classifier"))
     graphdef, state = nnx.split(model)
     if ctx.process_count == 1 and ctx.mesh is not None and ctx.mesh.devices.size > 1:
         state = parallel.replicate(state, ctx.mesh)
-    fns = {m: cam.make_cam_fn(m, graphdef, target_class=int(cfg.target_class), **_method_options(m, cfg))
+    fns = {m: cam.make_cam_fn(m, graphdef, target_class=int(cfg.target_class), **method_options(m, cfg))
            for m in methods}
 
     batch = max(1, int(cfg.batch_size))

@@ -10,16 +10,12 @@ config `fractions` (the same grid for every method); 'lerf' = least relevant lev
 'insertion' = n+1 points: everything removed, then M1..Mn put back (the complement of Mi removed).
 Only (image, method) pairs whose heatmap is valid (L >= 2) are occluded.
 
-On-disk layout (occlude/):
-  layout.json   strategies, curves, n_masks, fractions {curve: [q]}, draws {strategy: D},
-                methods, image_size, blocks [{strategy, curve, name, file, rows}]
-  masks.npz     methods [M], areas_<curve> float32 [N, M, n] (|mask|/HW), n_levels int32 [N, M],
-                valid bool [N, M], fractions float32 [Q]
-  chunks/<strategy>__<curve>__<name>.npz, one per (strategy, curve, chunk of images):
-                image uint8 [R, H, W, 3] (the exact bytes the score stage re-predicts),
-                pos int32 [R] (eval-set position), method int16 [R] (index into methods),
-                mask int16 [R] (1..n), draw int16 [R]
-  grid.png      strategies x masks for a few patches (first method)
+On-disk layout (occlude/): `layout.json` and `chunks/` as `ibo_jax.occlusion.store` reads them;
+`masks.npz`, the mask geometry of every curve (`ibo_jax.evaluation.geometry`: pixel counts,
+valid pairs, GT IoU), which the score stage reads instead of recomputing it; `grid.png`,
+strategies x masks for a few patches. Curves and their masks come from
+`ibo_jax.evaluation.curves`; options of a strategy come from `strategy_options.<name>` (and
+`ibo` for the RePaint strategy), passed to `occlusion.apply` as keyword arguments.
 Randomness: row (image, method, curve, mask, draw) of a strategy draws from
 fold(ctx.key, strategy, image index, method, '<curve>:<mask>', draw): independent of batching,
 chunking, host count and resume. Chunk c of a curve is written by process c % process_count.
@@ -28,20 +24,20 @@ chunking, host count and resume. Chunk c of a curve is written by process c % pr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from ibo_jax import io as ibo_io
 from ibo_jax import occlusion
+from ibo_jax.evaluation import curves as curve_registry
+from ibo_jax.evaluation import explained, geometry
 from ibo_jax.evaluation import levels as lv
-from ibo_jax.rng import fold, stable_int
-
-CURVES = ("morf", "fixed", "lerf", "insertion")
+from ibo_jax.io import pyplot
+from ibo_jax.occlusion import store
+from ibo_jax.rng import fold, row_keys, stable_int
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -56,9 +52,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.fixed_strategies = ("blackening", "blurring", "mean", "histogram", "nli")
     c.n_draws = 1  # draws per mask for random strategies (histogram, nli, ibo)
     c.images_per_chunk = 4
-    c.blur_sigma_at_224 = 10.0
-    c.nli_noise = 0.01
-    c.nli_solver = "scipy"  # or 'cg' (batched JAX, for accelerators)
+    # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
+    c.strategy_options = ml_collections.ConfigDict({
+        "blurring": {"sigma_at_224": 10.0}, "nli": {"noise": 0.01, "solver": "scipy"}})
     c.ibo = ml_collections.ConfigDict(
         dict(t_T=10, jump_length=5, jump_n_sample=2, batch_size=32, eta=-1.0, bf16=False)
     )  # 15 UNet calls per inpainting (the study: 250/10/10, 2,410 calls); eta < 0: official DDPM steps
@@ -66,92 +62,43 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _options(name: str, cfg, ctx) -> dict:
-    if name == "blurring":
-        return {"sigma_at_224": float(cfg.blur_sigma_at_224)}
-    if name == "nli":
-        return {"noise": float(cfg.nli_noise), "solver": str(cfg.nli_solver)}
+def _plain(d) -> dict:
+    return d.to_dict() if isinstance(d, ml_collections.ConfigDict) else dict(d)
+
+
+def ibo_options(c, train_ddpm_dir) -> dict:
+    """occlusion.apply('ibo', ...) keywords from the `ibo` section (loads the EMA DDPM)."""
+    from ibo_jax.models import loaders
+
+    return {
+        # bf16 through the module's own dtype (bf16 convolutions and attention): casting only
+        # the parameters leaves the UNet computing in fp32 (measured on an H200).
+        "eps_model": loaders.load_eps_model(train_ddpm_dir, dtype=jnp.bfloat16 if c.bf16 else None),
+        "t_T": int(c.t_T), "jump_length": int(c.jump_length), "jump_n_sample": int(c.jump_n_sample),
+        "batch_size": int(c.batch_size), "eta": None if float(c.eta) < 0 else float(c.eta),
+        # the chunks are split over processes: each runs its own on its local devices
+        "mesh": None, "progress": False,
+    }
+
+
+def strategy_options(name: str, cfg, ctx) -> dict:
+    opts = _plain(cfg.strategy_options.get(name, {}))
     if name == "ibo":
-        from ibo_jax.train.ddpm import load_eps_model
-
-        c = cfg.ibo
-        return {
-            # bf16 through the module's own dtype (bf16 convolutions and attention): casting only
-            # the parameters leaves the UNet computing in fp32 (measured on an H200).
-            "eps_model": load_eps_model(ctx.input_dir("train_ddpm"), dtype=jnp.bfloat16 if c.bf16 else None),
-            "t_T": int(c.t_T), "jump_length": int(c.jump_length), "jump_n_sample": int(c.jump_n_sample),
-            "batch_size": int(c.batch_size), "eta": None if float(c.eta) < 0 else float(c.eta),
-            # the chunks are split over processes: each runs its own on its local devices
-            "mesh": None, "progress": False,
-        }
-    return {}
-
-
-def _read_inputs(explain_dir: Path) -> tuple[dict, dict]:
-    ev = ibo_io.read_npz(explain_dir / "eval_set.npz")
-    hm = ibo_io.read_npz(explain_dir / "heatmaps.npz")
-    for key in ("image", "index"):
-        if key not in ev:
-            raise ValueError(f"{explain_dir}/eval_set.npz: missing array {key!r}")
-    for key in ("methods", "heatmaps"):
-        if key not in hm:
-            raise ValueError(f"{explain_dir}/heatmaps.npz: missing array {key!r}")
-    n, h, w, _ = ev["image"].shape
-    shape = (n, len(hm["methods"]), h, w)
-    for key in ("heatmaps", "levels"):
-        if key in hm and hm[key].shape != shape:
-            raise ValueError(f"{explain_dir}/heatmaps.npz: {key} has shape {hm[key].shape}, expected "
-                             f"[N, M, H, W] = {shape} (eval_set.npz images and the methods list)")
-    return ev, hm
-
-
-def n_points(curve: str, n_masks: int, fractions) -> int:
-    """Occluded images per (image, method) of a curve (the original is not counted)."""
-    if curve == "fixed":
-        return len(fractions)
-    return n_masks + 1 if curve == "insertion" else n_masks
-
-
-def curve_masks(curve: str, heat: np.ndarray, levels: np.ndarray, n_levels: np.ndarray,
-                n_masks: int, fractions) -> np.ndarray:
-    """Remove-masks of one curve for heatmaps [B, H, W] -> bool [B, n, H, W]."""
-    if curve == "morf":
-        return lv.progressive_masks(levels, n_masks, n_levels)
-    if curve == "fixed":
-        return lv.fraction_masks(heat, fractions)
-    if curve == "lerf":
-        from ibo_jax.evaluation.deletion import lerf_masks
-
-        return lerf_masks(levels, n_masks)
-    if curve == "insertion":
-        from ibo_jax.evaluation.deletion import insertion_masks
-
-        return insertion_masks(lv.progressive_masks(levels, n_masks, n_levels))
-    raise ValueError(f"occlude.curves: unknown curve {curve!r}; expected some of {CURVES}")
-
-
-def _row_keys(base: jax.Array, ids: np.ndarray) -> jax.Array:
-    """fold(base, *row) for rows of stable ints ids [R, 4], vectorized -> keys [R]."""
-    def one(r):
-        k = base
-        for j in range(ids.shape[1]):
-            k = jax.random.fold_in(k, r[j])
-        return k
-
-    return jax.vmap(one)(jnp.asarray(ids, jnp.uint32))
+        opts.update(ibo_options(cfg.ibo, ctx.input_dir("train_ddpm")))
+    return opts
 
 
 def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_list, curve, cfg,
                    n_draws, key) -> dict:
     rows = {"pos": [], "method": [], "mask": [], "draw": []}
     masks_all, ids = [], []
-    n_pts = n_points(curve, int(cfg.n_masks), cfg.fractions)
+    n_pts = curve_registry.get(curve).n_points(int(cfg.n_masks), cfg.fractions)
     for p in pos_list:
         ok = np.flatnonzero(valid[p])
         if ok.size == 0:
             continue
-        m = curve_masks(curve, heat[p, ok], levels[p, ok], n_levels[p, ok], int(cfg.n_masks),
-                        cfg.fractions)  # [m, n, H, W]
+        m = geometry.curve_masks(curve, heat[p, ok], levels[p, ok], n_levels[p, ok], int(cfg.n_masks),
+                                 cfg.fractions)  # [m, n, H, W]
         for j, mi in enumerate(ok):
             for i in range(n_pts):
                 for d in range(n_draws):
@@ -168,7 +115,7 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
         return out
     remove = np.stack(masks_all)  # [R, H, W]
     images = ev["image"][out["pos"]].astype(np.float32) / 255.0  # [R, H, W, 3]
-    keys = _row_keys(fold(key, name), np.asarray(ids, np.int64))
+    keys = row_keys(fold(key, name), np.asarray(ids, np.int64))
     occluded = occlusion.apply(name, images, remove, key=keys, **opts)
     out["image"] = occlusion.to_uint8(occluded)
     return out
@@ -177,8 +124,8 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
 def run(ctx) -> dict:
     t0 = time.time()
     cfg = ctx.cfg
-    ev, hm = _read_inputs(ctx.input_dir("explain"))
-    methods = [str(m) for m in hm["methods"]]
+    ev, hm = explained.read(ctx.input_dir("explain"), need=("heatmaps",))
+    methods = hm["methods"]
     heat = hm["heatmaps"].astype(np.float32)  # [N, M, H, W]
     n, m_count, h, w = heat.shape
     if "levels" in hm:
@@ -188,35 +135,26 @@ def run(ctx) -> dict:
     else:
         lv_flat, nl_flat, _ = lv.importance_levels_info(heat.reshape(n * m_count, h, w), int(cfg.k))
         levels, n_levels = lv_flat.reshape(heat.shape), nl_flat.reshape(n, m_count)
-    valid = n_levels >= 2
-    if "valid" in hm:
-        valid &= hm["valid"].astype(bool).reshape(n, m_count)
-
     strategies = [str(s) for s in cfg.strategies]
     missing = [s for s in strategies if s not in occlusion.STRATEGIES]
     if missing:
         raise ValueError(f"occlude.strategies: {missing} not available; registry has {occlusion.STRATEGIES}")
     curves = [str(c) for c in cfg.curves]
     for c in curves:
-        if c not in CURVES:
-            raise ValueError(f"occlude.curves: unknown curve {c!r}; expected some of {CURVES}")
+        if c not in curve_registry.CURVES:
+            raise ValueError(f"occlude.curves: unknown curve {c!r}; expected some of {tuple(curve_registry.CURVES)}")
     fixed_strats = [s for s in (str(x) for x in cfg.fixed_strategies) if s in strategies] \
         if len(cfg.fixed_strategies) else strategies
     fractions = [float(q) for q in cfg.fractions]
     per = max(1, int(cfg.images_per_chunk))
     chunks = [list(range(s, min(s + per, n))) for s in range(0, n, per)]
 
-    # Mask areas, for the score stage and the report.
-    areas = {}
-    for curve in curves:
-        a = np.zeros((n, m_count, n_points(curve, int(cfg.n_masks), fractions)), np.float32)
-        for p in range(n):
-            a[p] = curve_masks(curve, heat[p], levels[p], n_levels[p], int(cfg.n_masks),
-                               fractions).mean(axis=(-2, -1))
-        areas[f"areas_{curve}"] = a
+    # Mask geometry of every curve, written once: the score stage and the report read it.
+    geo = geometry.compute(heat, levels, n_levels, hm.get("valid"), ev["tumor_mask"], curves=curves,
+                           n_masks=int(cfg.n_masks), fractions=fractions)
+    valid = geo["valid"]  # usable heatmap (>= 2 levels) with a non-empty M_n: the pairs occluded
     if ctx.process_index == 0:
-        ibo_io.write_npz(ctx.dir / "masks.npz", dict(methods=np.asarray(methods), n_levels=n_levels,
-                                                     valid=valid, fractions=np.asarray(fractions, np.float32), **areas))
+        geometry.save(ctx.dir / "masks.npz", geo, methods=methods)
 
     blocks, seconds, rows_done = [], {}, 0
     draws = {s: (int(cfg.n_draws) if s in occlusion.RANDOM else 1) for s in strategies}
@@ -226,12 +164,12 @@ def run(ctx) -> dict:
         t_s = time.time()
         for ci, pos_list in enumerate(ctx.progress(chunks, desc=f"occlude {strategy}/{curve}", unit="chunk")):
             name = f"c{ci:04d}"
-            fname = f"{strategy}__{curve}__{name}.npz"
+            fname = store.chunk_name(strategy, curve, name)
             blocks.append({"strategy": strategy, "curve": curve, "name": name, "file": f"chunks/{fname}"})
             if ci % ctx.process_count != ctx.process_index or ctx.chunk_done(fname):
                 continue
             if strategy not in options:
-                options[strategy] = _options(strategy, cfg, ctx)
+                options[strategy] = strategy_options(strategy, cfg, ctx)
             out = _occlude_chunk(strategy, options[strategy], ev, methods, heat, levels, n_levels, valid, pos_list,
                                  curve, cfg, draws[strategy], ctx.key)
             ibo_io.write_npz(ctx.chunk_path(fname), out)
@@ -255,20 +193,16 @@ def run(ctx) -> dict:
 def grid_figure(stage_dir: Path, images: np.ndarray, methods: list[str], valid: np.ndarray, *,
                 n_patches: int = 2, method: int | None = None) -> Path | None:
     """grid.png: for a few patches, one row per strategy: the original, then M1..Mn occluded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layout = occluded_layout(stage_dir)
+    plt = pyplot()
+    layout = store.occluded_layout(stage_dir)
     mi = int(np.argmax(valid.sum(0))) if method is None else method  # the method valid most often
-    first = {int(p) for b in load_occluded(stage_dir, curve="morf", name="c0000") for p in b["pos"]}
+    first = {int(p) for b in store.load_occluded(stage_dir, curve="morf", name="c0000") for p in b["pos"]}
     patches = [int(p) for p in np.flatnonzero(valid[:, mi]) if int(p) in first][:n_patches]
     if not patches:
         return None
     strategies, n_masks = layout["strategies"], int(layout["n_masks"])
     found: dict[tuple[str, int, int], np.ndarray] = {}
-    for block in load_occluded(stage_dir, curve="morf", name="c0000"):  # written by process 0
+    for block in store.load_occluded(stage_dir, curve="morf", name="c0000"):  # written by process 0
         sel = np.isin(block["pos"], patches) & (block["method"] == mi) & (block["draw"] == 0)
         for r in np.flatnonzero(sel):
             found[(block["strategy"], int(block["pos"][r]), int(block["mask"][r]))] = block["image"][r]
@@ -293,32 +227,3 @@ def grid_figure(stage_dir: Path, images: np.ndarray, methods: list[str], valid: 
     out = Path(stage_dir) / "grid.png"
     ibo_io.save_figure(fig, out, dpi=80)
     return out
-
-
-def occluded_layout(stage_dir: str | Path) -> dict:
-    """The occlude stage's layout.json (strategies, curves, n_masks, fractions, draws, blocks)."""
-    path = Path(stage_dir) / "layout.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: has the occlude stage finished?")
-    return ibo_io.read_json(path)
-
-
-def load_occluded(stage_dir: str | Path, *, strategy: str | None = None,
-                  curve: str | None = None, name: str | None = None) -> Iterator[dict]:
-    """Yields the occluded blocks, one per chunk file, in layout order.
-
-    Each block: strategy, curve, name (unique within a strategy and curve), image uint8
-    [R, H, W, 3], pos int32 [R] (eval-set position), method int16 [R] (index into the layout's
-    `methods`), mask int16 [R] (1..n), draw int16 [R]. Filters: strategy, curve, block name.
-    """
-    stage_dir = Path(stage_dir)
-    layout = occluded_layout(stage_dir)
-    for b in layout["blocks"]:
-        if any(want is not None and b[field] != want
-               for field, want in (("strategy", strategy), ("curve", curve), ("name", name))):
-            continue
-        path = stage_dir / b["file"]
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: occluded block listed in layout.json is missing")
-        arrays = ibo_io.read_npz(path)
-        yield {"strategy": b["strategy"], "curve": b["curve"], "name": b["name"], **arrays}

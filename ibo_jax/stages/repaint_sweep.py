@@ -14,8 +14,8 @@ Per grid point:
 - **rank agreement** (`rank_images` > 0): the first `rank_images` patches of the evaluation set
   (-1: all) are inpainted under every method's progressive masks M1..Mn (the study's MoRF curve),
   re-predicted by the classifier, and the methods ranked by deletion AUC. MARD against the GT
-  ranking (IoU of M_n with the tumor mask), its bootstrap interval and Spearman's rho come from the
-  score stage's `Study`, as do paired bootstrap tests between settings. Keys are folded from
+  ranking (IoU of M_n with the tumor mask), its bootstrap interval and Spearman's rho come from
+  `evaluation.study.Study`, as do paired bootstrap tests between settings. Keys are folded from
   (image index, method, 'morf:<mask>', draw) and are the same for every setting (common random
   numbers: differences between settings are not draw noise).
 
@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 
 from ibo_jax import rng
-from ibo_jax.io import save_figure, write_json, write_npz, write_text
+from ibo_jax.io import pyplot, save_figure, write_json, write_npz, write_text
 from ibo_jax.occlusion.ibo import ibo
 from ibo_jax.repaint.schedule import schedule_cost
 
@@ -97,31 +97,30 @@ def _rank_setup(ctx, cfg) -> dict | None:
     n_req = int(cfg.rank_images)
     if n_req == 0:
         return None
-    from ibo_jax.evaluation import ranking
-    from ibo_jax.stages import occlude, score
-    from ibo_jax.train.classifier import load_classifier
+    from ibo_jax.evaluation import explained, geometry
+    from ibo_jax.evaluation.predict import make_predict_fn
+    from ibo_jax.models import loaders
 
-    ev, hm = score._read_inputs(ctx.input_dir("explain"))
+    ev, hm = explained.read(ctx.input_dir("explain"), need=("levels",))
     n = len(ev["index"]) if n_req < 0 else min(n_req, len(ev["index"]))
     ev = {k: ev[k][:n] for k in ("image", "label", "tumor_mask", "index")}
-    hm = {k: (v[:n] if k in ("levels", "n_levels", "valid") else v) for k, v in hm.items() if k != "heatmaps"}
-    methods = [str(x) for x in hm["methods"]]
-    controls = [str(x) for x in hm.get("controls", [])] or [x for x in methods if x in ranking.CONTROLS]
+    methods, controls = hm["methods"], hm["controls"]
     k = int(cfg.n_masks)
-    geo = score._geometry(ev, hm, k)
-    m, masks = len(methods), geo["masks"]  # [n, m, k, H, W]
+    geo = geometry.compute(None, hm["levels"][:n], hm["n_levels"][:n] if "n_levels" in hm else None,
+                           hm["valid"][:n] if "valid" in hm else None, ev["tumor_mask"], n_masks=k, keep_masks=True)
+    m, masks = len(methods), geo.pop("morf_masks")  # [n, m, k, H, W]
     pos, meth, mask, draw = (np.asarray(v, np.int64).ravel() for v in np.meshgrid(
         np.arange(n), np.arange(m), np.arange(1, k + 1), np.arange(int(cfg.n_draws)), indexing="ij"))
     use = geo["valid"][pos, meth]
     pos, meth, mask, draw = pos[use], meth[use], mask[use], draw[use]
     ids = np.stack([[rng.stable_int(int(ev["index"][p])) for p in pos], [rng.stable_int(methods[i]) for i in meth],
                     [rng.stable_int(f"morf:{i}") for i in mask], draw], axis=1)
-    predict = score.make_predict_fn(load_classifier(ctx.input_dir("train_classifier")),
-                                    batch_size=int(cfg.classifier_batch_size))
+    predict = make_predict_fn(loaders.load_classifier(ctx.input_dir("train_classifier")),
+                              batch_size=int(cfg.classifier_batch_size))
     p0, logit0, _ = predict(ev["image"])
     return {"ev": ev, "methods": methods, "controls": controls, "geo": geo, "predict": predict,
             "rows": {"pos": pos, "method": meth, "mask": mask, "draw": draw},
-            "remove": masks[pos, meth, mask - 1], "keys": occlude._row_keys(rng.fold(ctx.key, "rank"), ids),
+            "remove": masks[pos, meth, mask - 1], "keys": rng.row_keys(rng.fold(ctx.key, "rank"), ids),
             "p0": p0, "logit0": logit0}
 
 
@@ -138,24 +137,19 @@ def _rank_one(setup: dict, ibo_kw: dict) -> dict:
 
 
 def _rank_summary(setup: dict, results: dict[str, dict], *, n_boot: int, seed: int) -> dict:
-    """Every setting as one 'strategy' of the score stage's Study: MARD, CIs, paired tests."""
-    from ibo_jax.stages.score import Study
+    """Every setting as one 'strategy' of a Study: MARD, CIs, paired tests."""
+    from ibo_jax.evaluation.study import Study
 
-    ev, geo = setup["ev"], setup["geo"]
-    study = Study(image_id=np.asarray(ev["index"]), label=np.asarray(ev["label"]), methods=setup["methods"],
-                  controls=setup["controls"], areas=geo["areas"], valid=geo["valid"], gt_iou=geo["gt_iou"],
-                  p0=setup["p0"], logit0=setup["logit0"])
+    ev = setup["ev"]
+    study = Study.from_geometry(setup["geo"], image_id=ev["index"], label=ev["label"], methods=setup["methods"],
+                                controls=setup["controls"], p0=setup["p0"], logit0=setup["logit0"])
     for name, res in results.items():
         study.add(name, "morf", {**setup["rows"], "p": res["rank_p"], "logit": res["rank_logit"]})
     return study.summarize(n_boot=n_boot, seed=seed)
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
 
     metrics = ["ssim", "lpips" if any(np.isfinite(r["lpips"]) for r in rows) else "psnr"]
     if any(np.isfinite(r.get("mard", np.nan)) for r in rows):
@@ -181,7 +175,7 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 def run(ctx) -> dict:
     from ibo_jax.data.patches import read_split
-    from ibo_jax.train.ddpm import load_eps_model
+    from ibo_jax.models import loaders
 
     cfg = ctx.cfg
     data = read_split(ctx.input_dir("data"), cfg.split, label=None if cfg.label < 0 else int(cfg.label),
@@ -193,7 +187,7 @@ def run(ctx) -> dict:
     masks = box_masks(data["index"], size, float(cfg.mask_fraction), int(ctx.config.seed))
     ids = np.asarray([rng.stable_int(int(i)) for i in data["index"]], np.uint32)
     keys = jax.vmap(lambda i: jax.random.fold_in(ctx.key, i))(ids)  # [N] per-image keys
-    eps_model = load_eps_model(ctx.input_dir("train_ddpm"), dtype=jax.numpy.bfloat16 if cfg.bf16 else None)
+    eps_model = loaders.load_eps_model(ctx.input_dir("train_ddpm"), dtype=jax.numpy.bfloat16 if cfg.bf16 else None)
     lpips_fn = None
     if cfg.lpips_alexnet_weights:
         from ibo_jax.evaluation.lpips import load_lpips, make_lpips_fn

@@ -7,7 +7,7 @@ Outputs (train_classifier/):
   history.json, best.json
   metrics.json        val and test: accuracy, loss, per-class precision/recall/F1, confusion
                       matrix, ROC AUC; plus the training history
-Read the model back with `ibo_jax.train.classifier.load_classifier(stage_dir)`.
+Read the model back with `ibo_jax.models.loaders.load_classifier(stage_dir)`.
 
 Your own trained classifier instead of training one: `init_weights` = its torchvision-layout
 checkpoint, `epochs = 0`, and `input_mean`/`input_std` if it was trained with another input
@@ -16,6 +16,7 @@ normalization than ImageNet's. It is then scored on the val and test splits like
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -32,18 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.arch = "resnet_small"   # or resnet18/34/50/101, vgg16, inception_v3
     c.model_kwargs = ml_collections.ConfigDict({"widths": (16, 32, 64), "layers": (1, 1, 1),
                                                 "strides": (2, 2, 2)})
-    c.epochs = 3
-    c.batch_size = 32
-    c.lr = 2e-3
-    c.schedule = "cosine"
-    c.warmup_steps = 20
-    c.weight_decay = 1e-4
-    c.label_smoothing = 0.0
-    c.augment = True
-    c.jitter = 0.05
-    c.bf16 = False
-    c.checkpoint_every = 200
-    c.eval_batch_size = 128
+    c.update(dataclasses.asdict(tc.TrainConfig()))  # one set of training defaults: TrainConfig's
     c.limit_train = 0         # 0 = all training patches
     c.init_weights = ""       # torchvision/timm checkpoint (.pth/.safetensors/.npz) to fine-tune from;
     #                           with epochs = 0 it is the classifier, used as is (bring your own model)

@@ -5,7 +5,7 @@ quality against held-out normal patches (KID in the classifier's feature space) 
 the score stage, which has the classifier.
 
 Outputs (train_ddpm/):
-  model.json, ema_params/   the EMA model, read by `ibo_jax.train.ddpm.load_eps_model(dir)`
+  model.json, ema_params/   the EMA model, read by `ibo_jax.models.loaders.load_eps_model(dir)`
   checkpoints/<step>/       orbax (params, EMA, optimizer, step): a killed run resumes from the last
   samples.png               a grid of samples (short respaced ancestral DDPM), rewritten every
                             `sample_every` steps and at the end; real.png: training patches beside it
@@ -96,11 +96,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _write_loss_plot(path: Path, steps: list[int], losses: list[float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = ibo_io.pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
     ax.plot(steps, losses, lw=0.6, alpha=0.5, label="loss")
     if len(losses) >= 5:

@@ -1,0 +1,98 @@
+"""Scoring a run: re-predict every block of occluded images, then the study and its summary.
+
+    results = scoring.score_occluded(blocks, ev["image"], predict_fn, store=ChunkDir(...))
+    study, summary = scoring.summarize_run(ev, geo, results, predict_fn, methods=..., controls=...)
+
+`predict_fn(images) -> (p, logit, feat)` (`evaluation.predict.make_predict_fn`, or any stand-in
+in a test); `store` (`io.ChunkDir`) keeps finished blocks so a killed run resumes; `share`
+(process index, process count) splits the blocks over hosts, process 0 assembles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ibo_jax.evaluation import realism
+from ibo_jax.evaluation.predict import to_float
+from ibo_jax.evaluation.study import Study
+from ibo_jax.occlusion.store import chunk_name
+
+PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def score_block(block: Mapping, originals: np.ndarray, predict_fn: PredictFn,
+                lpips_fns: Mapping[str, Callable] | None = None) -> dict:
+    """Predictions, realism (on the study's MoRF curve) and pooled features of one block."""
+    img = block["image"]
+    pos = np.asarray(block["pos"])
+    p, logit, feat = predict_fn(img)
+    out = {"pos": pos, "method": np.asarray(block["method"]), "mask": np.asarray(block["mask"]),
+           "draw": np.asarray(block["draw"]), "p": p, "logit": logit, "feat": feat.astype(np.float16)}
+    if block["curve"] == "morf":  # realism is reported per mask level of the study's curve only
+        orig, occ = to_float(originals[pos]), to_float(img)  # [R, H, W, 3] each
+        out.update(realism.pair_metrics(orig, occ))
+        for name, fn in (lpips_fns or {}).items():
+            out[name] = np.asarray(fn(orig, occ), np.float32)
+    return out
+
+
+class _Memory:
+    def __init__(self):
+        self.chunks = {}
+
+    def done(self, name):
+        return name in self.chunks
+
+    def save(self, name, arrays):
+        self.chunks[name] = dict(arrays)
+
+    def load(self, name):
+        return self.chunks[name]
+
+    def wait(self, name):
+        if name not in self.chunks:
+            raise KeyError(name)
+
+
+def score_occluded(blocks: Iterable[Mapping], originals: np.ndarray, predict_fn: PredictFn, *,
+                   lpips_fns: Mapping[str, Callable] | None = None, store=None,
+                   share: tuple[int, int] = (0, 1), progress: Callable = lambda it: it) -> dict | None:
+    """Scores every block once (finished ones in `store` are reused). Returns
+    {(strategy, curve): rows concatenated} on process 0 of `share`, None on the others."""
+    store = _Memory() if store is None else store
+    index, count = share
+    pending = []
+    for i, block in enumerate(progress(blocks)):
+        name = chunk_name(block["strategy"], block["curve"], block["name"])
+        if i % count == index and not store.done(name):
+            store.save(name, score_block(block, originals, predict_fn, lpips_fns))
+        pending.append(((block["strategy"], block["curve"]), name))
+    if index != 0:
+        return None
+    parts: dict[tuple[str, str], list[dict]] = {}
+    for key, name in pending:
+        store.wait(name)
+        parts.setdefault(key, []).append(store.load(name))
+    return {key: {k: np.concatenate([r[k] for r in rows]) for k in rows[0]} for key, rows in parts.items()}
+
+
+def summarize_run(ev: Mapping, geo: dict, results: Mapping[tuple[str, str], dict], predict_fn: PredictFn, *,
+                  methods: Sequence[str], controls: Sequence[str], fractions: Mapping | None = None,
+                  n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, kid_subset_size: int | None = None,
+                  lpips_available: bool = False, layout: Mapping | None = None) -> tuple[Study, dict]:
+    """The Study of a run and the score stage's summary.json contents."""
+    p0, logit0, feat0 = predict_fn(ev["image"])
+    study = Study.from_geometry(geo, image_id=ev["index"], label=ev["label"], methods=methods, controls=controls,
+                                p0=p0, logit0=logit0, fractions=fractions)
+    for (strategy, curve), rows in results.items():
+        study.add(strategy, curve, rows)
+    summary = study.summarize(n_boot=n_boot, alpha=alpha, seed=seed)
+    summary["kid"] = study.kid(feat0, subset_size=kid_subset_size, seed=seed)
+    summary["lpips_available"] = bool(lpips_available)
+    summary["exclusions"].update(geo["excluded"])
+    summary["misclassified"] = int(np.sum((p0 >= 0.5).astype(np.int32) != np.asarray(ev["label"])))
+    summary["n_images"] = int(len(p0))
+    summary["layout"] = {k: v for k, v in (layout or {}).items() if k not in ("fractions", "blocks", "methods")}
+    return study, summary

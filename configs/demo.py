@@ -42,6 +42,9 @@ def get_config(arg=None):
     ddpm.ema_decay = 0.99
 
     config.explain.n_images = 32
+    # controls of known quality: the oracle degraded on nested random blobs (the meta stage's
+    # known order) and the oracle shifted by half a patch
+    config.explain.controls = ("random", "oracle", "graded", "oracle_shifted")
 
     # MoRF (the study's curve), fixed-fraction and insertion curves; the last two skip the costly
     # ibo strategy in the demo (occlude.fixed_strategies).

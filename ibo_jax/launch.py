@@ -99,11 +99,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def quiet_libraries() -> None:
     """Hides library INFO chatter (orbax, TFDS, JAX's backend probing) and TFDS's own prints and
     progress bars; the stages' progress bars and warnings stay."""
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)  # orbax's "waiting for previous save" warnings and the like
     import logging as std_logging
 
     for name in ("jax", "orbax", "absl", "tensorflow_datasets", "grain"):
-        std_logging.getLogger(name).setLevel(std_logging.WARNING)
+        std_logging.getLogger(name).setLevel(std_logging.ERROR)
 
 
 def setup_jax(config) -> None:

@@ -79,6 +79,9 @@ STAGES: dict[str, Stage] = {
         Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
         Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude"),
               file_fields=("lpips_alexnet_weights",)),
+        # Known-answer checks of the verdict: counterfactual reference, graded controls, model
+        # randomization, SRG, the run's power.
+        Stage("meta", "ibo_jax.stages.meta", deps=("data", "train_classifier", "explain", "score")),
         # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
         # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",
@@ -86,12 +89,13 @@ STAGES: dict[str, Stage] = {
               file_fields=("lpips_alexnet_weights",)),
         Stage("report", "ibo_jax.stages.report",
               deps=("data", "train_classifier", "explain", "occlude", "score"),
-              optional_deps=("train_ddpm", "ddpm_check", "repaint_sweep")),
+              optional_deps=("train_ddpm", "ddpm_check", "meta", "repaint_sweep")),
     )
 }
 
 # What the study runs, in order (configs/demo.py, configs/camelyon16.py).
-STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "ddpm_check", "explain", "occlude", "score", "report")
+STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "ddpm_check", "explain", "occlude", "score", "meta",
+                "report")
 
 
 class PipelineError(RuntimeError):

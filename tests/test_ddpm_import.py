@@ -74,8 +74,8 @@ def test_diffusers_ddpm_used_as_is_and_fine_tuned(tmp_path):
 
 
 def test_diffusers_ddpm_errors_name_the_file(tmp_path):
-    _diffusers_pipeline_dir(tmp_path / "v", prediction_type="v_prediction")
-    with pytest.raises(ValueError, match=r"scheduler_config.json: prediction_type='v_prediction'"):
+    _diffusers_pipeline_dir(tmp_path / "v", prediction_type="velocity")
+    with pytest.raises(ValueError, match=r"scheduler_config.json: prediction_type='velocity'; expected one of"):
         ddpm.load_diffusers_ddpm(tmp_path / "v")
     diffusers = pytest.importorskip("diffusers")
     diffusers.UNet2DModel(sample_size=S, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,

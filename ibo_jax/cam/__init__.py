@@ -18,7 +18,15 @@ from ibo_jax.cam import (  # noqa: F401  (registration side effect, in METHODS o
     scorecam,
     xgradcam,
 )
-from ibo_jax.cam.base import REGISTRY, compute, make_cam_fn, minmax, resize, resize_matrix
+from ibo_jax.cam.base import (
+    REGISTRY,
+    compute,
+    make_cam_fn,
+    minmax,
+    resize,
+    resize_matrix,
+    resolve_options,
+)
 
 METHODS: tuple[str, ...] = (
     "gradcam",
@@ -40,4 +48,5 @@ __all__ = [
     "minmax",
     "resize",
     "resize_matrix",
+    "resolve_options",
 ]

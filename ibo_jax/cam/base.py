@@ -160,6 +160,15 @@ def _compute_jit(graphdef, state, images, *, method, target_class, options):
     return heat.astype(jnp.float64 if heat.dtype == jnp.float64 else jnp.float32), valid
 
 
+def resolve_options(options) -> dict:
+    """Method options from a config (a mapping or ConfigDict): a 'dtype' given by name becomes a
+    dtype, so experiment files can say `scorecam.dtype = 'bfloat16'`."""
+    opts = dict(options.to_dict() if hasattr(options, "to_dict") else (options or {}))
+    if isinstance(opts.get("dtype"), str):
+        opts["dtype"] = jnp.dtype(opts["dtype"])
+    return opts
+
+
 def check_method(method: str) -> None:
     if method not in REGISTRY:
         raise ValueError(f"unknown CAM method {method!r}; expected one of {sorted(REGISTRY)}")

@@ -43,6 +43,7 @@ class Curve:
     x: Callable[[Mapping[str, np.ndarray], Sequence[float], int], np.ndarray]
     first: int = 0
     area_is_x: bool = False
+    uses_fractions: bool = False
 
 
 def _own_x(name: str):
@@ -75,6 +76,10 @@ def _fixed_masks(heat, levels, n_levels, n_masks, fractions):
     return lv.fraction_masks(heat, fractions)
 
 
+def _fixed_lerf_masks(heat, levels, n_levels, n_masks, fractions):
+    return lv.fraction_masks(-np.asarray(heat, np.float32), fractions)  # the bottom q by heat value
+
+
 def _lerf_masks(heat, levels, n_levels, n_masks, fractions):
     return deletion.lerf_masks(levels, n_masks)
 
@@ -89,7 +94,12 @@ CURVES: dict[str, Curve] = {c.name: c for c in (
           "removed fraction p_i = |Mi|/|M4|", True, _morf_masks, lambda n, q: n, _own_x("morf")),
     Curve("fixed", "Fixed-fraction deletion AUC (top q of the pixels, same q for every method)",
           "Lower = the method's most important pixels really drove the prediction.",
-          "removed fraction q", True, _fixed_masks, lambda n, q: len(q), _fixed_x, area_is_x=True),
+          "removed fraction q", True, _fixed_masks, lambda n, q: len(q), _fixed_x, area_is_x=True,
+          uses_fractions=True),
+    Curve("fixed_lerf", "Fixed-fraction LeRF AUC (the least important q of the pixels removed first)",
+          "Higher = removing the pixels the method calls least important leaves the prediction intact.",
+          "removed fraction q (least important first)", False, _fixed_lerf_masks, lambda n, q: len(q), _fixed_x,
+          area_is_x=True, uses_fractions=True),
     Curve("lerf", "LeRF deletion AUC (least relevant levels removed first)",
           "Higher = removing the pixels the method calls least important leaves the prediction intact.",
           "removed fraction (least relevant first)", False, _lerf_masks, lambda n, q: n, _own_x("lerf")),

@@ -157,6 +157,28 @@ def bootstrap_mean_ci(
     return {k: (x[0] if squeeze else x) for k, x in out.items()}
 
 
+def ranks_array(means, methods, ascending: bool):
+    """Ordinal ranks [..., M] of column means (NaN last, cam.METHODS tie-break), vectorized."""
+    return _ranks_array(means, methods, ascending)
+
+
+def col_means(x: np.ndarray) -> np.ndarray:
+    """nanmean over the patch axis (-2), no warning for all-NaN columns."""
+    return _col_means(x)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    p = np.asarray(p_values, np.float64)
+    order = np.argsort(p)
+    adj = np.empty_like(p)
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (len(p) - i) * p[j]))
+        adj[j] = running
+    return adj.tolist()
+
+
 def _ranks_array(means: np.ndarray, methods: Sequence[str], ascending: bool) -> np.ndarray:
     """Ordinal ranks [..., M] of column means with the cam.METHODS tie-break (vectorized)."""
     tie = _tie_key(list(methods))
@@ -178,6 +200,7 @@ def bootstrap_rankings(
     n_boot: int = 1000,
     seed: int = 0,
     ascending: bool = True,
+    gt_ascending: bool = False,
 ) -> dict[str, np.ndarray]:
     """Rank stability of one strategy: resample patches, rank methods by mean AUC and by mean IoU.
 
@@ -191,7 +214,7 @@ def bootstrap_rankings(
         raise ValueError(f"auc {a.shape} and iou {g.shape}: expected both [P, {len(methods)}]")
     idx = bootstrap_indices(a.shape[0], n_boot, seed)
     ra = _ranks_array(_col_means(a[idx]), methods, ascending)  # [n_boot, M]
-    rg = _ranks_array(_col_means(g[idx]), methods, False)
+    rg = _ranks_array(_col_means(g[idx]), methods, gt_ascending)
     m = len(methods)
     freq = np.stack([np.mean(ra == r + 1, axis=0) for r in range(m)], axis=1)  # [M, M]
     gfreq = np.stack([np.mean(rg == r + 1, axis=0) for r in range(m)], axis=1)
@@ -207,8 +230,13 @@ def paired_mard_test(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    ascending: bool = True,
+    gt_ascending: bool = False,
 ) -> dict[str, float]:
     """Paired bootstrap test of MARD(strategy A) < MARD(strategy B) against the GT ranking.
+
+    ascending: lower AUC ranks first (deletion); gt_ascending: the reference's direction (False
+    for the IoU ground truth; True for a reference strategy's deletion AUCs).
 
     All three tables [P, M] share rows (patches); each resample uses the same rows for A, B and
     the GT. Returns the observed difference MARD_A - MARD_B, its CI, and p_value = share of
@@ -219,17 +247,18 @@ def paired_mard_test(
     g = np.asarray(iou_values, np.float64)
     if not (a.shape == b.shape == g.shape) or a.ndim != 2:
         raise ValueError(f"auc_a {a.shape}, auc_b {b.shape}, iou {g.shape}: expected equal [P, M]")
-    obs = _ranks_array(_col_means(np.stack([a, b])), methods, True)  # [2, M]
-    obs_g = _ranks_array(_col_means(g), methods, False)  # [M]
+    obs = _ranks_array(_col_means(np.stack([a, b])), methods, ascending)  # [2, M]
+    obs_g = _ranks_array(_col_means(g), methods, gt_ascending)  # [M]
     diff = np.mean(np.abs(obs[0] - obs_g)) - np.mean(np.abs(obs[1] - obs_g))
     idx = bootstrap_indices(a.shape[0], n_boot, seed)
-    rg = _ranks_array(_col_means(g[idx]), methods, False)
-    ra = _ranks_array(_col_means(a[idx]), methods, True)
-    rb = _ranks_array(_col_means(b[idx]), methods, True)
+    rg = _ranks_array(_col_means(g[idx]), methods, gt_ascending)
+    ra = _ranks_array(_col_means(a[idx]), methods, ascending)
+    rb = _ranks_array(_col_means(b[idx]), methods, ascending)
     d = np.mean(np.abs(ra - rg), axis=1) - np.mean(np.abs(rb - rg), axis=1)  # [n_boot]
     return {
         "mard_diff": float(diff),
         "lo": float(np.quantile(d, alpha / 2)),
         "hi": float(np.quantile(d, 1 - alpha / 2)),
         "p_value": float(np.mean(d >= 0)),
+        "p_two_sided": float(min(1.0, 2.0 * min(np.mean(d >= 0), np.mean(d <= 0)))),
     }

@@ -145,11 +145,22 @@ def _section_tables(summary: Mapping) -> list[str]:
         out.append("\n## Is one strategy's MARD really lower than another's? (paired bootstrap)\n\n"
                    "Patches are resampled together for both strategies and the GT; p = share of "
                    "resamples where A's MARD is not lower than B's (small p: A agrees with the GT better "
-                   "beyond patch-sampling noise).\n\n")
-        out.append(_table(["A < B", "MARD(A) - MARD(B)", "95% interval", "p"],
-                          [[k, _num(v["mard_diff"]), f"[{_num(v['lo'])}, {_num(v['hi'])}]", _num(v["p_value"])]
-                           for k, v in sorted(tests.items())]))
+                   "beyond patch-sampling noise). Cell: MARD(row) - MARD(column) (p).\n\n")
+        out.append(paired_matrix(tests))
     return out
+
+
+def paired_matrix(tests: Mapping[str, Mapping]) -> str:
+    """'A<B' paired tests as one compact matrix: row A, column B, cell 'MARD(A) - MARD(B) (p)'."""
+    names = sorted({n for k in tests for n in k.split("<")})
+    rows = []
+    for a in names:
+        row = [a]
+        for b in names:
+            t = tests.get(f"{a}<{b}")
+            row.append("" if t is None else f"{_num(t['mard_diff'], 2)} ({_num(t['p_value'], 2)})")
+        rows.append(row)
+    return _table(["A \\ B", *names], rows)
 
 
 def _ddpm_section(q: Mapping) -> list[str]:
@@ -241,9 +252,10 @@ def ground_truth_kind(dataset_json: str | Path) -> str:
 def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
                     config: Mapping | None = None, figures: Sequence[tuple[str, str]] = (),
                     ground_truth: str | None = None, sweep: Mapping | None = None,
-                    ddpm_check: Mapping | None = None) -> str:
+                    ddpm_check: Mapping | None = None, trust: Sequence[str] = ()) -> str:
     """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
-    says what the GT masks are (`ground_truth_kind`); `ddpm_check` the ddpm_check summary."""
+    says what the GT masks are (`ground_truth_kind`); `ddpm_check` the ddpm_check summary;
+    `trust` the lines of 'Can this verdict be trusted?' (report_meta.trust_section), which open it."""
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
     mard_of = {s: summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
@@ -270,6 +282,7 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
         out.append(f"**Verdict of this run:** the ranking that agrees best with the GT comes from "
                    f"**{' and '.join(best)}**{' (tied)' if len(best) > 1 else ''} (MARD: {mards}). Check the bootstrap intervals and paired tests below before "
                    "trusting a difference.\n\n")
+    out.extend(trust)
     out.append("## This run\n\n")
     facts = [["evaluation set", f"{summary.get('n_images', 'n/a')} tumor patches"],
              ["misclassified (original image, p(tumor) < 0.5)", str(summary.get("misclassified", "n/a"))],
@@ -298,7 +311,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
                  ddpm_check: Mapping | None = None, sweep: Mapping | None = None,
                  explain: tuple[Mapping, Mapping] | None = None,
                  upstream_figures: Sequence[tuple[str | Path, str]] = (), ground_truth: str | None = None,
-                 config: Mapping | None = None) -> dict:
+                 config: Mapping | None = None, meta: Mapping | None = None) -> dict:
     """Writes out_dir/report.md and its figures from what it is given; returns a small summary.
     upstream_figures: (PNG file another stage wrote, caption), copied beside the report as
     `<its stage folder>_<name>`."""
@@ -329,7 +342,13 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
             figures.append((name, cap))
         else:
             (out_dir / name).unlink(missing_ok=True)
+    trust = []
+    if meta:
+        from ibo_jax.evaluation.report_meta import trust_section
+
+        trust, meta_figures = trust_section(meta, summary, out_dir)
+        figures = meta_figures + figures
     text = render_markdown(summary, classifier_metrics=classifier_metrics, config=config, figures=figures,
-                           ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check)
+                           ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check, trust=trust)
     ibo_io.write_text(out_dir / "report.md", text)
     return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

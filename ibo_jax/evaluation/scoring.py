@@ -17,14 +17,17 @@ import numpy as np
 from ibo_jax.evaluation import realism
 from ibo_jax.evaluation.predict import to_float
 from ibo_jax.evaluation.study import Study
-from ibo_jax.occlusion.store import chunk_name
+from ibo_jax.occlusion.store import RESIDUAL, chunk_name
 
 PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def score_block(block: Mapping, originals: np.ndarray, predict_fn: PredictFn,
-                lpips_fns: Mapping[str, Callable] | None = None) -> dict:
-    """Predictions, realism (on the study's MoRF curve) and pooled features of one block."""
+                lpips_fns: Mapping[str, Callable] | None = None, *, twins: np.ndarray | None = None,
+                tumor_mask: np.ndarray | None = None) -> dict:
+    """Predictions, realism (on the study's MoRF curve) and pooled features of one block; for the
+    residual blocks (the whole annotated region removed) SSIM/PSNR inside the region against the
+    originals and, when there are twins, against the twins."""
     img = block["image"]
     pos = np.asarray(block["pos"])
     p, logit, feat = predict_fn(img)
@@ -35,6 +38,12 @@ def score_block(block: Mapping, originals: np.ndarray, predict_fn: PredictFn,
         out.update(realism.pair_metrics(orig, occ))
         for name, fn in (lpips_fns or {}).items():
             out[name] = np.asarray(fn(orig, occ), np.float32)
+    if block["curve"] == RESIDUAL and tumor_mask is not None and len(pos):
+        occ, m = to_float(img), tumor_mask[pos]
+        for ref_name, ref in (("orig", originals), ("twin", twins)):
+            if ref is not None:
+                q = realism.masked_pair_metrics(to_float(ref[pos]), occ, m)
+                out[f"ssim_{ref_name}"], out[f"psnr_{ref_name}"] = q["ssim"], q["psnr"]
     return out
 
 
@@ -58,7 +67,8 @@ class _Memory:
 
 def score_occluded(blocks: Iterable[Mapping], originals: np.ndarray, predict_fn: PredictFn, *,
                    lpips_fns: Mapping[str, Callable] | None = None, store=None,
-                   share: tuple[int, int] = (0, 1), progress: Callable = lambda it: it) -> dict | None:
+                   share: tuple[int, int] = (0, 1), progress: Callable = lambda it: it,
+                   twins: np.ndarray | None = None, tumor_mask: np.ndarray | None = None) -> dict | None:
     """Scores every block once (finished ones in `store` are reused). Returns
     {(strategy, curve): rows concatenated} on process 0 of `share`, None on the others."""
     store = _Memory() if store is None else store
@@ -67,7 +77,7 @@ def score_occluded(blocks: Iterable[Mapping], originals: np.ndarray, predict_fn:
     for i, block in enumerate(progress(blocks)):
         name = chunk_name(block["strategy"], block["curve"], block["name"])
         if i % count == index and not store.done(name):
-            store.save(name, score_block(block, originals, predict_fn, lpips_fns))
+            store.save(name, score_block(block, originals, predict_fn, lpips_fns, twins=twins, tumor_mask=tumor_mask))
         pending.append(((block["strategy"], block["curve"]), name))
     if index != 0:
         return None
@@ -78,12 +88,29 @@ def score_occluded(blocks: Iterable[Mapping], originals: np.ndarray, predict_fn:
     return {key: {k: np.concatenate([r[k] for r in rows]) for k in rows[0]} for key, rows in parts.items()}
 
 
+def residual_arrays(rows: Mapping[str, np.ndarray], n_images: int) -> dict[str, np.ndarray]:
+    """One strategy's residual rows (the annotated region removed) as [N, D] arrays (NaN where an
+    image has no tumor region), keyed p, logit and the masked SSIM/PSNR, plus feat [R, C] rows."""
+    pos, draw = np.asarray(rows["pos"], np.int64), np.asarray(rows["draw"], np.int64)
+    n_draw = int(draw.max()) + 1 if draw.size else 1
+    out = {}
+    for k in ("p", "logit", "ssim_orig", "psnr_orig", "ssim_twin", "psnr_twin"):
+        if k in rows:
+            a = np.full((n_images, n_draw), np.nan)
+            a[pos, draw] = rows[k]
+            out[k] = a
+    out["feat"], out["pos"] = np.asarray(rows["feat"], np.float32), pos
+    return out
+
+
 def summarize_run(ev: Mapping, geo: dict, results: Mapping[tuple[str, str], dict], predict_fn: PredictFn, *,
                   methods: Sequence[str], controls: Sequence[str], fractions: Mapping | None = None,
                   n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, kid_subset_size: int | None = None,
-                  lpips_available: bool = False, layout: Mapping | None = None) -> tuple[Study, dict]:
-    """The Study of a run and the score stage's summary.json contents."""
-    p0, logit0, feat0 = predict_fn(ev["image"])
+                  lpips_available: bool = False, layout: Mapping | None = None,
+                  originals: tuple | None = None) -> tuple[Study, dict]:
+    """The Study of a run and the score stage's summary.json contents; `originals`: the
+    (p, logit, feat) of ev['image'] if already predicted."""
+    p0, logit0, feat0 = originals if originals is not None else predict_fn(ev["image"])
     study = Study.from_geometry(geo, image_id=ev["index"], label=ev["label"], methods=methods, controls=controls,
                                 p0=p0, logit0=logit0, fractions=fractions)
     for (strategy, curve), rows in results.items():
@@ -94,5 +121,6 @@ def summarize_run(ev: Mapping, geo: dict, results: Mapping[tuple[str, str], dict
     summary["exclusions"].update(geo["excluded"])
     summary["misclassified"] = int(np.sum((p0 >= 0.5).astype(np.int32) != np.asarray(ev["label"])))
     summary["n_images"] = int(len(p0))
-    summary["layout"] = {k: v for k, v in (layout or {}).items() if k not in ("fractions", "blocks", "methods")}
+    summary["layout"] = {k: v for k, v in (layout or {}).items()
+                         if k not in ("fractions", "blocks", "methods", "residual_blocks")}
     return study, summary

@@ -88,6 +88,37 @@ class Study:
             d["feat"], d["feat_mask"], d["feat_method"] = rows["feat"], mask, meth
         self.dense[(strategy, curve)] = d
 
+    def save(self, path: str | Path, extra: Mapping[str, np.ndarray] | None = None) -> None:
+        """Everything needed to rebuild the study (`Study.load`), plus `extra` arrays (the score
+        stage's twins and residual fills): score/study.npz, what the meta-evaluation reads."""
+        arrays = {"image_id": self.image_id, "label": self.label, "methods": np.asarray(self.methods),
+                  "controls": np.asarray(self.controls, dtype=str), "valid": self.valid, "gt_iou": self.gt_iou,
+                  "p0": self.p0, "logit0": self.logit0}
+        arrays.update({f"areas__{c}": v for c, v in self.areas.items()})
+        arrays.update({f"fractions__{c}": np.asarray(q, np.float64) for c, q in self.fractions.items()})
+        for (strategy, curve), d in self.dense.items():
+            arrays.update({f"dense__{strategy}__{curve}__{k}": np.asarray(v) for k, v in d.items()})
+        arrays.update({f"extra__{k}": np.asarray(v) for k, v in (extra or {}).items()})
+        ibo_io.write_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[Study, dict[str, np.ndarray]]:
+        """(study, extra arrays) from `save`."""
+        z = ibo_io.read_npz(path)
+        for k in ("image_id", "methods", "valid", "gt_iou", "p0", "logit0"):
+            if k not in z:
+                raise ValueError(f"{path}: missing array {k!r} (not a saved Study; rerun the score stage)")
+        study = cls(image_id=z["image_id"], label=z["label"], methods=[str(m) for m in z["methods"]],
+                    controls=[str(m) for m in z["controls"]], valid=z["valid"].astype(bool), gt_iou=z["gt_iou"],
+                    p0=z["p0"], logit0=z["logit0"],
+                    areas={k[len("areas__"):]: v for k, v in z.items() if k.startswith("areas__")},
+                    fractions={k[len("fractions__"):]: v.tolist() for k, v in z.items() if k.startswith("fractions__")})
+        for k, v in z.items():
+            if k.startswith("dense__"):
+                _, strategy, curve, name = k.split("__", 3)
+                study.dense.setdefault((strategy, curve), {})[name] = v
+        return study, {k[len("extra__"):]: v for k, v in z.items() if k.startswith("extra__")}
+
     def x(self, curve: str, n_pts: int) -> np.ndarray:
         """x positions [N, M or 1, 1, n+1] of a curve with n_pts points after the original."""
         return curve_registry.get(curve).x(self.areas, self.fractions.get(curve), n_pts)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -56,14 +57,29 @@ def restore_pytree(path: Path, abstract):
         return ckpt.restore(path.absolute(), abstract)
 
 
+def classifier_spec(stage_dir: str | Path) -> ModelSpec:
+    """The ModelSpec of a train_classifier stage folder (`model_config.json`)."""
+    cfg_path = Path(stage_dir) / "model_config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path}: not found (a finished train_classifier stage has it)")
+    c = io.read_json(cfg_path)
+    return ModelSpec(c["arch"], int(c["num_classes"]), c.get("kwargs", {}))
+
+
+def fresh_classifier(stage_dir: str | Path, seed: int) -> nnx.Module:
+    """A freshly initialized classifier of the same architecture (model randomization), eval mode."""
+    model = classifier_spec(stage_dir).build(rngs=nnx.Rngs(seed))
+    model.eval()
+    return model
+
+
 def load_classifier(stage_dir: str | Path, *, dtype: Any = None) -> nnx.Module:
     """Rebuilds the module from `model_config.json` and restores `model/` (orbax); eval mode."""
     stage_dir = Path(stage_dir)
-    cfg_path, weights = stage_dir / "model_config.json", stage_dir / "model"
-    if not cfg_path.exists() or not weights.exists():
+    weights = stage_dir / "model"
+    if not weights.exists():
         raise FileNotFoundError(f"{stage_dir}: expected model_config.json and model/ (a finished train_classifier stage)")
-    c = io.read_json(cfg_path)
-    spec = ModelSpec(c["arch"], int(c["num_classes"]), c.get("kwargs", {}))
+    spec = classifier_spec(stage_dir)
     abstract = nnx.eval_shape(lambda: spec.build(rngs=nnx.Rngs(0), dtype=dtype))
     graphdef, params, stats, rest = nnx.split(abstract, nnx.Param, nnx.BatchStat, ...)
     saved = restore_pytree(weights, {"params": params, "stats": stats})
@@ -87,26 +103,48 @@ class EpsModel:
         return self.apply(self.params, x_t, t)
 
 
+def make_apply(graphdef: nnx.GraphDef, prediction_type: str = "epsilon",
+               betas: np.ndarray | None = None) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+    """`apply(params, x_t, t) -> eps` whatever the network predicts (eps, v or x0: converted with
+    the trained schedule `betas`); one function per (graphdef, prediction type, schedule), so jit
+    caches keyed on it hit."""
+    if prediction_type != "epsilon" and betas is None:
+        raise ValueError(f"make_apply: a {prediction_type!r} network needs the trained betas to give eps")
+    key = None if prediction_type == "epsilon" else np.asarray(betas, np.float64).tobytes()
+    return _make_apply(graphdef, prediction_type, key)
+
+
 @functools.lru_cache(maxsize=64)
-def make_apply(graphdef: nnx.GraphDef) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-    """`apply(params, x_t, t) -> eps`; one function per graphdef, so jit caches keyed on it hit."""
+def _make_apply(graphdef, prediction_type: str, betas_key: bytes | None):
+    from ibo_jax.repaint import diffusion
+
+    if prediction_type == "epsilon":
+        def apply(params, x_t, t):
+            return nnx.merge(graphdef, params)(x_t, t)
+
+        return apply
+    sched = diffusion.make_schedule(np.frombuffer(betas_key, np.float64))
 
     def apply(params, x_t, t):
-        return nnx.merge(graphdef, params)(x_t, t)
+        out = nnx.merge(graphdef, params)(x_t, t)
+        return diffusion.eps_from_output(prediction_type, sched, x_t.astype(jnp.float32), t, out)
 
     return apply
 
 
 def save_eps_model(stage_dir: str | Path, config: UNetConfig, ema_params: Any, *, betas: np.ndarray,
-                   image_size: int, schedule: dict | None = None) -> None:
-    """Writes `model.json` (UNet config, schedule, image size) and `ema_params/` (orbax)."""
+                   image_size: int, schedule: dict | None = None, prediction_type: str = "epsilon",
+                   extra: dict | None = None) -> None:
+    """Writes `model.json` (UNet config, schedule, what the network predicts, the image size it
+    inpaints at, `extra` facts such as the training crop) and `ema_params/` (orbax)."""
     stage_dir = Path(stage_dir).absolute()
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(stage_dir / "ema_params", jax.tree.map(np.asarray, nnx.to_pure_dict(ema_params)), force=True)
     ckptr.wait_until_finished()
     io.write_json(stage_dir / "model.json", {"unet": config.to_dict(), "image_size": int(image_size),
                                           "betas": np.asarray(betas, np.float64).tolist(),
-                                          "schedule": schedule or {}})
+                                          "schedule": schedule or {}, "prediction_type": prediction_type,
+                                          **(extra or {})})
 
 
 def load_eps_model(stage_dir: str | Path, *, dtype: Any = None) -> EpsModel:
@@ -122,8 +160,9 @@ def load_eps_model(stage_dir: str | Path, *, dtype: Any = None) -> EpsModel:
     target = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), nnx.to_pure_dict(params))
     restored = ocp.StandardCheckpointer().restore(stage_dir / "ema_params", target)
     nnx.replace_by_pure_dict(params, restored)
-    return EpsModel(apply=make_apply(graphdef), params=params,
-                    betas=np.asarray(meta["betas"], np.float32), image_size=int(meta["image_size"]))
+    betas = np.asarray(meta["betas"], np.float64)
+    return EpsModel(apply=make_apply(graphdef, meta.get("prediction_type", "epsilon"), betas), params=params,
+                    betas=betas.astype(np.float32), image_size=int(meta["image_size"]))
 
 
 _DIFFUSERS_BETAS = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
@@ -137,7 +176,8 @@ def load_diffusers_ddpm(path: str | Path, *, dtype: Any = None) -> tuple[UNet2DM
     `scheduler_config.json` in the pipeline's `scheduler/`, beside the UNet's files, or in
     `../scheduler/`: {'kind', 'T', 'beta_start', 'beta_end'} as `diffusion.beta_schedule` takes
     them (diffusers' 'linear' and 'squaredcos_cap_v2' = 'cosine'); None when there is no such file.
-    Errors name the file and field: an epsilon network is needed (prediction_type 'epsilon').
+    The schedule dict carries the scheduler's `prediction_type` ('epsilon', 'v_prediction' or
+    'sample'; `make_apply` turns any of them into eps). Errors name the file and field.
     """
     from ibo_jax.models.unet_convert import from_diffusers_unet
 
@@ -154,9 +194,11 @@ def load_diffusers_ddpm(path: str | Path, *, dtype: Any = None) -> tuple[UNet2DM
         from ibo_jax.models.unet_convert import read_config_json
 
         sc = read_config_json(sched_file)
-        if sc.get("prediction_type", "epsilon") != "epsilon":
-            raise ValueError(f"{sched_file}: prediction_type={sc['prediction_type']!r}; RePaint here needs an "
-                             f"epsilon-predicting DDPM ('epsilon')")
+        from ibo_jax.repaint.diffusion import PREDICTION_TYPES
+
+        if sc.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
+            raise ValueError(f"{sched_file}: prediction_type={sc['prediction_type']!r}; expected one of "
+                             f"{PREDICTION_TYPES}")
         if sc.get("trained_betas") is not None:
             raise ValueError(f"{sched_file}: trained_betas (an explicit beta list) is not supported; expected "
                              f"beta_schedule in {sorted(_DIFFUSERS_BETAS)}")
@@ -166,6 +208,7 @@ def load_diffusers_ddpm(path: str | Path, *, dtype: Any = None) -> tuple[UNet2DM
                              f"{sorted(_DIFFUSERS_BETAS)}")
         schedule = {"kind": _DIFFUSERS_BETAS[kind], "T": int(sc.get("num_train_timesteps", 1000)),
                     "beta_start": float(sc.get("beta_start", 1e-4)), "beta_end": float(sc.get("beta_end", 0.02)),
+                    "prediction_type": sc.get("prediction_type", "epsilon"),
                     "source": str(sched_file)}
     model = from_diffusers_unet(unet_dir, dtype=dtype)
     if model.config.in_channels != 3 or model.config.out_channels != 3:

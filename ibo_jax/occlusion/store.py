@@ -18,6 +18,8 @@ from pathlib import Path
 
 from ibo_jax import io as ibo_io
 
+RESIDUAL = "residual"  # blocks with the whole annotated region removed (method -1), listed apart
+
 
 def chunk_name(strategy: str, curve: str, name: str) -> str:
     """File name of one block of occluded images."""
@@ -38,11 +40,13 @@ def load_occluded(stage_dir: str | Path, *, strategy: str | None = None,
 
     Each block: strategy, curve, name (unique within a strategy and curve), image uint8
     [R, H, W, 3], pos int32 [R] (eval-set position), method int16 [R] (index into the layout's
-    `methods`), mask int16 [R] (1..n), draw int16 [R]. Filters: strategy, curve, block name.
+    `methods`), mask int16 [R] (1..n), draw int16 [R]. Filters: strategy, curve, block name;
+    curve='residual' gives the blocks with the whole annotated region removed (method -1).
     """
     stage_dir = Path(stage_dir)
     layout = occluded_layout(stage_dir)
-    for b in layout["blocks"]:
+    listed = layout.get("residual_blocks", []) if curve == RESIDUAL else layout["blocks"]
+    for b in listed:
         if any(want is not None and b[field] != want
                for field, want in (("strategy", strategy), ("curve", curve), ("name", name))):
             continue

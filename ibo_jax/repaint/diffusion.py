@@ -115,6 +115,48 @@ def eps_loss(pred: jax.Array, noise: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(d))
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def target_of(prediction_type: str, sched: DiffusionSchedule, x0: jax.Array, t: jax.Array,
+              noise: jax.Array) -> jax.Array:
+    """What a network predicting `prediction_type` is trained to output: eps, v (Salimans & Ho
+    2022: sqrt(abar) eps - sqrt(1 - abar) x0) or x0 ('sample', diffusers' name)."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return extract(sched.sqrt_alphas_cumprod, t, x0) * noise - extract(sched.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"prediction_type: {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
+def eps_from_output(prediction_type: str, sched: DiffusionSchedule, x_t: jax.Array, t: jax.Array,
+                    out: jax.Array) -> jax.Array:
+    """The epsilon a network output implies (samplers and RePaint work with eps)."""
+    if prediction_type == "epsilon":
+        return out
+    a, s = extract(sched.sqrt_alphas_cumprod, t, x_t), extract(sched.sqrt_one_minus_alphas_cumprod, t, x_t)
+    if prediction_type == "v_prediction":  # x_t = a x0 + s eps, v = a eps - s x0  =>  eps = a v + s x_t
+        return a * out + s * x_t
+    if prediction_type == "sample":
+        return (x_t - a * out) / jnp.maximum(s, 1e-6)
+    raise ValueError(f"prediction_type: {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
+def min_snr_weight(prediction_type: str, sched: DiffusionSchedule, t: jax.Array, gamma: float) -> jax.Array:
+    """Min-SNR-gamma loss weights [B] (Hang et al. 2023) for the MSE on `prediction_type`'s target:
+    min(SNR, gamma) / SNR for eps, / (SNR + 1) for v, and min(SNR, gamma) for x0."""
+    abar = jnp.take(sched.alphas_cumprod, t)
+    snr = abar / jnp.maximum(1.0 - abar, 1e-12)
+    clipped = jnp.minimum(snr, gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1.0)
+    return clipped
+
+
 def predict_x0(sched: DiffusionSchedule, x_t: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
     """x0 = x_t / sqrt(abar_t) - sqrt(1/abar_t - 1) eps."""
     return extract(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - extract(

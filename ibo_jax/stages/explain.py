@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from ibo_jax import cam, io, parallel, rng
-from ibo_jax.evaluation.ranking import CONTROLS
+from ibo_jax.evaluation import controls as control_maps
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -41,7 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.label = 1              # tumor patches
     c.target_class = 1       # explain the tumor logit
     c.methods = cam.METHODS
-    c.controls = CONTROLS    # () for none
+    c.controls = ("random", "oracle")  # () for none; also 'graded' and 'oracle_shifted' (evaluation.controls)
     c.batch_size = 16        # images per jitted call (one compile per method)
     # keyword arguments of each method (cam.compute / make_cam_fn); a 'dtype' may be a name:
     # scorecam.batch_size = masked forwards per chunk, ablationcam.batch_size = ablated head
@@ -51,17 +50,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.k = 5                  # importance levels
     c.random_grid = 8        # 'random' control: noise grid size before upsampling
     c.oracle_sigma = 0.02    # 'oracle' control: Gaussian sigma as a fraction of the image size
+    c.graded_levels = control_maps.GRADED_LEVELS  # 'graded': shares a of the oracle made random
+    c.blob_grid = 6          # 'graded': size of the blobs' noise grid
     c.figure_patches = 4
     return c
 
 
 def method_options(method: str, cfg) -> dict:
     """`explain.method_options.<method>` as keyword arguments (dtype names become dtypes)."""
-    opts = cfg.method_options.get(method, {})
-    opts = dict(opts.to_dict() if isinstance(opts, ml_collections.ConfigDict) else opts)
-    if isinstance(opts.get("dtype"), str):
-        opts["dtype"] = jnp.dtype(opts["dtype"])
-    return opts
+    return cam.resolve_options(cfg.method_options.get(method, {}))
 
 
 def choose_eval_set(data_dir: Path, cfg, key: jax.Array) -> dict[str, np.ndarray]:
@@ -86,21 +83,6 @@ def choose_eval_set(data_dir: Path, cfg, key: jax.Array) -> dict[str, np.ndarray
         "label": np.asarray(split["label"][pick], np.int32),
         "tumor_mask": np.asarray(split["tumor_mask"][pick], bool),
     }
-
-
-def random_control(key: jax.Array, index: np.ndarray, size: tuple[int, int], grid: int) -> np.ndarray:
-    """Smooth random heatmaps [N, H, W] in [0, 1], one key per patch index."""
-    keys = jnp.stack([rng.fold(key, "random", int(i)) for i in index])
-    noise = jax.vmap(lambda k: jax.random.uniform(k, (grid, grid)))(keys)  # [N, g, g]
-    return np.asarray(cam.minmax(cam.resize(noise, size)), np.float32)
-
-
-def oracle_control(masks: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Ground-truth masks [N, H, W] -> smoothed maps in [0, 1] (empty mask -> zeros)."""
-    from scipy.ndimage import gaussian_filter
-
-    out = np.stack([gaussian_filter(m.astype(np.float32), sigma_px, mode="nearest") for m in masks])
-    return np.asarray(cam.minmax(jnp.asarray(out)), np.float32)
 
 
 def _compute_chunk(fns: dict, state, images: np.ndarray, batch: int, mesh) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -155,9 +137,7 @@ def run(ctx) -> dict:
     controls = [str(c) for c in cfg.controls]
     for m in methods:
         cam.base.check_method(m)
-    bad = [c for c in controls if c not in CONTROLS]
-    if bad:
-        raise ValueError(f"explain.controls: unknown {bad}; expected some of {CONTROLS}")
+    control_maps.expand(controls)  # unknown names: an error naming the field
 
     ev = choose_eval_set(ctx.input_dir("data"), cfg, ctx.key)
     n, H, W, _ = ev["image"].shape
@@ -197,14 +177,12 @@ def run(ctx) -> dict:
     parts = [io.read_npz(ctx.chunk_path(f"heat_{s:06d}.npz")) for s in starts] if methods else []
     heat = np.concatenate([p["heat"] for p in parts]) if methods else np.zeros((n, 0, H, W), np.float16)
     cam_valid = np.concatenate([p["valid"] for p in parts]) if methods else np.zeros((n, 0), bool)
-    extra = []
-    if "random" in controls:
-        extra.append(random_control(ctx.key, ev["index"], (H, W), int(cfg.random_grid)))
-    if "oracle" in controls:
-        extra.append(oracle_control(ev["tumor_mask"], float(cfg.oracle_sigma) * max(H, W)))
-    if extra:
-        heat = np.concatenate([heat, np.stack(extra, 1).astype(np.float16)], axis=1)
-        cam_valid = np.concatenate([cam_valid, np.ones((n, len(extra)), bool)], axis=1)
+    controls, extra = control_maps.make(
+        controls, key=ctx.key, index=ev["index"], tumor_mask=ev["tumor_mask"], random_grid=int(cfg.random_grid),
+        oracle_sigma=float(cfg.oracle_sigma), blob_grid=int(cfg.blob_grid),
+        levels=tuple(float(a) for a in cfg.graded_levels))
+    heat = np.concatenate([heat, extra.astype(np.float16)], axis=1)
+    cam_valid = np.concatenate([cam_valid, np.ones((n, len(controls)), bool)], axis=1)
     names = methods + controls
     M = len(names)
 

@@ -39,17 +39,20 @@ from ibo_jax.io import pyplot
 from ibo_jax.occlusion import store
 from ibo_jax.rng import fold, row_keys, stable_int
 
+RESIDUAL = store.RESIDUAL
+
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.strategies = ("blackening", "blurring", "mean", "histogram", "nli", "ibo")
+    # 'counterfactual' (synthetic data with twins only; skipped with its reason otherwise)
+    c.strategies = ("blackening", "blurring", "mean", "histogram", "nli", "counterfactual", "ibo")
     c.curves = ("morf", "fixed")
     c.n_masks = 4
     c.k = 5  # importance levels, only used if explain/heatmaps.npz carries no levels
     c.fractions = (0.1, 0.25, 0.5)  # q grid of the fixed-fraction curve
     # Strategies for the non-morf curves; empty = all of `strategies`. IBO is left out of the
     # demo's fixed-fraction curve: RePaint costs ~1-4 s per 64 px inpainting on 2 CPU cores.
-    c.fixed_strategies = ("blackening", "blurring", "mean", "histogram", "nli")
+    c.fixed_strategies = ("blackening", "blurring", "mean", "histogram", "nli", "counterfactual")
     c.n_draws = 1  # draws per mask for random strategies (histogram, nli, ibo)
     c.images_per_chunk = 4
     # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
@@ -59,6 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
         dict(t_T=10, jump_length=5, jump_n_sample=2, batch_size=32, eta=-1.0, bf16=False)
     )  # 15 UNet calls per inpainting (the study: 250/10/10, 2,410 calls); eta < 0: official DDPM steps
     c.grid_patches = 2
+    # also remove the whole annotated region once per image and strategy (residual evidence: what
+    # p(tumor) is left against the counterfactual twin's)
+    c.residual = True
     return c
 
 
@@ -88,8 +94,26 @@ def strategy_options(name: str, cfg, ctx) -> dict:
     return opts
 
 
+def _residual_rows(ev, pos_list, n_draws):
+    """The whole annotated region removed, once per image (and draw): method -1, mask 1."""
+    rows = {"pos": [], "method": [], "mask": [], "draw": []}
+    masks_all, ids = [], []
+    for p in pos_list:
+        if not ev["tumor_mask"][p].any():
+            continue
+        for d in range(n_draws):
+            for k, v in zip(rows, (p, -1, 1, d)):
+                rows[k].append(v)
+            masks_all.append(ev["tumor_mask"][p])
+            ids.append([stable_int(int(ev["index"][p])), stable_int("annotation"), stable_int(f"{RESIDUAL}:1"), d])
+    return rows, masks_all, ids
+
+
 def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_list, curve, cfg,
                    n_draws, key) -> dict:
+    if curve == RESIDUAL:
+        rows, masks_all, ids = _residual_rows(ev, pos_list, n_draws)
+        return _apply(name, opts, ev, rows, masks_all, ids, key)
     rows = {"pos": [], "method": [], "mask": [], "draw": []}
     masks_all, ids = [], []
     n_pts = curve_registry.get(curve).n_points(int(cfg.n_masks), cfg.fractions)
@@ -109,6 +133,10 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
                     masks_all.append(m[j, i])
                     ids.append([stable_int(int(ev["index"][p])), stable_int(str(methods[mi])),
                                 stable_int(f"{curve}:{i + 1}"), d])
+    return _apply(name, opts, ev, rows, masks_all, ids, key)
+
+
+def _apply(name, opts, ev, rows, masks_all, ids, key) -> dict:
     out = {k: np.asarray(v, np.int32 if k == "pos" else np.int16) for k, v in rows.items()}
     if not masks_all:
         out["image"] = np.zeros((0,) + ev["image"].shape[1:], np.uint8)
@@ -116,6 +144,8 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
     remove = np.stack(masks_all)  # [R, H, W]
     images = ev["image"][out["pos"]].astype(np.float32) / 255.0  # [R, H, W, 3]
     keys = row_keys(fold(key, name), np.asarray(ids, np.int64))
+    if name == "counterfactual":  # each row's removed pixels come from its own patch's twin
+        opts = {**opts, "twin": ev["twin"][out["pos"]]}
     occluded = occlusion.apply(name, images, remove, key=keys, **opts)
     out["image"] = occlusion.to_uint8(occluded)
     return out
@@ -136,6 +166,11 @@ def run(ctx) -> dict:
         lv_flat, nl_flat, _ = lv.importance_levels_info(heat.reshape(n * m_count, h, w), int(cfg.k))
         levels, n_levels = lv_flat.reshape(heat.shape), nl_flat.reshape(n, m_count)
     strategies = [str(s) for s in cfg.strategies]
+    skipped = {}
+    twins, no_twins = explained.twins(ev)
+    if "counterfactual" in strategies and twins is None:  # not synthetic data: said, not faked
+        skipped["counterfactual"] = no_twins
+        strategies.remove("counterfactual")
     missing = [s for s in strategies if s not in occlusion.STRATEGIES]
     if missing:
         raise ValueError(f"occlude.strategies: {missing} not available; registry has {occlusion.STRATEGIES}")
@@ -159,13 +194,17 @@ def run(ctx) -> dict:
     blocks, seconds, rows_done = [], {}, 0
     draws = {s: (int(cfg.n_draws) if s in occlusion.RANDOM else 1) for s in strategies}
     work = [(s, c) for s in strategies for c in curves if c == "morf" or s in fixed_strats]
+    if cfg.residual:  # every strategy removes the whole annotated region once per image
+        work += [(s, RESIDUAL) for s in strategies]
+    residual_blocks = []
     options: dict[str, dict] = {}  # built on first use (loads the DDPM once, only if needed)
     for strategy, curve in work:
         t_s = time.time()
         for ci, pos_list in enumerate(ctx.progress(chunks, desc=f"occlude {strategy}/{curve}", unit="chunk")):
             name = f"c{ci:04d}"
             fname = store.chunk_name(strategy, curve, name)
-            blocks.append({"strategy": strategy, "curve": curve, "name": name, "file": f"chunks/{fname}"})
+            (residual_blocks if curve == RESIDUAL else blocks).append(
+                {"strategy": strategy, "curve": curve, "name": name, "file": f"chunks/{fname}"})
             if ci % ctx.process_count != ctx.process_index or ctx.chunk_done(fname):
                 continue
             if strategy not in options:
@@ -178,15 +217,16 @@ def run(ctx) -> dict:
         ctx.scalar(f"seconds/{strategy}/{curve}", seconds[f"{strategy}/{curve}"], 0)
 
     layout = {"strategies": strategies, "curves": curves, "n_masks": int(cfg.n_masks),
-              "fractions": {"fixed": fractions}, "draws": draws, "methods": methods,
-              "image_size": [h, w], "blocks": blocks, "fixed_strategies": fixed_strats}
+              "fractions": {c: fractions for c in curves if curve_registry.get(c).uses_fractions}, "draws": draws, "methods": methods,
+              "image_size": [h, w], "blocks": blocks, "fixed_strategies": fixed_strats,
+              "residual_blocks": residual_blocks, "skipped": skipped}
     if ctx.process_index == 0:
         ibo_io.write_json(ctx.dir / "layout.json", layout)
         if int(cfg.grid_patches) > 0 and "morf" in curves:
             grid_figure(ctx.dir, ev["image"], methods, valid, n_patches=int(cfg.grid_patches))
     return {"images": n, "methods": m_count, "valid_pairs": int(valid.sum()),
             "excluded": lv.exclusion_counts(n_levels), "rows_written": rows_done,
-            "blocks": len(blocks), "seconds_per_strategy": seconds,
+            "blocks": len(blocks), "seconds_per_strategy": seconds, "skipped": skipped,
             "seconds": round(time.time() - t0, 2)}
 
 

@@ -2,7 +2,8 @@
 
 Reads score/summary.json (required), train_classifier/metrics.json, explain/eval_set.npz +
 heatmaps.npz, data/dataset.json (what the GT masks are) and, when the config has those stages,
-ddpm_check/summary.json and repaint_sweep/sweep.json; figures other stages drew
+ddpm_check/summary.json, meta/summary.json (the report then opens with "Can this verdict be
+trusted?") and repaint_sweep/sweep.json; figures other stages drew
 (`evaluation.report.UPSTREAM_FIGURES`) are copied beside the report. The run's configuration
 (evaluation set size, RePaint schedule) is stated in the report. Only process 0 writes.
 """
@@ -52,6 +53,7 @@ def run(ctx) -> dict:
         classifier_metrics=_json(ctx.input_dir("train_classifier") / "metrics.json"),
         ddpm_check=_json(inputs["ddpm_check"] / "summary.json") if "ddpm_check" in inputs else None,
         sweep=_json(inputs["repaint_sweep"] / "sweep.json") if "repaint_sweep" in inputs else None,
+        meta=_json(inputs["meta"] / "summary.json") if "meta" in inputs else None,
         explain=explain, upstream_figures=figures,
         ground_truth=report.ground_truth_kind(ctx.input_dir("data") / "dataset.json"), config=_plain(ctx.config))
     if ctx.cfg.title:

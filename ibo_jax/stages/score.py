@@ -13,6 +13,9 @@ Outputs (score/):
                   logit), the ranking, agreement with the GT ranking (MARD, exact-match share,
                   Spearman, Kendall), rank frequencies; realism per mask; GT IoU per method; paired
                   MARD tests between strategies; exclusions with reasons; misclassified count.
+  study.npz       the dense score arrays (`evaluation.study.Study.load`) with the twins'
+                  predictions and the residual fills (the whole annotated region removed per
+                  strategy: p(tumor), SSIM/PSNR inside the region against original and twin)
   chunks/         one .npz per occluded block (predictions, realism, pooled features): resume.
 """
 
@@ -72,15 +75,20 @@ def run(ctx) -> dict:
     predict = make_predict_fn(loaders.load_classifier(ctx.input_dir("train_classifier")),
                               tumor_class=int(cfg.tumor_class), batch_size=int(cfg.batch_size))
     lpips_fns = lpips_functions(cfg)
+    twins, _ = explained.twins(ev)
+    share = (ctx.process_index, ctx.process_count)
     results = scoring.score_occluded(
-        store.load_occluded(occ_dir), ev["image"], predict, lpips_fns=lpips_fns, store=ctx.chunks,
-        share=(ctx.process_index, ctx.process_count),
+        store.load_occluded(occ_dir), ev["image"], predict, lpips_fns=lpips_fns, store=ctx.chunks, share=share,
         progress=lambda it: ctx.progress(it, desc="score", unit="block"))
-    n_blocks = len(layout["blocks"])
+    residual = scoring.score_occluded(  # the whole annotated region removed, per strategy
+        store.load_occluded(occ_dir, curve=store.RESIDUAL), ev["image"], predict, store=ctx.chunks, share=share,
+        twins=twins, tumor_mask=ev["tumor_mask"])
+    n_blocks = len(layout["blocks"]) + len(layout.get("residual_blocks", []))
     if results is None:  # not process 0: process 0 assembles once every host's chunks are there
         return {"blocks": n_blocks, "seconds": round(time.time() - t0, 2)}
+    originals = predict(ev["image"])
     study, summary = scoring.summarize_run(
-        ev, geo, results, predict, methods=methods, controls=controls, fractions=layout.get("fractions", {}),
+        ev, geo, results, predict, originals=originals, methods=methods, controls=controls, fractions=layout.get("fractions", {}),
         n_boot=int(cfg.n_boot), alpha=float(cfg.alpha), seed=int(ctx.config.seed),
         kid_subset_size=int(cfg.kid_subset_size) or None, lpips_available="lpips" in lpips_fns, layout=layout)
     for strategy, curves in summary["strategies"].items():
@@ -88,5 +96,12 @@ def run(ctx) -> dict:
             ctx.scalar(f"mard/{strategy}", curves["morf"]["agreement"]["mard"], 0)
     study.write_csv(ctx.dir / "scores.csv")
     ibo_io.write_json(ctx.dir / "summary.json", summary)
+    p0, _, feat0 = originals
+    extra = {"feat0": feat0}
+    if twins is not None:
+        extra["twin_p"], extra["twin_logit"], extra["twin_feat"] = predict(twins)
+    for (strategy, _), rows in (residual or {}).items():
+        extra.update({f"residual__{strategy}__{k}": v for k, v in scoring.residual_arrays(rows, len(p0)).items()})
+    study.save(ctx.dir / "study.npz", extra)  # dense arrays for the meta-evaluation
     return {"images": summary["n_images"], "blocks": n_blocks, "rows": study.n_rows,
             "misclassified": summary["misclassified"], "seconds": round(time.time() - t0, 2)}

@@ -53,10 +53,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.beta_schedule = "linear"
     c.beta_start = 1e-4
     c.beta_end = 0.02
+    c.prediction_type = "epsilon"  # what the UNet outputs: 'epsilon', 'v_prediction' or 'sample' (x0);
+    #                                 the EpsModel always gives eps (model.json records the type)
+    c.loss_weighting = "none"  # or 'min_snr' (min-SNR-gamma weights: faster convergence)
+    c.snr_gamma = 5.0
+    c.crop_size = 0  # > 0: train on random crops of this size at the patches' own pixel scale; the
+    #                  fully convolutional UNet then inpaints whole patches (image_size = 0: native)
     # optimisation
     c.num_steps = 200
     c.batch_size = 16  # global
     c.lr = 1e-3
+    c.lr_schedule = "constant"  # or 'cosine' (decay to 0 at num_steps, after the warm-up)
     c.warmup_steps = 20
     c.weight_decay = 1e-6
     c.grad_clip = 1.0
@@ -127,12 +134,14 @@ def run(ctx) -> dict:
     dtype = jnp.bfloat16 if c.bf16 else None
     schedule = {"kind": c.beta_schedule, "T": int(c.T), "beta_start": float(c.beta_start),
                 "beta_end": float(c.beta_end)}
+    prediction_type = str(c.prediction_type)
     if c.num_steps < 0 or (c.num_steps == 0 and not c.init_weights):
         raise ValueError(f"train_ddpm.num_steps={c.num_steps}: 0 means 'use train_ddpm.init_weights as the DDPM "
                          f"as is', which is not set; give a diffusers model folder or a positive step count")
     if c.init_weights:
         model, imported = ddpm.load_diffusers_ddpm(c.init_weights, dtype=dtype)
         schedule = imported or {**schedule, "source": "train_ddpm config (no scheduler_config.json found)"}
+        prediction_type = schedule.get("prediction_type", "epsilon")
         size = int(c.image_size) or int(model.config.sample_size or 0) or data_size
         dropout = float(model.config.dropout)
     else:
@@ -152,7 +161,11 @@ def run(ctx) -> dict:
 
     betas = diffusion.beta_schedule(schedule["kind"], schedule["T"], schedule["beta_start"], schedule["beta_end"])
     sched = diffusion.make_schedule(betas)
-    tx = ddpm.make_optimizer(c.lr, c.warmup_steps, c.weight_decay, c.grad_clip)
+    tx = ddpm.make_optimizer(c.lr, c.warmup_steps, c.weight_decay, c.grad_clip, schedule=str(c.lr_schedule),
+                             total_steps=int(c.num_steps))
+    crop = int(c.crop_size)
+    if crop and not (8 <= crop <= size):
+        raise ValueError(f"train_ddpm.crop_size={crop}: expected 0 (whole patches) or 8..{size} (the DDPM's size)")
     graphdef, state = ddpm.init_state(model, tx)
     state = parallel.replicate(state, mesh)
     mngr = ddpm.checkpoint_manager(ctx.dir / "checkpoints")
@@ -161,9 +174,10 @@ def run(ctx) -> dict:
         state = restored
     start = int(state["step"])
     step_fn = ddpm.make_train_step(graphdef, tx, sched, ema_decay=c.ema_decay, augment=c.augment,
-                                   dropout=dropout > 0)
+                                   dropout=dropout > 0, prediction_type=prediction_type,
+                                   loss_weighting=str(c.loss_weighting), snr_gamma=float(c.snr_gamma), crop_size=crop)
 
-    apply = ddpm.make_apply(graphdef)  # one function: the sampler compiles once
+    apply = ddpm.make_apply(graphdef, prediction_type, betas)  # one function: the sampler compiles once
 
     def eps_model(st):
         return ddpm.EpsModel(apply=apply, params=st["ema"], betas=np.float32(betas),
@@ -215,7 +229,8 @@ def run(ctx) -> dict:
     if start < c.num_steps:
         ddpm.save_checkpoint(mngr, state)
     ddpm.save_eps_model(ctx.dir, model.config, state["ema"], betas=betas, image_size=size,
-                        schedule={**schedule, "init_weights": str(c.init_weights) or None})
+                        schedule={**schedule, "init_weights": str(c.init_weights) or None},
+                        prediction_type=prediction_type, extra={"train_crop_size": crop or None})
     t_s = time.time()
     samples = write_samples(state, c.num_steps)
     sample_s = time.time() - t_s

@@ -36,12 +36,18 @@ from ibo_jax.repaint.unconditional import sample  # noqa: F401  (re-exported)
 
 
 def make_optimizer(lr: float = 1e-4, warmup_steps: int = 500, weight_decay: float = 1e-6,
-                   grad_clip: float = 1.0) -> optax.GradientTransformation:
-    """AdamW with a linear warm-up to `lr`, then constant, after global-norm gradient clipping."""
-    sched = optax.join_schedules(
-        [optax.linear_schedule(lr / max(warmup_steps, 1), lr, max(warmup_steps, 1)), optax.constant_schedule(lr)],
-        [max(warmup_steps, 1)],
-    )
+                   grad_clip: float = 1.0, *, schedule: str = "constant",
+                   total_steps: int = 0) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up to `lr`, then constant (or cosine decay to 0 at `total_steps`),
+    after global-norm gradient clipping."""
+    w = max(warmup_steps, 1)
+    if schedule == "cosine":
+        after = optax.cosine_decay_schedule(lr, max(total_steps - w, 1))
+    elif schedule == "constant":
+        after = optax.constant_schedule(lr)
+    else:
+        raise ValueError(f"lr schedule: {schedule!r}; expected 'constant' or 'cosine'")
+    sched = optax.join_schedules([optax.linear_schedule(lr / w, lr, w), after], [w])
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adamw(sched, weight_decay=weight_decay))
 
 
@@ -66,25 +72,52 @@ def dihedral_augment(x: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.take_along_axis(stacked, k[None, :, None, None, None], axis=0)[0]
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sched: diffusion.DiffusionSchedule,
-                    *, ema_decay: float = 0.9999, augment: bool = True, dropout: bool = False) -> Callable:
-    """jit-compiled `(state, images [B,H,W,3] in [0,1], key) -> (state, {'loss', 'grad_norm'})`."""
-    T = sched.betas.shape[0]
+def random_crops(x: jax.Array, key: jax.Array, size: int) -> jax.Array:
+    """One random size x size crop per example of [B, S, S, C] (the UNet is fully convolutional:
+    trained on crops at the patches' own pixel scale, it inpaints whole patches)."""
+    b, s = x.shape[0], x.shape[1]
+    if size >= s:
+        return x
+    off = jax.random.randint(key, (b, 2), 0, s - size + 1)
+    return jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (size, size, im.shape[-1])))(x, off)
 
-    def loss_fn(params, x_t, t, noise, key):
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sched: diffusion.DiffusionSchedule,
+                    *, ema_decay: float = 0.9999, augment: bool = True, dropout: bool = False,
+                    prediction_type: str = "epsilon", loss_weighting: str = "none", snr_gamma: float = 5.0,
+                    crop_size: int = 0) -> Callable:
+    """jit-compiled `(state, images [B,H,W,3] in [0,1], key) -> (state, {'loss', 'grad_norm'})`.
+
+    prediction_type: what the network outputs ('epsilon', 'v_prediction', 'sample' = x0);
+    loss_weighting 'min_snr' weighs the MSE by min-SNR-gamma (faster convergence); crop_size > 0
+    trains on random crops of that size (native pixel scale at a fraction of the cost).
+    """
+    T = sched.betas.shape[0]
+    if prediction_type not in diffusion.PREDICTION_TYPES:
+        raise ValueError(f"prediction_type: {prediction_type!r}; expected one of {diffusion.PREDICTION_TYPES}")
+    if loss_weighting not in ("none", "min_snr"):
+        raise ValueError(f"loss_weighting: {loss_weighting!r}; expected 'none' or 'min_snr'")
+
+    def loss_fn(params, x_t, t, target, weight, key):
         model = nnx.merge(graphdef, params)
-        eps = model(x_t, t, rngs=nnx.Rngs(dropout=key) if dropout else None)
-        return diffusion.eps_loss(eps, noise)
+        out = model(x_t, t, rngs=nnx.Rngs(dropout=key) if dropout else None)
+        per_example = jnp.mean(jnp.square(out.astype(jnp.float32) - target), axis=(1, 2, 3))
+        return jnp.mean(weight * per_example)
 
     def step(state, images, key):
-        k_aug, k_t, k_noise, k_drop = jax.random.split(key, 4)
+        k_aug, k_t, k_noise, k_drop, k_crop = jax.random.split(key, 5)
         x0 = images.astype(jnp.float32) * 2.0 - 1.0  # [B, H, W, 3] in [-1, 1]
+        if crop_size:
+            x0 = random_crops(x0, k_crop, crop_size)
         if augment:
             x0 = dihedral_augment(x0, k_aug)
         t = jax.random.randint(k_t, (x0.shape[0],), 0, T)
         noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
         x_t = diffusion.q_sample(sched, x0, t, noise)
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x_t, t, noise, k_drop)
+        target = diffusion.target_of(prediction_type, sched, x0, t, noise)
+        weight = (diffusion.min_snr_weight(prediction_type, sched, t, snr_gamma) if loss_weighting == "min_snr"
+                  else jnp.ones((x0.shape[0],), jnp.float32))
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x_t, t, target, weight, k_drop)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         step_no = state["step"] + 1

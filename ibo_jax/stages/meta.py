@@ -1,0 +1,96 @@
+"""Stage `meta`: can this run's verdict be trusted? Known-answer checks (`ibo_jax.evaluation.meta`,
+`.randomization`) on the score stage's dense arrays.
+
+Inputs: `score/study.npz` (the Study, twins' predictions, residual fills), `explain` (evaluation
+set for the randomization check), `train_classifier` (the model, re-initialized cascading from the
+head), `data` (normal test patches: does the classifier call the twins normal as often?).
+Output: `meta/summary.json` with
+  counterfactual    each strategy's ranking against the counterfactual strategy's (faithfulness)
+                    beside the IoU ranking (plausibility), per-patch agreement, residual evidence
+                    and fill fidelity against the twins; or `unavailable` with the reason (no twins)
+  graded_controls   does each strategy recover the known order of the graded oracle controls
+  randomization     model-parameter randomization: map similarity per cascade step and floor
+  srg               symmetric relevance gain on the fixed-fraction MoRF/LeRF curves
+  power             resolution, Holm-adjusted paired tests, decisive or not, patches needed
+"""
+
+from __future__ import annotations
+
+import time
+
+import ml_collections
+import numpy as np
+
+from ibo_jax import cam
+from ibo_jax import io as ibo_io
+from ibo_jax.evaluation import explained, meta, randomization
+from ibo_jax.evaluation.predict import make_predict_fn
+from ibo_jax.evaluation.study import Study
+from ibo_jax.models import loaders
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.n_boot = 1000
+    c.alpha = 0.05
+    c.randomization_images = 8  # evaluation patches for the randomization check (0 = skip it)
+    c.normal_patches = 64  # real normal test patches: the share called normal, beside the twins'
+    c.batch_size = 32
+    return c
+
+
+def twin_check(extra: dict, normal_p: np.ndarray | None) -> dict:
+    """The share of twins the classifier calls normal, next to real normal test patches."""
+    out = {"twins": int(len(extra["twin_p"])), "share_twins_called_normal": float(np.mean(extra["twin_p"] < 0.5))}
+    if normal_p is not None and len(normal_p):
+        out.update(normal_test_patches=int(len(normal_p)), share_normal_called_normal=float(np.mean(normal_p < 0.5)))
+        out["difference_points"] = 100.0 * (out["share_twins_called_normal"] - out["share_normal_called_normal"])
+    return out
+
+
+def run(ctx) -> dict:
+    from ibo_jax.data.patches import read_split
+
+    t0 = time.time()
+    cfg = ctx.cfg
+    if ctx.process_index != 0:
+        return {"skipped": "not process 0"}
+    kw = {"n_boot": int(cfg.n_boot), "seed": int(ctx.config.seed), "alpha": float(cfg.alpha)}
+    study, extra = Study.load(ctx.input_dir("score") / "study.npz")
+    ev, hm = explained.read(ctx.input_dir("explain"), need=())
+    summary = {"n_images": int(len(study.p0))}
+
+    has_cf = any(s == meta.REFERENCE for s, _ in study.dense) and "twin_p" in extra
+    if has_cf:
+        model = loaders.load_classifier(ctx.input_dir("train_classifier"))
+        normal = read_split(ctx.input_dir("data"), "test", label=0, limit=int(cfg.normal_patches))["image"]
+        normal_p = make_predict_fn(model, batch_size=int(cfg.batch_size))(normal)[0] if len(normal) else None
+        summary["counterfactual"] = {**meta.counterfactual_agreement(study, **kw),
+                                     "residual": meta.residual_evidence(study, extra, **kw),
+                                     "twin_check": twin_check(extra, normal_p)}
+    else:
+        _, why = explained.twins(ev)
+        summary["counterfactual"] = {"unavailable": why if "twin_p" not in extra else
+                                     "the occlude stage ran no 'counterfactual' strategy"}
+    summary["graded_controls"] = meta.graded_controls(study, **kw)
+    summary["srg"] = meta.srg(study, **kw)
+    summary["power"] = {"faithfulness": meta.power(study, reference=meta.REFERENCE, **kw) if has_cf else
+                        {"skipped": "no counterfactual reference"},
+                        "plausibility": meta.power(study, reference=None, **kw)}
+
+    n_rand = int(cfg.randomization_images)
+    if n_rand > 0:
+        model = loaders.load_classifier(ctx.input_dir("train_classifier"))
+        methods = [m for m in hm["methods"] if m in cam.REGISTRY]
+        opts = ctx.config.explain.method_options if "explain" in ctx.config else {}  # explain's own options
+        summary["randomization"] = randomization.cascade(
+            model, lambda s: loaders.fresh_classifier(ctx.input_dir("train_classifier"), int(ctx.config.seed) + 1000 + s),
+            ev["image"][:n_rand], methods=methods,
+            method_options={m: cam.resolve_options(opts.get(m, {})) for m in methods})
+    else:
+        summary["randomization"] = {"skipped": "meta.randomization_images = 0"}
+    ibo_io.write_json(ctx.dir / "summary.json", summary)
+    out = {"seconds": round(time.time() - t0, 2), "counterfactual": has_cf}
+    if has_cf:
+        out["decisive_faithfulness"] = summary["power"]["faithfulness"].get("decisive")
+    return out

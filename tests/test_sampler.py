@@ -208,3 +208,68 @@ def test_ibo_strategy_chunks_keys_and_resizing():
                                   np.where(remove[:, None, ..., None], 0, jnp.repeat(images[:, None], 2, 1)))
     with pytest.raises(ValueError, match="eps_model"):
         ibo(images, remove, key=keys)
+
+
+def _gaussian_problem(n: int = 2000):
+    """Correlated Gaussian 'images' (4x4x1) with the analytic eps, half the pixels known: the
+    exact conditional of the unknown ones is known in closed form."""
+    import jax.numpy as jnp
+
+    from ibo_jax.repaint import diffusion as D
+
+    H = W = 4
+    P = H * W
+    yy, xx = np.mgrid[:H, :W]
+    pts = np.stack([yy.ravel(), xx.ravel()], 1)
+    d = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1))
+    sigma = 0.1 * np.exp(-((d / 2.5) ** 2)) + 1e-3 * np.eye(P)
+    T = 200
+    betas = D.beta_schedule("linear", T, 1e-4, 0.05)
+    abar = np.cumprod(1 - betas)
+    # E[eps | x_t] = sqrt(1 - abar) (abar Sigma + (1 - abar) I)^-1 x_t: the Bayes-optimal eps network
+    A = jnp.asarray(np.stack([np.sqrt(1 - abar[t]) * np.linalg.inv(abar[t] * sigma + (1 - abar[t]) * np.eye(P))
+                              for t in range(T)]).astype(np.float32))
+
+    def eps_fn(x, t):
+        return jnp.einsum("bij,bj->bi", A[t], x.reshape(x.shape[0], P)).reshape(x.shape)
+
+    x0 = np.random.default_rng(0).multivariate_normal(np.zeros(P), sigma).astype(np.float32)
+    known = np.zeros(P, bool)
+    known[::2] = True
+    s_uk, s_kk = sigma[~known][:, known], sigma[known][:, known]
+    mu = s_uk @ np.linalg.solve(s_kk, x0[known])
+    cov = sigma[~known][:, ~known] - s_uk @ np.linalg.solve(s_kk, s_uk.T)
+    batch = (np.repeat(x0[None], n, 0).reshape(n, H, W, 1),
+             np.repeat(known.reshape(1, H, W, 1).astype(np.float32), n, 0))
+    blind = (np.abs(mu).max(), np.abs(sigma[~known][:, ~known] - cov).max())  # a sampler ignoring the known pixels
+    return eps_fn, betas, batch, known, mu, cov, blind
+
+
+@pytest.mark.parametrize("sampler, sched", [("repaint", (50, 5, 5)), ("ddim_repaint", (50, 5, 5)),
+                                            ("ddnm", (50, 1, 1)), ("ddnm", (20, 3, 3))])
+def test_samplers_approach_the_exact_gaussian_conditional(sampler, sched):
+    from ibo_jax import repaint
+
+    eps_fn, betas, (x0, keep), known, mu, cov, blind = _gaussian_problem()
+    out = np.asarray(repaint.inpaint(eps_fn, x0, keep, jax.random.key(1), betas=betas, t_T=sched[0],
+                                     jump_length=sched[1], jump_n_sample=sched[2], sampler=sampler))
+    u = out.reshape(len(out), -1)[:, ~known]
+    mean_err, cov_err = np.abs(u.mean(0) - mu).max(), np.abs(np.cov(u.T) - cov).max()
+    assert mean_err < 0.4 * blind[0] and cov_err < 0.2 * blind[1], (mean_err, cov_err, blind)
+    np.testing.assert_array_equal(out.reshape(len(out), -1)[:, known], x0.reshape(len(x0), -1)[:, known])
+    assert repaint.network_calls(sampler, *sched) == repaint.schedule_cost(*sched).unet_calls
+
+
+@pytest.mark.parametrize("sched", [(200, 1, 1), (50, 5, 2)])
+def test_ddim_repaint_with_eta_1_is_repaint(sched):
+    """eta = 1 with eps re-derived from the clipped x0 is the DDPM posterior step: the same
+    samples as RePaint's ancestral steps for the same keys, up to float rounding."""
+    from ibo_jax import repaint
+
+    eps_fn, betas, (x0, keep), *_ = _gaussian_problem(n=64)
+    kw = dict(betas=betas, t_T=sched[0], jump_length=sched[1], jump_n_sample=sched[2])
+    a = np.asarray(repaint.inpaint(eps_fn, x0, keep, jax.random.key(3), sampler="repaint", **kw))
+    b = np.asarray(repaint.inpaint(eps_fn, x0, keep, jax.random.key(3), sampler="ddim_repaint", eta=1.0, **kw))
+    assert np.abs(a - b).max() < 1e-4
+    with pytest.raises(ValueError, match="sampler 'ddrm' unknown"):
+        repaint.inpaint(eps_fn, x0, keep, jax.random.key(3), sampler="ddrm", **kw)

@@ -83,7 +83,7 @@ def figure_randomization(meta: Mapping, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 3.4))
     methods = list(steps[0]["similarity"])
     labels = [s["randomized"] for s in steps]
-    for i, m in enumerate(methods):
+    for m in methods:
         line, = ax.plot(range(len(steps)), [s["similarity"][m]["spearman"] for s in steps], marker="o", label=m)
         floor = r["floor"][m]["spearman"]
         if np.isfinite(floor):

@@ -45,12 +45,14 @@ def ibo(
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
     stats: dict | None = None,
+    sampler: str = "repaint",
 ) -> jax.Array:
     """RePaint occlusion: [B, H, W, 3] in [0, 1], or [B, n_draws, H, W, 3] when n_draws > 1.
 
     eps_model: an `EpsModel` (`apply(params, x_t, t)`, `params`, `betas` [T], `image_size`), as
-    returned by `ibo_jax.models.loaders.load_eps_model`. `stats`, if given, receives seconds,
-    inpaintings and inpaintings/s.
+    returned by `ibo_jax.models.loaders.load_eps_model`. `sampler`: 'repaint' (the study's),
+    'ddim_repaint' or 'ddnm' (`repaint.SAMPLERS`, same checkpoint). `stats`, if given, receives
+    seconds, inpaintings and inpaintings/s.
     """
     if eps_model is None or not all(hasattr(eps_model, a) for a in ("apply", "params", "betas", "image_size")):
         raise ValueError("ibo: eps_model= must be an EpsModel (apply, params, betas, image_size); "
@@ -82,7 +84,7 @@ def ibo(
     def one_chunk(xc, keepc, kd):  # a chunk padded to the fixed size by repeating its last row
         return inpaint(eps_model.apply, xc, keepc, jax.random.wrap_key_data(kd), betas=betas, t_T=t_T,
                        jump_length=jump_length, jump_n_sample=jump_n_sample, params=eps_model.params, eta=eta,
-                       n_draws=n_draws, compute_dtype=compute_dtype, mesh=mesh)
+                       n_draws=n_draws, compute_dtype=compute_dtype, mesh=mesh, sampler=sampler)
 
     def tick(done):
         if bar is not None:

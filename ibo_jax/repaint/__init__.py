@@ -1,4 +1,5 @@
-"""RePaint inpainting in JAX: DDPM maths, the official jump schedule, one compiled sampler."""
+"""Inpainting with a DDPM in JAX: DDPM maths, the official jump schedule, one compiled program
+for RePaint and the cheaper samplers (`SAMPLERS`: 'repaint', 'ddim_repaint', 'ddnm')."""
 
 from ibo_jax.repaint.diffusion import (
     DiffusionSchedule,
@@ -13,7 +14,7 @@ from ibo_jax.repaint.diffusion import (
     respace,
     space_timesteps,
 )
-from ibo_jax.repaint.sampler import inpaint
+from ibo_jax.repaint.sampler import SAMPLERS, inpaint, network_calls
 from ibo_jax.repaint.schedule import ScheduleCost, count_schedule, jump_schedule, schedule_cost
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "respace",
     "space_timesteps",
     "inpaint",
+    "network_calls",
+    "SAMPLERS",
     "ScheduleCost",
     "count_schedule",
     "jump_schedule",

@@ -83,22 +83,57 @@ def _step_tables(betas_key: bytes, T: int, t_T: int, jump_args: tuple) -> tuple[
     return tables, new_betas
 
 
-def _reverse(sched, eps, x, t, noise, *, clip: bool, var: str, eta: float | None):
-    if eta is None:  # official: ancestral DDPM step
-        return D.p_sample_step(sched, eps, x, t, noise, clip=clip, var=var)
-    # diffusers-style DDIM step: sigma = eta * sqrt(posterior variance), eps kept after clipping x0
-    x0 = D.predict_x0(sched, x, t, eps)
-    x0 = jnp.clip(x0, -1.0, 1.0) if clip else x0
+#: the samplers behind `inpaint(sampler=...)`: (description, default eta)
+SAMPLERS = {
+    "repaint": ("official RePaint: known part re-noised from the image, ancestral DDPM step for the rest "
+                "(eta given: diffusers' DDIM-style step, eps kept after clipping x0)", None),
+    "ddim_repaint": ("RePaint's combination and jumps with DDIM steps (eps re-derived from the clipped x0; "
+                     "eta = 1 is the DDPM posterior step)", 0.0),
+    "ddnm": ("null-space / x0 replacement (DDNM-style): the known pixels of each x0 estimate replaced by the "
+             "image's, then a DDIM step with the network's eps; jumps = time travel", 0.85),
+}
+
+
+def network_calls(sampler: str, t_T: int, jump_length: int = 1, jump_n_sample: int = 1) -> int:
+    """Network calls per inpainting (every sampler walks the same jump schedule)."""
+    from ibo_jax.repaint.schedule import schedule_cost
+
+    check_sampler(sampler)
+    return schedule_cost(t_T, jump_length, jump_n_sample).unet_calls
+
+
+def check_sampler(sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} unknown; expected one of {tuple(SAMPLERS)}")
+
+
+def _ddim(sched, x0, eps, t, noise, eta):
+    """DDIM step from level t to the next lower one: sigma = eta * sqrt(posterior variance)."""
     abar_prev = sched.alphas_cumprod_prev[t]
     sigma = eta * jnp.sqrt(sched.posterior_variance[t])
     direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps
     return jnp.sqrt(abar_prev) * x0 + direction + jnp.where(t > 0, sigma, 0.0) * noise
 
 
+def _reverse(sched, eps, x, t, noise, x0_known, keep, *, sampler: str, clip: bool, var: str, eta: float | None):
+    if sampler == "repaint" and eta is None:  # official: ancestral DDPM step
+        return D.p_sample_step(sched, eps, x, t, noise, clip=clip, var=var)
+    x0 = D.predict_x0(sched, x, t, eps)
+    x0 = jnp.clip(x0, -1.0, 1.0) if clip else x0
+    if sampler == "repaint":  # diffusers-style: eps kept after clipping x0
+        return _ddim(sched, x0, eps, t, noise, eta)
+    if sampler == "ddim_repaint":  # eps consistent with the clipped x0
+        eps = (x - jnp.sqrt(sched.alphas_cumprod[t]) * x0) / jnp.sqrt(1.0 - sched.alphas_cumprod[t])
+        return _ddim(sched, x0, eps, t, noise, eta)
+    x0 = keep * x0_known + (1.0 - keep) * x0  # ddnm: the known pixels of the x0 estimate are the image's
+    return _ddim(sched, x0, eps, t, noise, eta)
+
+
 @functools.partial(
-    jax.jit, static_argnames=("eps_fn", "has_params", "clip", "var", "eta", "compute_dtype")
+    jax.jit, static_argnames=("eps_fn", "has_params", "sampler", "clip", "var", "eta", "compute_dtype")
 )
-def _inpaint_core(params, sched, tables, n_calls, x0, keep, keys, *, eps_fn, has_params, clip, var, eta, compute_dtype):
+def _inpaint_core(params, sched, tables, n_calls, x0, keep, keys, *, eps_fn, has_params, sampler, clip, var, eta,
+                  compute_dtype):
     # x0 [N, H, W, C] float32 in [-1, 1]; keep [N, H, W, 1]; keys [N] typed keys; the first
     # n_calls (int32 scalar) rows of the padded tables are this schedule's
     n = x0.shape[0]
@@ -120,11 +155,12 @@ def _inpaint_core(params, sched, tables, n_calls, x0, keep, keys, *, eps_fn, has
         row = {k: v[i] for k, v in tables.items()}
         z_undo, z_known, z_step = draw(i)
         x = row["undo_a"] * x + row["undo_b"] * z_undo
-        known = D.q_sample(sched, x0, row["t"], z_known)
-        m = keep * row["inject"]
-        x = m * known + (1.0 - m) * x
+        if sampler != "ddnm":  # RePaint: the known part re-noised from the image at this level
+            known = D.q_sample(sched, x0, row["t"], z_known)
+            m = keep * row["inject"]
+            x = m * known + (1.0 - m) * x
         eps = call(x, row["t_model"])
-        return _reverse(sched, eps, x, row["t"], z_step, clip=clip, var=var, eta=eta)
+        return _reverse(sched, eps, x, row["t"], z_step, x0, keep, sampler=sampler, clip=clip, var=var, eta=eta)
 
     x_T = jax.vmap(lambda k: rng.normal(rng.fold_in(k, 0x7FFFFFFF), x0.shape[1:]))(keys)
     x = jax.lax.fori_loop(0, n_calls, body, x_T)
@@ -177,14 +213,18 @@ def inpaint(
     var: str = "fixed_small",
     compute_dtype: Any = None,
     mesh: jax.sharding.Mesh | None = None,
+    sampler: str = "repaint",
 ) -> jax.Array:
-    """RePaint inpainting in the diffusion's space.
+    """Inpainting in the diffusion's space: RePaint or a cheaper sampler on the same eps model.
 
     x0 [B, H, W, C] in [-1, 1]; keep_mask [B, H, W, 1] (or [B, H, W]), 1 = known pixel; key a
     single key or one per example [B]; betas: the trained betas [T]; t_T respaced steps (t_T = T:
     no respacing). eps_fn(x_t, t) or, with `params`, eps_fn(params, x_t, t), with t int32 [B] in
-    trained-timestep units. eta=None: the official ancestral step; a float: diffusers' DDIM-style
-    step. compute_dtype casts the parameters and the network input (e.g. jnp.bfloat16); for a
+    trained-timestep units. sampler (`SAMPLERS`): 'repaint' (eta=None: the official ancestral
+    step; a float: diffusers' DDIM-style step), 'ddim_repaint' (DDIM steps, eta default 0; 1 is
+    the DDPM posterior) or 'ddnm' (x0 replacement, eta default 0.85; jump_length/jump_n_sample
+    are its time travel). Every sampler walks `jump_schedule(t_T, jump_length, jump_n_sample)`:
+    `network_calls(sampler, t_T, j, r)` calls per inpainting. compute_dtype casts the parameters and the network input (e.g. jnp.bfloat16); for a
     Flax module whose own `dtype` is None that is not enough (an fp32 time embedding promotes the
     activations back to fp32): build the module with dtype=jnp.bfloat16 instead
     (`load_eps_model(dir, dtype=jnp.bfloat16)`, `unet2d(dtype=...)`). The batch is split over `mesh`
@@ -204,6 +244,9 @@ def inpaint(
     keep = keep[..., None] if keep.ndim == 3 else keep
     if keep.shape != x0.shape[:3] + (1,):
         raise ValueError(f"inpaint: keep_mask must be [B, H, W, 1] matching x0 {x0.shape}, got {tuple(keep_mask.shape)}")
+    check_sampler(sampler)
+    if eta is None:
+        eta = SAMPLERS[sampler][1]
     if var not in D.VARIANCES:
         raise ValueError(f"inpaint: var must be one of {D.VARIANCES}, got {var!r}")
     betas = np.asarray(betas, np.float64)
@@ -232,7 +275,7 @@ def inpaint(
         x0, keep, keys = (jax.device_put(a, sharding) for a in (x0, keep, keys))
     out = _inpaint_core(
         params, sched, tables, n_calls, x0, keep, keys,
-        eps_fn=eps_fn, has_params=params is not None, clip=bool(clip), var=var,
+        eps_fn=eps_fn, has_params=params is not None, sampler=sampler, clip=bool(clip), var=var,
         eta=None if eta is None else float(eta), compute_dtype=compute_dtype,
     )[:n]
     return out.reshape((b, n_draws) + out.shape[1:]) if n_draws > 1 else out

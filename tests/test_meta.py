@@ -1,0 +1,122 @@
+"""Known-answer checks of the meta-evaluation: twins are normal to a model that counts tumor
+nuclei, the counterfactual strategy recovers the graded controls' order on a toy model whose logit
+is monotone in the tumor pixels left, Eigen-CAM ignores the head under randomization while
+Grad-CAM does not, and the run's resolution shrinks as patches are added."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ibo_jax import occlusion
+from ibo_jax.data import synthetic
+from ibo_jax.evaluation import controls, meta
+from ibo_jax.evaluation import levels as lv
+from ibo_jax.evaluation.study import Study
+
+
+def _count_tumor_nuclei(images: np.ndarray) -> np.ndarray:
+    """A model that counts tumor nuclei: dark pixels that survive a 4x4 erosion (tumor nuclei
+    are 6-8 px across at 64 px, lymphocytes about 3) -> p(tumor)."""
+    from scipy import ndimage
+
+    dark = images.astype(np.float32).mean(-1) < 110
+    big = np.stack([ndimage.binary_erosion(d, np.ones((4, 4))) for d in dark])
+    return 1.0 / (1.0 + np.exp(-(big.mean(axis=(1, 2)) - 0.003) * 4000.0))
+
+
+def test_twins_are_called_normal_by_a_tumor_nucleus_counter():
+    d = synthetic.generate(np.arange(96), seed=5, counterfactual=True)
+    tumor, normal = d["label"] == 1, d["label"] == 0
+    p_img, p_twin = _count_tumor_nuclei(d["image"]), _count_tumor_nuclei(d["twin"])
+    assert np.mean(p_img[tumor] > 0.5) > 0.9  # the counter sees the tumor ...
+    assert np.mean(p_img[normal] < 0.5) > 0.9 and np.mean(p_twin[tumor] < 0.5) > 0.9  # ... and no tumor in twins
+
+
+def test_counterfactual_recovers_the_graded_order_on_a_monotone_toy_model():
+    """Tumor pixels red, their twin blue; logit = 8 * (share of red pixels left) - 2: the fixed-
+    fraction AUC under the counterfactual strategy must rise with the share a made random."""
+    import jax
+
+    d = synthetic.generate(np.arange(48), seed=2)
+    keep = d["label"] == 1
+    mask = d["tumor_mask"][keep]
+    n, s = mask.shape[:2]
+    img = np.where(mask[..., None], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]).astype(np.float32)
+    twin = np.broadcast_to(np.array([0.0, 0.0, 1.0], np.float32), img.shape).copy()
+    names, maps = controls.make(("graded",), key=jax.random.key(0), index=d["index"][keep], tumor_mask=mask)
+    q = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8)
+    m = len(names)
+    study = Study(image_id=np.arange(n), label=np.ones(n, np.int32), methods=names, controls=names,
+                  areas={"morf": np.ones((n, m, 1))}, valid=np.ones((n, m), bool), gt_iou=np.zeros((n, m)),
+                  p0=np.full(n, 0.5), logit0=np.zeros(n), fractions={"fixed": list(q)})
+    rows = {k: [] for k in ("pos", "method", "mask", "draw", "p", "logit")}
+    for j in range(m):
+        fm = lv.fraction_masks(maps[:, j], q)  # [n, Q, H, W]
+        for i in range(len(q)):
+            out = np.asarray(occlusion.apply("counterfactual", img, fm[:, i], twin=twin))
+            logit = 8.0 * out[..., 0].mean(axis=(1, 2)) - 2.0
+            for k, v in (("pos", np.arange(n)), ("method", np.full(n, j)), ("mask", np.full(n, i + 1)),
+                         ("draw", np.zeros(n, int)), ("p", 1 / (1 + np.exp(-logit))), ("logit", logit)):
+                rows[k].append(v)
+    study.add("counterfactual", "fixed", {k: np.concatenate(v) for k, v in rows.items()})
+    g = meta.graded_controls(study, curves=("fixed",), n_boot=200)
+    res = g["curves"]["fixed"]["counterfactual"]
+    assert g["levels"] == [0.0, 0.25, 0.5, 0.75, 1.0] and res["kendall_tau"] == 1.0
+    aucs = [res["auc"][nm] for nm in g["names"]]
+    assert all(a < b for a, b in zip(aucs, aucs[1:]))
+
+
+def test_randomization_eigencam_ignores_the_head_gradcam_does_not():
+    from flax import nnx
+
+    from ibo_jax import models
+    from ibo_jax.evaluation import randomization
+
+    kw = dict(widths=(8, 16, 32), layers=(1, 1, 1), strides=(2, 2, 2))
+    model = models.resnet_small(2, rngs=nnx.Rngs(0), **kw)
+    model.eval()
+    images = synthetic.generate(np.arange(6), seed=1)["image"]
+    res = randomization.cascade(model, lambda seed: models.resnet_small(2, rngs=nnx.Rngs(50 + seed), **kw), images,
+                                methods=("gradcam", "eigencam"))
+    head = res["steps"][0]
+    assert head["randomized"] == "fc" and res["groups_forward_order"][0] == "conv1"
+    assert head["similarity"]["eigencam"]["spearman"] == pytest.approx(1.0)
+    assert head["similarity"]["eigencam"]["ssim"] == pytest.approx(1.0, abs=1e-5)
+    g = head["similarity"]["gradcam"]["spearman"]
+    assert not np.isfinite(g) or g < 0.9  # the head's gradient sets Grad-CAM's weights
+    assert set(res["floor"]) == {"gradcam", "eigencam"}
+
+
+def _noisy_study(n: int, seed: int = 0) -> Study:
+    """7 methods with true quality ordered; two strategies whose AUCs carry patch noise."""
+    from ibo_jax import cam
+
+    r = np.random.default_rng(seed)
+    methods = list(cam.METHODS)
+    m = len(methods)
+    quality = np.linspace(0.6, 0.4, m)
+    st = Study(image_id=np.arange(n), label=np.ones(n, np.int32), methods=methods, controls=[],
+               areas={"morf": np.broadcast_to(np.linspace(0.1, 0.4, 4), (n, m, 4)).copy()},
+               valid=np.ones((n, m), bool), gt_iou=quality[None] + 0.05 * r.normal(size=(n, m)),
+               p0=np.full(n, 0.95), logit0=np.full(n, 3.0))
+    for strategy, noise in (("a", 0.3), ("b", 0.5), ("counterfactual", 0.3)):
+        pos, meth, mask = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(m), np.arange(1, 5), indexing="ij"))
+        p = np.clip(0.95 * np.exp(-quality[meth] * mask) + noise * r.normal(size=pos.size), 0, 1)
+        st.add(strategy, "morf", {"pos": pos, "method": meth, "mask": mask, "draw": np.zeros(pos.size, int),
+                                  "p": p, "logit": np.log(np.clip(p, 1e-6, 1) / np.clip(1 - p, 1e-6, 1))})
+    return st
+
+
+def test_resolution_shrinks_as_patches_are_added():
+    small = meta.power(_noisy_study(12), n_boot=300)  # against the counterfactual reference
+    large = meta.power(_noisy_study(96), n_boot=300)
+    assert large["resolution"] < small["resolution"] and small["patches_needed"] >= 12
+    rows = large["subsampling"]["rows"]
+    assert [r["n"] for r in rows] == [24, 48, 96] and rows[0]["half_width"] > rows[-1]["half_width"]
+    assert "decisive" in large["sentence"].lower() and set(large["tests"]) == {"a vs b"}
+    assert all(0 <= t["p_holm"] <= 1 for t in large["tests"].values())
+    cf = meta.counterfactual_agreement(_noisy_study(24), curves=("morf",), n_boot=200)
+    entry = cf["curves"]["morf"]["strategies"]["a"]
+    assert set(cf["curves"]["morf"]["strategies"]) == {"a", "b"} and 0 <= entry["mard"] <= 6
+    assert "a<b" in cf["curves"]["morf"]["paired_mard_tests"]

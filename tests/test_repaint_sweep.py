@@ -115,9 +115,10 @@ def test_sweep_rank_agreement_and_resume(sweep_env):
     assert out["settings"] == 2 and out["rank_images"] == 5
     with open(root / "repaint_sweep" / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["unet_calls"] for r in rows] == ["3", "6"]  # (4, 2, 2): 4 + 2 re-noised steps
+    assert [r["network_calls"] for r in rows] == ["3", "6"]  # (4, 2, 2): 4 + 2 re-noised steps
+    assert [r["sampler"] for r in rows] == ["repaint", "repaint"] and all(float(r["seconds"]) > 0 for r in rows)
     hm = np.load(root / "explain" / "heatmaps.npz")
-    n_valid = int(hm["valid"][:5].sum())
+    n_valid = int(hm["valid"][:5, :3].sum())  # the ranked methods (not the random control)
     for r in rows:
         assert int(r["rank_inpaintings"]) == n_valid * 4  # valid (image, method) pairs x M1..M4
         assert 0.0 <= float(r["mard_lo"]) <= float(r["mard_hi"]) <= 2.0 and 0.0 <= float(r["mard"]) <= 2.0
@@ -125,15 +126,15 @@ def test_sweep_rank_agreement_and_resume(sweep_env):
     ra = sweep["rank_agreement"]
     assert ra["methods"] == METHODS[:3] and ra["n_images"] == 5
     assert ra["gt_ranking"]["gradcam"] == 1 and ra["gt_ranking"]["eigencam"] == 3  # on / off the tumor
-    assert set(ra["paired_mard_tests"]) == {"ibo(3,1,1)<ibo(4,2,2)", "ibo(4,2,2)<ibo(3,1,1)"}
+    assert set(ra["paired_mard_tests"]) == {"repaint(3,1,1)<repaint(4,2,2)", "repaint(4,2,2)<repaint(3,1,1)"}
     # Regenerating the red tumor square with grey lowers p(tumor): the map off the tumor ranks last
     assert all(r["ranking"]["eigencam"] == 3 for r in sweep["rows"])
-    p = np.load(root / "repaint_sweep" / "chunks" / "3_1_1.npz")["rank_p"]
+    p = np.load(root / "repaint_sweep" / "chunks" / "repaint_3_1_1.npz")["rank_p"]
     assert p.shape == (n_valid * 4,) and p.min() < 0.3 < 0.7 < p.max()
     assert (root / "repaint_sweep" / "cost_quality.png").is_file()
 
     # resume: a finished setting is read back, a deleted one recomputed with the same keys
-    (root / "repaint_sweep" / "chunks" / "4_2_2.json").unlink()
+    (root / "repaint_sweep" / "chunks" / "repaint_4_2_2.json").unlink()
     again = repaint_sweep.run(_ctx(root, config))
     assert again["best_mard"] == out["best_mard"]
     rows2 = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")["rows"]
@@ -153,7 +154,7 @@ def test_sweep_without_rank_agreement_and_report_section(sweep_env):
     sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
     assert "rank_agreement" not in sweep and "mard" not in sweep["rows"][0]
     text = "".join(report._sweep_section(sweep))
-    assert "| (3, 1, 1) | 3 |" in text and "MARD" not in text
+    assert "| repaint(3, 1, 1) | 3 |" in text and "MARD" not in text
     sweep["rank_agreement"] = {"n_images": 5}
     sweep["rows"][0].update(mard=0.5, mard_lo=0.0, mard_hi=1.0, spearman=0.5)
     assert "| 0.500 | [0.000, 1.000] | 0.500 |" in "".join(report._sweep_section(sweep))
@@ -247,9 +248,29 @@ def test_sweep_settings_split_over_two_processes(tmp_path):
     (alone,) = launch(1, tmp_path / "one")
     p0, p1 = launch(2, tmp_path / "two")
     assert p1["out"] == {"settings": 3} and "best_mard" in p0["out"]  # process 1 only computed
-    assert p0["chunks"] == alone["chunks"] == ["3_1_1.json", "4_2_2.json", "5_1_1.json"]
+    assert p0["chunks"] == alone["chunks"] == ["repaint_3_1_1.json", "repaint_4_2_2.json", "repaint_5_1_1.json"]
     one = ibo_io.read_json(tmp_path / "one" / "repaint_sweep" / "sweep.json")["rows"]
     two = ibo_io.read_json(tmp_path / "two" / "repaint_sweep" / "sweep.json")["rows"]
     for a, b in zip(one, two, strict=True):
         assert (a["t_T"], a["mard"], a["ranking"]) == (b["t_T"], b["mard"], b["ranking"])
         assert a["ssim"] == pytest.approx(b["ssim"], abs=1e-9)
+
+
+def test_sweep_over_samplers_with_a_reference(sweep_env):
+    from ibo_jax.stages import repaint_sweep
+
+    root, config = sweep_env
+    cfg = config.repaint_sweep
+    cfg.grid, cfg.reference = ((4, 2, 2), ("ddnm", 3, 1, 1), ("ddim_repaint", 3, 1, 1, 0.5)), (4, 2, 2)
+    cfg.n_images, cfg.rank_images, cfg.warm_timing, cfg.n_boot = 4, 0, False, 50
+    repaint_sweep.run(_ctx(root, config))
+    sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
+    rows = {r["sampler"]: r for r in sweep["rows"]}
+    assert set(rows) == {"repaint", "ddnm", "ddim_repaint"} and rows["ddim_repaint"]["eta"] == 0.5
+    assert rows["ddnm"]["network_calls"] == 3 and rows["repaint"]["noninferior"]["all"]  # the reference itself
+    assert sweep["reference"] == "repaint(4,2,2)" and sweep["cheapest_noninferior"] in (
+        "repaint(4,2,2)", "ddnm(3,1,1)", "ddim_repaint(3,1,1)")
+    assert all(0 <= r["residual_p"] <= 1 for r in sweep["rows"])  # the tumor squares filled
+    with pytest.raises(ValueError, match=r"repaint_sweep.grid\[0\].*sampler 'ddrm' unknown"):
+        cfg.grid = (("ddrm", 3, 1, 1),)
+        repaint_sweep.run(_ctx(root, config))

@@ -203,6 +203,18 @@ def counterfactual_twins(data_dir: str | os.PathLike, index: np.ndarray,
     return out["twin"], ""
 
 
+def hematoxylin_share(data_dir: str | os.PathLike, index: np.ndarray, images: np.ndarray,
+                      masks: np.ndarray) -> np.ndarray | None:
+    """Share of hematoxylin-dominant pixels inside each mask (`synthetic.hematoxylin_share`, the
+    patches' true stains), or None for data whose stains are not known (not synthetic)."""
+    cfg = dict(dataset_info(data_dir)["source"])
+    if cfg.get("name") != "synthetic" or cfg.get("stain_normalization"):
+        return None
+    _, slides = synthetic.plan(np.asarray(index, np.int64), seed=int(cfg["seed"]), n_slides=int(cfg["n_slides"]),
+                               tumor_fraction=float(cfg["tumor_fraction"]))
+    return synthetic.hematoxylin_share(images, masks, slides, seed=int(cfg["seed"]))
+
+
 # ----------------------------------------------------------------------------- writing
 def _files(root: Path) -> dict[str, int]:
     tfds_root = root / TFDS_SUBDIR

@@ -26,8 +26,9 @@ UPSTREAM_FIGURES = (  # (stage, file, caption): figures other stages drew, copie
     ("train_ddpm", "samples.png", "Samples of the DDPM trained on normal patches (what IBO inpaints with)."),
     ("explain", "heatmaps.png", "Heatmaps per CAM method (target class: tumor)."),
     ("occlude", "grid.png", "Occlusion strategies (rows) x progressive masks M1..M4 (columns)."),
-    ("repaint_sweep", "cost_quality.png", "RePaint settings: network calls per inpainting against realism "
-     "(box masks) and against the MARD of the CAM ranking (bars: bootstrap 95% intervals)."),
+    ("repaint_sweep", "cost_quality.png", "Inpainting samplers: network calls per inpainting against realism "
+     "(box masks, against the originals and the counterfactual boxes), the p(tumor) left when the annotated "
+     "region is filled, and the MARD of the CAM ranking (bars: bootstrap 95% intervals; red: Pareto front)."),
 )
 SCHEDULE_KEYS = ("t_T", "jump_length", "jump_n_sample", "eta", "n_draws", "timesteps")
 
@@ -178,31 +179,60 @@ def _ddpm_section(q: Mapping) -> list[str]:
 
 
 def _sweep_section(sweep: Mapping) -> list[str]:
-    """repaint_sweep/sweep.json: cost, realism and rank agreement per RePaint setting."""
+    """repaint_sweep/sweep.json: cost, realism, residual evidence and rank agreement per setting."""
     rows = sweep.get("rows") or []
     if not rows:
         return []
     rank = sweep.get("rank_agreement")
-    out = ["\n## RePaint settings: cost against quality\n\n"
-           f"Each (t_T, jump_length, jump_n_sample) inpaints the same {sweep.get('n_images', 'n/a')} "
-           f"patches under a random box of {_num(sweep.get('mask_fraction'), 2)} of the area (realism "
-           "against the originals)"]
+    twins = any(r.get("box_kid_twin") is not None for r in rows)
+    residual = any(r.get("residual_p") is not None for r in rows)
+    cf = any(r.get("mard_cf") is not None for r in rows)
+    out = ["\n## Inpainting samplers: cost against quality\n\n"
+           f"Each setting (sampler, t_T, jump_length, jump_n_sample) inpaints the same {sweep.get('n_images', 'n/a')} "
+           f"patches under a random box of {_num(sweep.get('mask_fraction'), 2)} of the area (realism against the "
+           "originals" + (", and against the counterfactual box, the twin's pixels in the box: KID in the classifier's "
+                          "features, hematoxylin share in the box" if twins else "") + ")"]
+    if residual:
+        out.append("; it also fills the whole annotated region of each tumor patch (residual evidence: the "
+                   "p(tumor) left, lower = the evidence is gone)")
     if rank:
-        out.append(f", and the first {rank['n_images']} evaluation patches under every method's masks "
-                   "M1..Mn with the same keys for every setting; the methods are then ranked by deletion "
-                   "AUC and compared with the GT ranking (MARD, lower = agrees)")
+        out.append(f"; and the first {rank['n_images']} evaluation patches under every method's masks M1..Mn "
+                   "with the same keys for every setting, ranked by deletion AUC against the IoU ranking (MARD"
+                   + (") and the counterfactual ranking (MARD cf" if cf else "") + ", lower = agrees)")
     out.append(". Seconds are wall time on this run's machine, compiled.\n\n")
     header = ["setting", "network calls", "s per inpainting", "SSIM", "PSNR (dB)", "LPIPS"]
+    if twins:
+        header += ["KID vs cf boxes", "H share (box)", "twins' H 5-95%"]
+    if residual:
+        header += ["p(tumor) left", "95% interval"]
     if rank:
-        header += ["MARD", "MARD 95% interval", "Spearman"]
+        header += ["MARD", "MARD 95% interval", "Spearman"] + (["MARD cf", "MARD cf interval"] if cf else [])
+    if sweep.get("reference"):
+        header += [f"non-inferior to {sweep['reference']}"]
     table = []
     for r in rows:
-        cells = [f"({r['t_T']}, {r['jump_length']}, {r['jump_n_sample']})", r["unet_calls"],
-                 _num(r.get("s_per_inpainting"), 4), _num(r.get("ssim")), _num(r.get("psnr"), 2), _num(r.get("lpips"))]
+        name = f"{r.get('sampler', 'repaint')}({r['t_T']}, {r['jump_length']}, {r['jump_n_sample']})"
+        cells = [name, r.get("network_calls", r.get("unet_calls")), _num(r.get("s_per_inpainting"), 4),
+                 _num(r.get("ssim")), _num(r.get("psnr"), 2), _num(r.get("lpips"))]
+        if twins:
+            rng_ = r.get("box_hshare_twin_5_95") or [None, None]
+            cells += [_num(r.get("box_kid_twin")), _num(r.get("box_hshare")), f"[{_num(rng_[0])}, {_num(rng_[1])}]"]
+        if residual:
+            cells += [_num(r.get("residual_p")), f"[{_num(r.get('residual_p_lo'))}, {_num(r.get('residual_p_hi'))}]"]
         if rank:
             cells += [_num(r.get("mard")), f"[{_num(r.get('mard_lo'))}, {_num(r.get('mard_hi'))}]", _num(r.get("spearman"))]
+            if cf:
+                cells += [_num(r.get("mard_cf")), f"[{_num(r.get('mard_cf_lo'))}, {_num(r.get('mard_cf_hi'))}]"]
+        if sweep.get("reference"):
+            cells.append("yes" if (r.get("noninferior") or {}).get("all") else "no")
         table.append(cells)
     out.append(_table(header, table))
+    if sweep.get("reference"):
+        out.append(f"\nCheapest setting non-inferior to {sweep['reference']} (inside its bootstrap interval on "
+                   "KID and SSIM against the counterfactual boxes and on the p(tumor) left, hematoxylin shares "
+                   f"inside the twins' range): **{sweep.get('cheapest_noninferior') or 'none'}**.\n")
+    if sweep.get("pareto_front_ssim"):
+        out.append(f"\nPareto front (network calls against SSIM): {', '.join(sweep['pareto_front_ssim'])}.\n")
     return out
 
 

@@ -24,9 +24,13 @@ def get_config(arg=None):
 
     d = config.data
     d.source = "wsi"
-    d.patch_size = 512
+    d.patch_size = 512  # at level 0, stain-normalized, resized to 224: the study's protocol
     d.level = 0
-    d.split_by = "slide"
+    d.stain_normalization = "macenko"
+    d.split_by = "camelyon16"  # official test_* slides as the test split; 'patch' = the study's (leaky) split
+    d.max_per_class = 500  # per slide and class, then ...
+    d.total_per_class = 15_214  # ... the study's class totals over all slides
+    d.workers = 2
     d.n_examples = 32
 
     c = config.train_classifier

@@ -1,25 +1,41 @@
-"""Whole-slide images (openslide) -> labelled patches with tumor masks, and a dataset source.
+"""Whole-slide images (openslide) -> labelled patches with tumor masks, at CAMELYON16 scale.
 
-Per slide: a tissue mask from a low-resolution level (saturation threshold), a grid of
-`patch_size` windows at `level` whose tissue share is >= min_tissue, the annotation rasterized
-per window (annotations.py). A window is tumor when its tumor share is >= tumor_threshold, normal
-when it has no tumor pixel, skipped in between. Patches are resized to `image_size` with
-antialiasing (Pillow box/Lanczos), masks by area average then threshold 0.5 (METHOD.md).
-`WsiSource` feeds the patch dataset builder, split 70/15/15 by slide.
+Per slide, in two passes (`WsiSource` runs them over a `spawn` process pool, one slide per task):
+1. **candidates**: the tissue mask (Otsu on saturation at a low-resolution level, small objects
+   removed, holes filled; or a fixed threshold), the grid of `patch_size` windows at `level` with
+   tissue share >= min_tissue, and each window's label from the annotation (`raster`: a
+   low-resolution screen, full-resolution rasterization of clipped polygons only where the screen
+   cannot decide). No pixel of level 0 is read. A window is tumor when its tumor share is >=
+   tumor_threshold, normal when it has no tumor pixel, skipped in between.
+2. **patches**: after a deterministic allocation of the class quotas over slides (per-slide caps,
+   then totals per class), only the chosen windows are read, resized to `image_size`
+   (antialiased; masks by area average then threshold 0.5) and written, one file per slide.
+Each pass writes one file per slide into the cache folder (temporary name, then rename), so a
+killed extraction continues where it stopped, finished slides are never redone, and the bytes do
+not depend on the number of workers or on where a run resumed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ibo_jax import io as ibo_io
 from ibo_jax.data import annotations as ann_lib
+from ibo_jax.data.raster import SlideAnnotations
+
+#: what openslide reads (the default `data.slides_glob`)
+SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif")
+TISSUE_DOWNSAMPLE = 32.0
+SINGLE_LEVEL_MAX = 10_000
+INDEX_LIMIT = 2**31  # patch indices go through fold_in as 31-bit ints
 
 
 def open_slide(path: str | os.PathLike):
@@ -35,100 +51,235 @@ def open_slide(path: str | os.PathLike):
                          "levels as main IFDs, JPEG tiles need imagecodecs to write") from e
 
 
-def tissue_mask(slide, downsample: float = 32.0, min_saturation: float = 0.07) -> tuple[np.ndarray, float]:
-    """(tissue bool [h, w] at a low-resolution level, its level-0 downsample)."""
-    level = slide.get_best_level_for_downsample(downsample)
+def check_pyramid(slide, path) -> None:
+    """A slide openslide would read wrongly or painfully: one huge level (no pyramid)."""
+    w, h = slide.level_dimensions[0]
+    if slide.level_count == 1 and max(w, h) > SINGLE_LEVEL_MAX:
+        raise ValueError(f"{path}: {w} x {h} px with a single level; a slide this large needs a pyramid "
+                         "(lower-resolution levels as main IFDs, e.g. `vips tiffsave --pyramid --tile`); "
+                         "SubIFD-only pyramids read as one level here")
+
+
+def _blank(rgba: np.ndarray) -> bool:
+    return bool(rgba[..., 3].max() == 0 or rgba[..., :3].max() == 0)
+
+
+def tissue_mask(slide, path="slide", *, method: str = "otsu", min_saturation: float = 0.07,
+                min_object_px: int = 16) -> tuple[np.ndarray, float]:
+    """(tissue bool [h, w] at a low-resolution level, its level-0 downsample).
+
+    method 'otsu': Otsu's threshold on saturation, kept within [min_saturation / 2, 2 min_saturation]
+    (a slide that is all tissue has no background for Otsu to split off), objects smaller than
+    min_object_px removed, holes filled; 'fixed': saturation > min_saturation."""
+    from scipy import ndimage
+
+    level = slide.get_best_level_for_downsample(TISSUE_DOWNSAMPLE)
     w, h = slide.level_dimensions[level]
-    rgb = np.asarray(slide.read_region((0, 0), level, (w, h)).convert("RGB"), np.float32)
+    rgba = np.asarray(slide.read_region((0, 0), level, (w, h)))
+    if _blank(rgba):
+        raise ValueError(f"{path}: level {level} reads back all zero or transparent (a SubIFD pyramid, whose "
+                         "upper levels openslide returns as zeros? write the levels as main IFDs)")
+    rgb = rgba[..., :3].astype(np.float32)
     mx, mn = rgb.max(-1), rgb.min(-1)
     sat = (mx - mn) / np.maximum(mx, 1.0)
-    return (sat > min_saturation) & (mx > 20), float(slide.level_downsamples[level])
+    if method == "fixed":
+        return (sat > min_saturation) & (mx > 20), float(slide.level_downsamples[level])
+    if method != "otsu":
+        raise ValueError(f"data.tissue_method: {method!r}; expected 'otsu' or 'fixed'")
+    t = float(np.clip(otsu(sat[mx > 20]), min_saturation / 2, 2 * min_saturation))
+    m = (sat > t) & (mx > 20)
+    lab, n = ndimage.label(m)
+    if n:
+        sizes = np.bincount(lab.ravel())
+        m = (sizes >= min_object_px)[lab] & m
+    return ndimage.binary_fill_holes(m), float(slide.level_downsamples[level])
 
 
-def extract(slide_path: str | os.PathLike, annotation_path: str | os.PathLike | None = None, *,
-            patch_size: int = 512, level: int = 0, image_size: int | None = None,
-            min_tissue: float = 0.5, tumor_threshold: float = 0.5,
-            max_per_class: int | None = None, seed: int = 0) -> Iterator[dict[str, Any]]:
-    """Yields patches of one slide: image uint8 [S, S, 3], tumor_mask bool [S, S], label,
-    slide (file stem), coords (row, col) level 0, local (grid number within the slide)."""
-    slide = open_slide(slide_path)
-    name = Path(slide_path).stem
-    polys = ann_lib.read_asap(annotation_path) if annotation_path else []
-    if level >= slide.level_count:
-        raise ValueError(f"{slide_path}: level {level} requested, slide has {slide.level_count}")
-    ds_level = float(slide.level_downsamples[level])
-    tissue, ds_t = tissue_mask(slide)
-    step0 = patch_size * ds_level  # window size in level-0 pixels
-    w0, h0 = slide.level_dimensions[0]
-    ys, xs = np.meshgrid(np.arange(0, h0 - step0 + 1, step0), np.arange(0, w0 - step0 + 1, step0),
-                         indexing="ij")
-    cand = []
-    for y, x in zip(ys.ravel(), xs.ravel(), strict=True):
-        t = tissue[int(y / ds_t):int(np.ceil((y + step0) / ds_t)), int(x / ds_t):int(np.ceil((x + step0) / ds_t))]
-        if t.size and t.mean() >= min_tissue:
-            cand.append((int(y), int(x)))
-    order = np.random.default_rng([seed, len(cand)]).permutation(len(cand))
-    counts = {0: 0, 1: 0}
-    out_size = int(image_size or patch_size)
-    for j in order:
-        y, x = cand[j]
-        mask = ann_lib.rasterize(polys, (x, y), (patch_size, patch_size), downsample=ds_level)
-        share = mask.mean()
-        label = 1 if share >= tumor_threshold else 0 if share == 0 else None
-        if label is None or (max_per_class is not None and counts[label] >= max_per_class):
-            continue
-        counts[label] += 1
-        img = slide.read_region((x, y), level, (patch_size, patch_size)).convert("RGB")
-        if out_size != patch_size:
-            img = img.resize((out_size, out_size), Image.Resampling.LANCZOS)
-            m = Image.fromarray(mask.astype(np.float32)).resize((out_size, out_size), Image.Resampling.BOX)
-            mask = np.asarray(m) >= 0.5
-        yield {"image": np.asarray(img, np.uint8), "tumor_mask": mask, "label": label, "slide": name,
-               "coords": (y, x), "local": int(j)}
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1] (0.0 when there are none)."""
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        return 0.0
+    hist, edges = np.histogram(v, bins=bins, range=(0.0, 1.0))
+    p = hist / hist.sum()
+    w0 = np.cumsum(p)
+    mu = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        between = (mu[-1] * w0 - mu) ** 2 / (w0 * (1 - w0))
+    return float(edges[1:][int(np.nanargmax(between))])
 
 
 @dataclasses.dataclass(frozen=True)
-class WsiSource:
-    """Slides (with optional ASAP annotations) as a patch-dataset source, split by slide.
-    The stable index of a patch is slide_number * 2**20 + its grid number in the slide."""
-
-    slides: Sequence[tuple[str, str | None]]
+class ExtractConfig:
     patch_size: int = 512
     level: int = 0
     image_size: int = 224
     min_tissue: float = 0.5
     tumor_threshold: float = 0.5
-    max_per_class: int | None = None
-    seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    name: str = "wsi"
-    description: str = "patches cut from whole-slide images (openslide) with ASAP annotations"
-    splits: tuple[str, ...] = ("train", "val", "test")
+    tissue_method: str = "otsu"
+    stain_normalization: str = ""  # 'macenko': in the workers, patch by patch (as data.StainNormalized)
 
-    def config(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("description")
-        d["slides"] = [[str(s), None if a is None else str(a)] for s, a in self.slides]
-        return d
 
-    def split_of_slides(self) -> np.ndarray:
-        n = len(self.slides)
-        if n < 3:
-            raise ValueError(f"WsiSource needs >= 3 slides to split 70/15/15 by slide, got {n}")
-        bounds = np.clip(np.round(np.cumsum(self.fractions)[:2] * n).astype(int), [1, 2], [n - 2, n - 1])
-        split = np.empty(n, np.int32)
-        split[np.random.default_rng([self.seed, 70]).permutation(n)] = np.searchsorted(
-            bounds, np.arange(n), side="right")
-        return split
+def slide_candidates(slide_path: str, ann_path: str | None, cfg: ExtractConfig) -> dict[str, Any]:
+    """Pass 1 of one slide: every tissue window's level-0 coords, grid number, tissue share and
+    tumor share (-1 = skipped label), with counts and timings. Reads no level-0 pixel."""
+    t0 = time.perf_counter()
+    slide = open_slide(slide_path)
+    check_pyramid(slide, slide_path)
+    if cfg.level >= slide.level_count:
+        raise ValueError(f"{slide_path}: level {cfg.level} requested, the slide has {slide.level_count}")
+    skipped: dict[str, int] = {}
+    polys = ann_lib.read_asap(ann_path, skipped=skipped) if ann_path else []
+    ds_level = float(slide.level_downsamples[cfg.level])
+    tissue, ds_t = tissue_mask(slide, slide_path, method=cfg.tissue_method)
+    step0 = cfg.patch_size * ds_level
+    w0, h0 = slide.level_dimensions[0]
+    ny, nx = int((h0 - step0) // step0) + 1 if h0 >= step0 else 0, int((w0 - step0) // step0) + 1 if w0 >= step0 else 0
+    ys, xs = np.meshgrid(np.arange(ny) * step0, np.arange(nx) * step0, indexing="ij")
+    grid = np.arange(ny * nx).reshape(ny, nx) if ny * nx else np.zeros((0, 0), np.int64)
+    t_tissue = time.perf_counter()
+    coords, windows, tshare = [], [], []
+    for y, x, g in zip(ys.ravel(), xs.ravel(), grid.ravel(), strict=True):
+        t = tissue[int(y / ds_t):int(np.ceil((y + step0) / ds_t)), int(x / ds_t):int(np.ceil((x + step0) / ds_t))]
+        if t.size and t.mean() >= cfg.min_tissue:
+            coords.append((int(y), int(x)))
+            windows.append(int(g))
+            tshare.append(float(t.mean()))
+    ann = SlideAnnotations(polys, downsample=ds_t, shape=tissue.shape)
+    shares, full = np.zeros(len(coords)), 0
+    for i, (y, x) in enumerate(coords):
+        shares[i], used = ann.label_window(x, y, cfg.patch_size, ds_level, cfg.tumor_threshold)
+        full += used
+    label = np.where(shares >= cfg.tumor_threshold, 1, np.where(shares == 0, 0, -1)).astype(np.int8)
+    end = time.perf_counter()
+    return {"coords": np.asarray(coords, np.int64).reshape(-1, 2), "window": np.asarray(windows, np.int64),
+            "tissue_share": np.asarray(tshare, np.float32), "tumor_share": shares.astype(np.float32), "label": label,
+            "n_windows": np.int64(ny * nx), "tissue_fraction": np.float64(tissue.mean()),
+            "full_res_windows": np.int64(full), "n_vertices": np.int64(ann.n_vertices),
+            "skipped_annotations": np.asarray(sorted(f"{k}:{v}" for k, v in skipped.items()), dtype=str),
+            "seconds_tissue": np.float64(t_tissue - t0), "seconds_labels": np.float64(end - t_tissue)}
 
-    def examples(self, split: str) -> Iterator[dict[str, Any]]:
-        which = self.split_of_slides()
-        for i, (slide, ann) in enumerate(self.slides):
-            if self.splits[which[i]] != split:
-                continue
-            for ex in extract(slide, ann, patch_size=self.patch_size, level=self.level,
-                              image_size=self.image_size, min_tissue=self.min_tissue,
-                              tumor_threshold=self.tumor_threshold,
-                              max_per_class=self.max_per_class, seed=self.seed):
-                ex["index"] = i * 2**20 + ex.pop("local")
-                yield ex
+
+def slide_patches(slide_path: str, ann_path: str | None, cfg: ExtractConfig, chosen: np.ndarray,
+                  coords: np.ndarray) -> dict[str, np.ndarray]:
+    """Pass 2 of one slide: read the chosen windows (rows of `coords`) -> images uint8 [K, S, S, 3],
+    tumor masks bool [K, S, S], with mask and read times apart."""
+    slide = open_slide(slide_path)
+    polys = ann_lib.read_asap(ann_path) if ann_path else []
+    ds_level = float(slide.level_downsamples[cfg.level])
+    _, ds_t = (None, float(slide.level_downsamples[slide.get_best_level_for_downsample(TISSUE_DOWNSAMPLE)]))
+    lo = slide.level_dimensions[slide.get_best_level_for_downsample(TISSUE_DOWNSAMPLE)]
+    ann = SlideAnnotations(polys, downsample=ds_t, shape=(lo[1], lo[0]))
+    s, ps = int(cfg.image_size or cfg.patch_size), cfg.patch_size
+    images = np.zeros((len(chosen), s, s, 3), np.uint8)
+    masks = np.zeros((len(chosen), s, s), bool)
+    t_mask = t_read = 0.0
+    for k, i in enumerate(chosen):
+        y, x = (int(v) for v in coords[i])
+        t = time.perf_counter()
+        share = ann.screen(x, y, ps * ds_level)
+        mask = (np.full((ps, ps), bool(share)) if share is not None
+                else ann.mask((x, y), (ps, ps), downsample=ds_level))
+        t_mask += time.perf_counter() - t
+        t = time.perf_counter()
+        rgba = np.asarray(slide.read_region((x, y), cfg.level, (ps, ps)))
+        if k == 0 and _blank(rgba):
+            raise ValueError(f"{slide_path}: level {cfg.level} reads back all zero or transparent at a tissue "
+                             f"window ({x}, {y}); a SubIFD-only pyramid? write the levels as main IFDs")
+        rgb = rgba[..., :3]
+        if cfg.stain_normalization == "macenko":
+            from ibo_jax.data import stain
+
+            try:  # a patch with too little tissue to estimate a stain passes through unchanged
+                rgb = stain.macenko_normalize(np.ascontiguousarray(rgb))
+            except ValueError:
+                pass
+        img = Image.fromarray(rgb)
+        if s != ps:
+            img = img.resize((s, s), Image.Resampling.LANCZOS)
+            mask = np.asarray(Image.fromarray(mask.astype(np.float32)).resize((s, s), Image.Resampling.BOX)) >= 0.5
+        images[k], masks[k] = np.asarray(img, np.uint8), mask
+        t_read += time.perf_counter() - t
+    return {"image": images, "tumor_mask": masks, "seconds_masks": np.float64(t_mask),
+            "seconds_reads": np.float64(t_read)}
+
+
+def allocate(available: np.ndarray, *, per_slide: int | None, total: int | None) -> np.ndarray:
+    """Deterministic class quotas over slides: available [n_slides] -> taken [n_slides]: at most
+    `per_slide` each, then, if more than `total`, the largest equal cap that fits (water-filling)
+    with the remainder given in slide order."""
+    a = np.asarray(available, np.int64)
+    take = np.minimum(a, per_slide) if per_slide else a.copy()
+    if not total or take.sum() <= total:
+        return take
+    lo, hi = 0, int(take.max())
+    while lo < hi:  # the largest cap c with sum(min(take, c)) <= total
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if np.minimum(take, mid).sum() <= total else (lo, mid - 1)
+    out = np.minimum(take, lo)
+    rest = total - int(out.sum())
+    for i in np.flatnonzero(take > lo)[:rest]:
+        out[i] += 1
+    return out
+
+
+def match_annotations(slides: Sequence[Path], annotations_dir: Path | None) -> dict[Path, Path | None]:
+    """slide -> its ASAP XML (same stem, case-insensitive), or None."""
+    if annotations_dir is None:
+        return {s: None for s in slides}
+    xmls = {}
+    for p in sorted(annotations_dir.iterdir()):
+        if p.suffix.lower() == ".xml":
+            xmls.setdefault(p.stem.lower(), p)
+    return {s: xmls.get(s.stem.lower()) for s in slides}
+
+
+def _init_worker() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def _pass1(args) -> tuple[str, float]:
+    slide, ann, cfg, out = args
+    t = time.perf_counter()
+    arrays = slide_candidates(slide, ann, cfg)
+    ibo_io.write_npz(out, arrays)
+    return slide, time.perf_counter() - t
+
+
+def _pass2(args) -> tuple[str, int, float]:
+    slide, ann, cfg, out, chosen_file = args
+    t = time.perf_counter()
+    sel = ibo_io.read_npz(chosen_file)
+    arrays = slide_patches(slide, ann, cfg, sel["chosen"], sel["coords"])
+    ibo_io.write_npz(out, {**arrays, **{k: sel[k] for k in ("chosen", "coords", "label", "index", "window")}})
+    return slide, len(sel["chosen"]), time.perf_counter() - t
+
+
+def run_pool(fn: Callable, tasks: list, workers: int, progress: Callable | None = None) -> list:
+    """fn over tasks, in order, in a `spawn` pool of `workers` processes (1: in this process)."""
+    if workers <= 1 or len(tasks) <= 1:
+        out = []
+        for t in tasks:
+            out.append(fn(t))
+            if progress:
+                progress(out[-1])
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker) as ex:
+        out = []
+        for r in ex.map(fn, tasks):
+            out.append(r)
+            if progress:
+                progress(r)
+        return out
+
+
+def iter_slide_patches(path: Path) -> Iterator[dict[str, Any]]:
+    z = ibo_io.read_npz(path)
+    for k in range(len(z["chosen"])):
+        yield {"image": z["image"][k], "tumor_mask": z["tumor_mask"][k], "label": int(z["label"][k]),
+               "coords": tuple(int(v) for v in z["coords"][z["chosen"][k]]), "index": int(z["index"][k])}

@@ -22,7 +22,7 @@ from ibo_jax.repaint.unconditional import sample
 
 
 def sample_quality(eps_model, predict_fn, real: Mapping[str, np.ndarray], key: jax.Array, *, n: int,
-                   steps: int) -> dict:
+                   steps: int, kid_subset_size: int | None = None) -> dict:
     sets = dict(real)
     size = sets["test_normal"].shape[1]
     x = sample(eps_model, key, n, num_steps=steps)
@@ -40,8 +40,27 @@ def sample_quality(eps_model, predict_fn, real: Mapping[str, np.ndarray], key: j
            "share_called_normal": {}}
     for name in ("samples", "train_normal", "test_tumor"):
         if name in feats:
-            out["kid"][name] = realism.kid(feats[name], ref)
+            sub = kid_subset_size if kid_subset_size and kid_subset_size < min(len(feats[name]), len(ref)) else None
+            out["kid"][name] = realism.kid(feats[name], ref, subset_size=sub)
     for name, v in p.items():
         out["p_tumor_mean"][name] = float(np.mean(v))
         out["share_called_normal"][name] = float(np.mean(v < 0.5))
+    out["targets"] = targets(out)
+    return out
+
+
+def targets(q: Mapping) -> dict:
+    """The generator's targets: samples called normal within 3 points of real normal patches,
+    and KID at most 5% of the tumor-normal gap."""
+    out = {}
+    share = q["share_called_normal"]
+    if "samples" in share and "test_normal" in share:
+        out["called_normal"] = {"value": share["samples"], "target": share["test_normal"] - 0.03,
+                                "met": bool(share["samples"] >= share["test_normal"] - 0.03)}
+    kid = q["kid"]
+    if "samples" in kid and "test_tumor" in kid:
+        bound = 0.05 * kid["test_tumor"]["kid"]
+        out["kid_vs_gap"] = {"value": kid["samples"]["kid"], "target": bound,
+                             "ratio": kid["samples"]["kid"] / kid["test_tumor"]["kid"],
+                             "met": bool(kid["samples"]["kid"] <= bound)}
     return out

@@ -167,15 +167,33 @@ def paired_matrix(tests: Mapping[str, Mapping]) -> str:
 def _ddpm_section(q: Mapping) -> list[str]:
     if not q or "kid" not in q:
         return [f"\n## The DDPM's samples\n\n{q.get('skipped', 'not measured')}\n"] if q else []
-    rows = [[label, _num(q["kid"][k]["kid"], 4) if k in q["kid"] else "n/a",
-             _num(q["p_tumor_mean"].get(k)), _num(q["share_called_normal"].get(k))]
+
+    def kid_cell(k):
+        if k not in q["kid"]:
+            return "n/a"
+        v = q["kid"][k]
+        return _num(v["kid"], 4) + (f" ± {_num(v['std'], 4)}" if np.isfinite(v.get("std", float("nan"))) else "")
+
+    rows = [[label, kid_cell(k), _num(q["p_tumor_mean"].get(k)), _num(q["share_called_normal"].get(k))]
             for k, label in F.DDPM_SETS]
-    return ["\n## The DDPM's samples\n\nIBO is only as good as its generator. KID (in the classifier's "
-            f"feature space) of {q['n']} DDPM samples ({q['sample_steps']} ancestral steps) against "
-            "held-out normal patches, beside two references of real patches: normal training patches "
-            "(how far two real normal sets are: the floor) and tumor patches (the class gap). Samples "
-            "close to the floor and far below the gap look like normal tissue to the classifier.\n\n",
-            _table(["set", "KID vs held-out normal", "mean p(tumor)", "share called normal"], rows)]
+    out = ["\n## The DDPM's samples\n\nIBO is only as good as its generator. KID (in the classifier's "
+           f"feature space) of {q['n']} DDPM samples ({q['sample_steps']} ancestral steps) against "
+           "held-out normal patches, beside two references of real patches: normal training patches "
+           "(how far two real normal sets are: the floor) and tumor patches (the class gap). Samples "
+           "close to the floor and far below the gap look like normal tissue to the classifier.\n\n",
+           _table(["set", "KID vs held-out normal", "mean p(tumor)", "share called normal"], rows)]
+    t = q.get("targets") or {}
+    if t:
+        parts = []
+        if "called_normal" in t:
+            c = t["called_normal"]
+            parts.append(f"samples called normal {100 * c['value']:.0f}% (target >= {100 * c['target']:.0f}%: "
+                         f"{'met' if c['met'] else 'not met'})")
+        if "kid_vs_gap" in t:
+            c = t["kid_vs_gap"]
+            parts.append(f"KID {c['ratio']:.3f} x the tumor-normal gap (target <= 0.05: {'met' if c['met'] else 'not met'})")
+        out.append("\nTargets: " + "; ".join(parts) + ".\n")
+    return out
 
 
 def _sweep_section(sweep: Mapping) -> list[str]:

@@ -24,6 +24,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.n_samples = 64  # samples, and at most this many real patches per reference set
     c.sample_steps = 50  # respaced ancestral steps
+    c.kid_subset_size = 100  # KID's mean and standard deviation over subsets of this size (0: one estimate)
     c.tumor_class = 1
     c.batch_size = 32
     return c
@@ -48,6 +49,6 @@ def run(ctx) -> dict:
     # the key the score stage drew these samples with before the check was a stage of its own
     key = rng.fold(rng.root_key(int(ctx.config.seed)), "score", "ddpm_samples")
     summary = sample_quality(loaders.load_eps_model(ctx.input_dir("train_ddpm")), predict, real, key, n=n,
-                             steps=int(cfg.sample_steps))
+                             steps=int(cfg.sample_steps), kid_subset_size=int(cfg.kid_subset_size) or None)
     ibo_io.write_json(ctx.dir / "summary.json", summary)
     return {"kid_samples": summary.get("kid", {}).get("samples", {}).get("kid"), "seconds": round(time.time() - t0, 2)}

@@ -58,9 +58,11 @@ def default_config() -> ml_collections.ConfigDict:
     # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
     c.strategy_options = ml_collections.ConfigDict({
         "blurring": {"sigma_at_224": 10.0}, "nli": {"noise": 0.01, "solver": "scipy"}})
+    # sampler: 'repaint' (the study's), 'ddim_repaint' or 'ddnm' (repaint.SAMPLERS); (t_T, jump_length,
+    # jump_n_sample) = (10, 5, 2): 15 network calls per inpainting (the study: RePaint 250/10/10, 2,410);
+    # eta < 0: the sampler's default (RePaint: official DDPM steps)
     c.ibo = ml_collections.ConfigDict(
-        dict(t_T=10, jump_length=5, jump_n_sample=2, batch_size=32, eta=-1.0, bf16=False)
-    )  # 15 UNet calls per inpainting (the study: 250/10/10, 2,410 calls); eta < 0: official DDPM steps
+        dict(sampler="repaint", t_T=10, jump_length=5, jump_n_sample=2, batch_size=32, eta=-1.0, bf16=False))
     c.grid_patches = 2
     # also remove the whole annotated region once per image and strategy (residual evidence: what
     # p(tumor) is left against the counterfactual twin's)
@@ -80,7 +82,8 @@ def ibo_options(c, train_ddpm_dir) -> dict:
         # bf16 through the module's own dtype (bf16 convolutions and attention): casting only
         # the parameters leaves the UNet computing in fp32 (measured on an H200).
         "eps_model": loaders.load_eps_model(train_ddpm_dir, dtype=jnp.bfloat16 if c.bf16 else None),
-        "t_T": int(c.t_T), "jump_length": int(c.jump_length), "jump_n_sample": int(c.jump_n_sample),
+        "sampler": str(c.sampler), "t_T": int(c.t_T), "jump_length": int(c.jump_length),
+        "jump_n_sample": int(c.jump_n_sample),
         "batch_size": int(c.batch_size), "eta": None if float(c.eta) < 0 else float(c.eta),
         # the chunks are split over processes: each runs its own on its local devices
         "mesh": None, "progress": False,

@@ -83,8 +83,11 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _grid(images: np.ndarray, cols: int) -> np.ndarray:
-    """[N, H, W, 3] float in [0, 1] -> one uint8 image, `cols` per row, 2 px white gaps."""
+def _grid(images: np.ndarray, cols: int, scale: int = 0) -> np.ndarray:
+    """[N, H, W, 3] float in [0, 1] -> one uint8 image, `cols` per row, 2 px white gaps; each
+    image enlarged `scale` times (nearest; 0: to about 192 px, so nuclei are visible)."""
+    scale = scale or max(1, 192 // images.shape[1])
+    images = np.repeat(np.repeat(np.asarray(images), scale, axis=1), scale, axis=2)
     n, h, w, _ = images.shape
     rows = -(-n // cols)
     out = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, 3), 255, np.uint8)

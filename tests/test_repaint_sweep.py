@@ -153,11 +153,11 @@ def test_sweep_without_rank_agreement_and_report_section(sweep_env):
     assert "best_mard" not in out
     sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
     assert "rank_agreement" not in sweep and "mard" not in sweep["rows"][0]
-    text = "".join(report._sweep_section(sweep))
+    text = "".join(report.sweep_section(sweep))
     assert "| repaint(3, 1, 1) | 3 |" in text and "MARD" not in text
     sweep["rank_agreement"] = {"n_images": 5}
     sweep["rows"][0].update(mard=0.5, mard_lo=0.0, mard_hi=1.0, spearman=0.5)
-    assert "| 0.500 | [0.000, 1.000] | 0.500 |" in "".join(report._sweep_section(sweep))
+    assert "| 0.500 | [0.000, 1.000] | 0.500 |" in "".join(report.sweep_section(sweep))
 
 
 def test_demo_config_runs_the_sweep_before_the_report():

@@ -127,8 +127,11 @@ def test_workers_resume_quotas_and_splits(slide, tmp_path):
     assert sum(totals[:4]) == 8 and sum(totals[4:]) <= 8  # normal: 8 of 4 slides x 3; tumor: all there are
     index = np.concatenate([np.load(f)["index"] for f in again])
     assert len(np.unique(index)) == len(index) and index.max() < 2**31
-    summary = (tmp_path / "one" / "slides.json").read_text()
-    assert "tumor_001" in summary and "seconds_reads" in summary
+    from ibo_jax import io as ibo_io
+    from ibo_jax.evaluation import report
+
+    text = "".join(report.slides_section(ibo_io.read_json(tmp_path / "one" / "slides.json")))
+    assert "4 slides (4 with an annotation), split camelyon16" in text and "| tumor_001 | tumor |" in text
     np.testing.assert_array_equal(one.split_of_slides(), [0, 1, 0, 2])  # test_* = test; one tumor slide for val
     info = patches.write_dataset(one, tmp_path / "ds")
     assert info["splits"]["test"]["slides"] == 1
@@ -155,15 +158,15 @@ def test_slide_and_annotation_input_errors(slide, tmp_path):
             c[k] = v
         return c
 
-    src = data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")  # noqa: SLF001  (the stage's own builder)
+    src = data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")  (the stage's own builder)
     assert {Path(s).name: a is not None for s, a in src.slides} == {
         "normal_001.tif": False, "normal_002.tif": False, "tumor_001.tif": True}
     (ann_dir / "Tumor_001.xml").rename(ann_dir / "other.xml")
     with pytest.raises(ValueError, match="none of the 3 slides has an ASAP XML"):
-        data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")  # noqa: SLF001
+        data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")
     shutil.copy(slide[1], ann_dir / "normal_001.xml")
     with pytest.raises(ValueError, match=r"tumor_001.tif: a tumor slide without an ASAP XML"):
-        data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")  # noqa: SLF001
+        data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")
     long = tmp_path / "long.tif"
     tifffile.imwrite(long, np.full((256, 12_032, 3), 200, np.uint8), photometric="rgb", tile=(256, 256), compression="jpeg")
     with pytest.raises(ValueError, match=r"long.tif: 12032 x 256 px with a single level"):

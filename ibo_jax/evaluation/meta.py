@@ -171,7 +171,10 @@ def residual_evidence(study, extra: Mapping[str, np.ndarray], *, n_boot: int = 1
             e["minus_twin"] = _mean_ci(np.nanmean(p, axis=1) - twin_p, idx, alpha)
             feat, twin_feat = g("feat"), extra["twin_feat"]
             if feat is not None and len(feat) >= 2:
-                e["kid_vs_twin"] = realism.kid(np.asarray(feat, np.float64), np.asarray(twin_feat, np.float64))["kid"]
+                pos = extra.get(f"residual__{s}__pos")
+                tf = np.asarray(twin_feat, np.float64)[pos] if pos is not None and len(pos) == len(feat) else None
+                if tf is not None and len(tf) >= 2:  # each fill beside its own twin: paired
+                    e["kid_vs_twin"] = realism.kid(np.asarray(feat, np.float64), tf, paired=True)["kid"]
         for k in ("ssim_twin", "psnr_twin", "ssim_orig", "psnr_orig"):
             if g(k) is not None:
                 e[k] = _mean_ci(g(k), idx, alpha)
@@ -300,8 +303,8 @@ def power(study, *, reference: str | None = REFERENCE, curve: str = "morf", n_bo
     resolution = float(np.median([t["half_width"] for t in tests.values()]))
     best = min(mards, key=mards.get)
     others = [t for k, t in tests.items() if best in k.split(" vs ")]
-    decisive = all(t["p_holm"] < alpha for t in others)
     runner_up = sorted(mards.values())[1]
+    decisive = all(t["p_holm"] < alpha for t in others) and runner_up > mards[best]
     target = max(runner_up - mards[best], STEP)
     needed = int(np.ceil(n * (resolution / target) ** 2)) if resolution > 0 else n
     # the 1/sqrt(n) rule checked: the resolution of subsamples of n/4 and n/2 patches
@@ -319,14 +322,16 @@ def power(study, *, reference: str | None = REFERENCE, curve: str = "morf", n_bo
     c = float(np.sum([s["half_width"] * np.sqrt(s["n"]) for s in sub]) / len(sub))
     for s in sub:
         s["predicted"] = c / np.sqrt(s["n"])
+    tied = sorted(s for s, v in mards.items() if v <= mards[best] + 1e-9)
+    lead = (f"{' and '.join(tied)} tie at {mards[best]:.2f}" if len(tied) > 1 else
+            f"{best}'s lead ({mards[best]:.2f} against {runner_up:.2f}) is not significant against every other "
+            "strategy after Holm correction")
     sentence = (f"Decisive: {best} agrees best with the {out['reference']} ranking (MARD {mards[best]:.2f}), and "
                 f"every paired test against it is significant after Holm correction."
                 if decisive else
                 f"Not decisive: with {n} patches this run resolves MARD differences of about "
                 f"{resolution:.2f} (median half-width of the paired intervals; one rank step is {STEP:.2f}), and "
-                f"{best}'s lead ({mards[best]:.2f} against {runner_up:.2f}) is not significant against every other "
-                f"strategy after Holm correction; about {needed} patches would resolve a difference of "
-                f"{target:.2f}.")
+                f"{lead}; about {needed} patches would resolve a difference of {target:.2f}.")
     return {**out, "mard": mards, "best": best, "resolution": resolution, "decisive": bool(decisive),
             "patches_needed": needed, "target_difference": target, "tests": tests,
             "subsampling": {"pair": f"{sa} vs {sb}", "rows": sub, "c": c}, "sentence": sentence}

@@ -107,11 +107,14 @@ def masked_pair_metrics(a: np.ndarray, b: np.ndarray, mask: np.ndarray, *, win: 
 
 
 def kid(feats_a: np.ndarray, feats_b: np.ndarray, *, subset_size: int | None = None,
-        n_subsets: int = 100, seed: int = 0) -> dict[str, float]:
+        n_subsets: int = 100, seed: int = 0, paired: bool = False) -> dict[str, float]:
     """Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel) of two feature sets.
 
     feats_a: [N, D], feats_b: [M, D]. With subset_size None, one estimate on all samples (std NaN);
     otherwise the mean and std over `n_subsets` random subsets of that size (as the KID paper).
+    paired=True: row i of a and row i of b are two versions of one image (a fill and its
+    reference): the cross term leaves those pairs out, so what they share does not count as
+    closeness (the estimator stays unbiased for the distributions; N must equal M).
     """
     check_finite(feats_a, "kid: feats_a")
     check_finite(feats_b, "kid: feats_b")
@@ -121,6 +124,10 @@ def kid(feats_a: np.ndarray, feats_b: np.ndarray, *, subset_size: int | None = N
         raise ValueError(f"kid: expected feature sets [N, D] and [M, D], got {x.shape} and {y.shape}")
     if min(x.shape[0], y.shape[0]) < 2:
         raise ValueError(f"kid: need at least 2 samples in each set, got {x.shape[0]} and {y.shape[0]}")
+    if paired:
+        if len(x) != len(y):
+            raise ValueError(f"kid: paired sets need the same number of rows, got {len(x)} and {len(y)}")
+        return {"kid": _mmd2_unbiased(x, y, paired=True), "std": float("nan"), "n": int(len(x))}
     if subset_size is None or subset_size >= min(x.shape[0], y.shape[0]):
         return {"kid": _mmd2_unbiased(x, y), "std": float("nan"), "n": int(min(len(x), len(y)))}
     rng = np.random.default_rng(seed)
@@ -132,7 +139,7 @@ def kid(feats_a: np.ndarray, feats_b: np.ndarray, *, subset_size: int | None = N
     return {"kid": float(np.mean(vals)), "std": float(np.std(vals)), "n": int(subset_size)}
 
 
-def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, paired: bool = False) -> float:
     d = x.shape[1]
     kxx = (x @ x.T / d + 1) ** 3
     kyy = (y @ y.T / d + 1) ** 3
@@ -140,7 +147,8 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     n, m = len(x), len(y)
     sxx = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
     syy = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-    return float(sxx + syy - 2 * kxy.mean())
+    sxy = (kxy.sum() - np.trace(kxy)) / (n * (n - 1)) if paired else kxy.mean()
+    return float(sxx + syy - 2 * sxy)
 
 
 def make_feature_fn(model: nnx.Module, *, batch_size: int = 32):

@@ -164,7 +164,7 @@ def paired_matrix(tests: Mapping[str, Mapping]) -> str:
     return _table(["A \\ B", *names], rows)
 
 
-def _ddpm_section(q: Mapping) -> list[str]:
+def ddpm_section(q: Mapping) -> list[str]:
     if not q or "kid" not in q:
         return [f"\n## The DDPM's samples\n\n{q.get('skipped', 'not measured')}\n"] if q else []
 
@@ -196,7 +196,7 @@ def _ddpm_section(q: Mapping) -> list[str]:
     return out
 
 
-def _sweep_section(sweep: Mapping) -> list[str]:
+def sweep_section(sweep: Mapping) -> list[str]:
     """repaint_sweep/sweep.json: cost, realism, residual evidence and rank agreement per setting."""
     rows = sweep.get("rows") or []
     if not rows:
@@ -254,7 +254,29 @@ def _sweep_section(sweep: Mapping) -> list[str]:
     return out
 
 
-def _classifier_section(metrics: Mapping) -> list[str]:
+def slides_section(slides: Mapping) -> list[str]:
+    """data/slides/slides.json: per slide, what the extraction found and took, and its times."""
+    rows = slides.get("slides") or []
+    if not rows:
+        return []
+    out = ["\n## Slides\n\n"
+           f"{len(rows)} slides ({sum(r['annotation'] is not None for r in rows)} with an annotation), split "
+           f"{slides.get('split_by', 'by slide')}. Candidates are tissue windows labelled by the annotation "
+           "(tumor: share >= threshold; normal: no tumor pixel); the patches taken follow the per-slide caps and "
+           "class totals. Seconds: labels (the low-resolution screen plus full resolution where it cannot "
+           "decide), masks and reads of the taken patches.\n\n"]
+    table = [[r["slide"], r["class"], r["tissue_windows"], _num(r["tissue_fraction"], 2), r["candidates_normal"],
+              r["candidates_tumor"], r["patches_normal"], r["patches_tumor"], r["full_res_windows"],
+              _num(r["seconds_labels"], 2), _num(r["seconds_masks"], 2), _num(r["seconds_reads"], 2)] for r in rows]
+    out.append(_table(["slide", "class", "tissue windows", "tissue share", "normal cand.", "tumor cand.",
+                       "normal taken", "tumor taken", "full-res labels", "s labels", "s masks", "s reads"], table))
+    skipped = sorted({x for r in rows for x in r.get("skipped_annotations", [])})
+    if skipped:
+        out.append(f"\nAnnotations that are not areas were skipped: {', '.join(skipped)}.\n")
+    return out
+
+
+def classifier_section(metrics: Mapping) -> list[str]:
     """train_classifier/metrics.json: a table per split (val, test) plus the flat scalars."""
     out = ["\n## The classifier\n\nHow well the explained model separates tumor from normal patches "
            "(metrics from `train_classifier/metrics.json`).\n\n"]
@@ -300,7 +322,8 @@ def ground_truth_kind(dataset_json: str | Path) -> str:
 def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
                     config: Mapping | None = None, figures: Sequence[tuple[str, str]] = (),
                     ground_truth: str | None = None, sweep: Mapping | None = None,
-                    ddpm_check: Mapping | None = None, trust: Sequence[str] = ()) -> str:
+                    ddpm_check: Mapping | None = None, trust: Sequence[str] = (),
+                    slides: Mapping | None = None) -> str:
     """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
     says what the GT masks are (`ground_truth_kind`); `ddpm_check` the ddpm_check summary;
     `trust` the lines of 'Can this verdict be trusted?' (report_meta.trust_section), which open it."""
@@ -342,13 +365,15 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     facts += [[f"config: {k}", str(v)] for k, v in sorted(_find(config or {}, SCHEDULE_KEYS).items())]
     facts += [[f"config: {k}", str(v)] for k, v in sorted((summary.get("layout") or {}).items())]
     out.append(_table(["", ""], facts))
+    if slides:
+        out.extend(slides_section(slides))
     if classifier_metrics:
-        out.extend(_classifier_section(classifier_metrics))
+        out.extend(classifier_section(classifier_metrics))
     out.extend("\n" + t if not t.startswith("\n") else t for t in _section_tables(summary))
     if ddpm_check:
-        out.extend(_ddpm_section(ddpm_check))
+        out.extend(ddpm_section(ddpm_check))
     if sweep:
-        out.extend(_sweep_section(sweep))
+        out.extend(sweep_section(sweep))
     if figures:
         out.append("\n## Figures\n\n")
         out.extend(f"![{cap}]({name})\n\n*{cap}*\n\n" for name, cap in figures)
@@ -359,7 +384,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
                  ddpm_check: Mapping | None = None, sweep: Mapping | None = None,
                  explain: tuple[Mapping, Mapping] | None = None,
                  upstream_figures: Sequence[tuple[str | Path, str]] = (), ground_truth: str | None = None,
-                 config: Mapping | None = None, meta: Mapping | None = None) -> dict:
+                 config: Mapping | None = None, meta: Mapping | None = None, slides: Mapping | None = None) -> dict:
     """Writes out_dir/report.md and its figures from what it is given; returns a small summary.
     upstream_figures: (PNG file another stage wrote, caption), copied beside the report as
     `<its stage folder>_<name>`."""
@@ -397,6 +422,6 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
         trust, meta_figures = trust_section(meta, summary, out_dir)
         figures = meta_figures + figures
     text = render_markdown(summary, classifier_metrics=classifier_metrics, config=config, figures=figures,
-                           ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check, trust=trust)
+                           ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check, trust=trust, slides=slides)
     ibo_io.write_text(out_dir / "report.md", text)
     return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

@@ -105,8 +105,12 @@ def _boot_mean(v: np.ndarray, idx: np.ndarray, alpha: float = 0.05) -> dict:
 
 def _boot_kid(fa: np.ndarray, fb: np.ndarray, idx: np.ndarray, alpha: float = 0.05) -> dict:
     """KID of paired feature sets with a bootstrap over the pairs (the same rows of both)."""
-    k = realism.kid(fa, fb)["kid"]
-    boots = [realism.kid(fa[i], fb[i])["kid"] for i in idx[: min(len(idx), 200)]]
+    k = realism.kid(fa, fb, paired=True)["kid"]
+    boots = []
+    for i in idx[: min(len(idx), 200)]:
+        u = np.unique(i)  # a resample's distinct pairs (repeated rows would pair with themselves)
+        if len(u) >= 2:
+            boots.append(realism.kid(fa[u], fb[u], paired=True)["kid"])
     return {"mean": float(k), "lo": float(np.quantile(boots, alpha / 2)), "hi": float(np.quantile(boots, 1 - alpha / 2))}
 
 

@@ -237,6 +237,10 @@ def run(ctx) -> dict:
     seconds = time.time() - t0
     n = sum(s["n"] for s in info["splits"].values())
     ctx.scalar("data/patches_per_s", n / max(t_write, 1e-9), 0)
-    return {"source": ctx.cfg.source, "image_size": info["image_size"], "splits": info["splits"],
+    extra = {}
+    if getattr(source, "name", "") == "wsi":
+        extra = {"slides": len(source.slides), "slides_with_annotation": sum(a is not None for _, a in source.slides),
+                 "slide_summary": str(ctx.dir / "slides" / "slides.json")}
+    return {**extra, "source": ctx.cfg.source, "image_size": info["image_size"], "splits": info["splits"],
             "n_patches": n, "bytes": info["bytes"], "seconds": seconds,
             "write_seconds": t_write, "patches_per_s": n / max(t_write, 1e-9)}

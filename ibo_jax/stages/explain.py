@@ -40,7 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.label = 1              # tumor patches
     c.target_class = 1       # explain the tumor logit
     c.methods = cam.METHODS
-    c.controls = ("random", "oracle")  # () for none; also 'graded' and 'oracle_shifted' (evaluation.controls)
+    # controls of known quality (evaluation.controls), () for none: a random map, the annotation, the
+    # annotation degraded on nested random blobs (the meta stage's known order), the shifted oracle
+    c.controls = ("random", "oracle", "graded", "oracle_shifted")
     c.batch_size = 16        # images per jitted call (one compile per method)
     # keyword arguments of each method (cam.compute / make_cam_fn); a 'dtype' may be a name:
     # scorecam.batch_size = masked forwards per chunk, ablationcam.batch_size = ablated head

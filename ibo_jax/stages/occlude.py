@@ -53,6 +53,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Strategies for the non-morf curves; empty = all of `strategies`. IBO is left out of the
     # demo's fixed-fraction curve: RePaint costs ~1-4 s per 64 px inpainting on 2 CPU cores.
     c.fixed_strategies = ("blackening", "blurring", "mean", "histogram", "nli", "counterfactual")
+    # the curves other than MoRF of a costly strategy on the first N evaluation patches only, e.g.
+    # {"ibo": 16} (scores then average over the patches a curve has; 0 / absent: all)
+    c.curve_images = ml_collections.ConfigDict({"ibo": 0})
     c.n_draws = 1  # draws per mask for random strategies (histogram, nli, ibo)
     c.images_per_chunk = 4
     # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
@@ -203,7 +206,10 @@ def run(ctx) -> dict:
     options: dict[str, dict] = {}  # built on first use (loads the DDPM once, only if needed)
     for strategy, curve in work:
         t_s = time.time()
-        for ci, pos_list in enumerate(ctx.progress(chunks, desc=f"occlude {strategy}/{curve}", unit="chunk")):
+        limit = int(cfg.curve_images.get(strategy, 0) or 0) if curve not in ("morf", RESIDUAL) else 0
+        todo = [[p for p in ch if p < limit] for ch in chunks] if limit else chunks
+        todo = [ch for ch in todo if ch]
+        for ci, pos_list in enumerate(ctx.progress(todo, desc=f"occlude {strategy}/{curve}", unit="chunk")):
             name = f"c{ci:04d}"
             fname = store.chunk_name(strategy, curve, name)
             (residual_blocks if curve == RESIDUAL else blocks).append(
@@ -222,7 +228,8 @@ def run(ctx) -> dict:
     layout = {"strategies": strategies, "curves": curves, "n_masks": int(cfg.n_masks),
               "fractions": {c: fractions for c in curves if curve_registry.get(c).uses_fractions}, "draws": draws, "methods": methods,
               "image_size": [h, w], "blocks": blocks, "fixed_strategies": fixed_strats,
-              "residual_blocks": residual_blocks, "skipped": skipped}
+              "residual_blocks": residual_blocks, "skipped": skipped,
+              "curve_images": {k: int(v) for k, v in cfg.curve_images.items() if int(v or 0)}}
     if ctx.process_index == 0:
         ibo_io.write_json(ctx.dir / "layout.json", layout)
         if int(cfg.grid_patches) > 0 and "morf" in curves:

@@ -54,6 +54,7 @@ def run(ctx) -> dict:
         ddpm_check=_json(inputs["ddpm_check"] / "summary.json") if "ddpm_check" in inputs else None,
         sweep=_json(inputs["repaint_sweep"] / "sweep.json") if "repaint_sweep" in inputs else None,
         meta=_json(inputs["meta"] / "summary.json") if "meta" in inputs else None,
+        slides=_json(ctx.input_dir("data") / "slides" / "slides.json"),
         explain=explain, upstream_figures=figures,
         ground_truth=report.ground_truth_kind(ctx.input_dir("data") / "dataset.json"), config=_plain(ctx.config))
     if ctx.cfg.title:

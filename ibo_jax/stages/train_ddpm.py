@@ -167,8 +167,9 @@ def run(ctx) -> dict:
     tx = ddpm.make_optimizer(c.lr, c.warmup_steps, c.weight_decay, c.grad_clip, schedule=str(c.lr_schedule),
                              total_steps=int(c.num_steps))
     crop = int(c.crop_size)
-    if crop and not (8 <= crop <= size):
-        raise ValueError(f"train_ddpm.crop_size={crop}: expected 0 (whole patches) or 8..{size} (the DDPM's size)")
+    if crop and crop < 8:
+        raise ValueError(f"train_ddpm.crop_size={crop}: expected 0 (whole patches) or >= 8")
+    crop = crop if crop < size else 0  # a crop as large as the patches is the whole patch
     graphdef, state = ddpm.init_state(model, tx)
     state = parallel.replicate(state, mesh)
     mngr = ddpm.checkpoint_manager(ctx.dir / "checkpoints")

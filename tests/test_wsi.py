@@ -142,7 +142,7 @@ def test_slide_and_annotation_input_errors(slide, tmp_path):
     from pathlib import Path
 
     from ibo_jax.data import wsi
-    from ibo_jax.stages import data as data_stage
+    from ibo_jax.data.wsi_source import find_slides
 
     slides_dir, ann_dir = tmp_path / "slides", tmp_path / "ann"
     slides_dir.mkdir()
@@ -151,22 +151,15 @@ def test_slide_and_annotation_input_errors(slide, tmp_path):
         shutil.copy(slide[0], slides_dir / f"{name.lower()}.tif")
     shutil.copy(slide[1], ann_dir / "Tumor_001.xml")  # another case than the slide's name
 
-    def cfg(**kw):
-        c = data_stage.default_config()
-        c.source, c.slides_dir, c.annotations_dir, c.patch_size, c.max_per_class = "wsi", str(slides_dir), str(ann_dir), 256, 2
-        for k, v in kw.items():
-            c[k] = v
-        return c
-
-    src = data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")  (the stage's own builder)
-    assert {Path(s).name: a is not None for s, a in src.slides} == {
+    pairs, _ = find_slides(slides_dir, annotations_dir=ann_dir)
+    assert {Path(s).name: a is not None for s, a in pairs} == {
         "normal_001.tif": False, "normal_002.tif": False, "tumor_001.tif": True}
     (ann_dir / "Tumor_001.xml").rename(ann_dir / "other.xml")
     with pytest.raises(ValueError, match="none of the 3 slides has an ASAP XML"):
-        data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")
+        find_slides(slides_dir, annotations_dir=ann_dir)
     shutil.copy(slide[1], ann_dir / "normal_001.xml")
     with pytest.raises(ValueError, match=r"tumor_001.tif: a tumor slide without an ASAP XML"):
-        data_stage._wsi_source(cfg(), 64, 0, tmp_path / "cache")
+        find_slides(slides_dir, annotations_dir=ann_dir)
     long = tmp_path / "long.tif"
     tifffile.imwrite(long, np.full((256, 12_032, 3), 200, np.uint8), photometric="rgb", tile=(256, 256), compression="jpeg")
     with pytest.raises(ValueError, match=r"long.tif: 12032 x 256 px with a single level"):

@@ -51,6 +51,41 @@ def read_reference_csv(path: str | Path) -> dict[str, str]:
     return out
 
 
+def find_slides(slides_dir: str | Path, *, slides_glob: str = "", annotations_dir: str | Path = "",
+                reference_csv: str | Path = "") -> tuple[list[tuple[str, str | None]], dict | None]:
+    """(slide, its ASAP XML or None) pairs of a folder, and CAMELYON16's test labels when found.
+
+    Slides: `slides_glob`, or every format openslide reads; annotations: the same stem, matched
+    case-insensitively. Errors name the folder or file: no slide, no slide matched by any
+    annotation, a tumor slide (tumor_*, or a test_* slide reference.csv calls Tumor) without one."""
+    slides_dir = Path(slides_dir).expanduser()
+    if not str(slides_dir) or not slides_dir.is_dir():
+        raise ValueError(f"data.slides_dir: {str(slides_dir)!r} is not a directory of slides")
+    if slides_glob:
+        slides = sorted(p for p in slides_dir.glob(slides_glob) if p.is_file())
+    else:
+        slides = sorted(p for p in slides_dir.iterdir() if p.suffix.lower() in wsi.SLIDE_SUFFIXES)
+    if not slides:
+        raise ValueError(f"data.slides_dir: no slide ({slides_glob or ', '.join(wsi.SLIDE_SUFFIXES)}) in {slides_dir}")
+    ann_dir = Path(annotations_dir).expanduser() if annotations_dir else None
+    if ann_dir is not None and not ann_dir.is_dir():
+        raise ValueError(f"data.annotations_dir: {str(annotations_dir)!r} is not a directory")
+    matched = wsi.match_annotations(slides, ann_dir)
+    if ann_dir is not None and not any(matched.values()):
+        raise ValueError(f"data.annotations_dir: none of the {len(slides)} slides has an ASAP XML of the same stem "
+                         f"(case-insensitive) in {ann_dir}")
+    ref_file = Path(reference_csv).expanduser() if reference_csv else next(
+        (d / "reference.csv" for d in (ann_dir, slides_dir) if d is not None and (d / "reference.csv").is_file()), None)
+    reference = read_reference_csv(ref_file) if ref_file is not None else None
+    for slide, ann in matched.items():
+        cls = slide_class(slide.stem)
+        tumor_test = cls == "test" and reference is not None and reference.get(slide.stem.lower()) == "tumor"
+        if ann is None and (cls == "tumor" or tumor_test):
+            raise ValueError(f"{slide}: a tumor slide without an ASAP XML annotation in "
+                             f"{ann_dir or 'data.annotations_dir (not set)'} (expected {slide.stem}.xml)")
+    return [(str(s), None if a is None else str(a)) for s, a in matched.items()], reference
+
+
 @dataclasses.dataclass(frozen=True)
 class WsiSource:
     slides: Sequence[tuple[str, str | None]]

@@ -114,46 +114,15 @@ def _npz_source(c, image_size: int):
 
 
 def _wsi_source(c, image_size: int, seed: int, cache_dir):
-    from pathlib import Path
+    from ibo_jax.data.wsi_source import WsiSource, find_slides
 
-    from ibo_jax.data import wsi
-    from ibo_jax.data.wsi_source import WsiSource, read_reference_csv, slide_class
-
-    slides_dir = Path(c.slides_dir).expanduser()
-    if not c.slides_dir or not slides_dir.is_dir():
-        raise ValueError(f"data.slides_dir: {c.slides_dir!r} is not a directory of slides")
-    if c.slides_glob:
-        slides = sorted(p for p in slides_dir.glob(c.slides_glob) if p.is_file())
-    else:  # every format openslide reads
-        slides = sorted(p for p in slides_dir.iterdir() if p.suffix.lower() in wsi.SLIDE_SUFFIXES)
-    if not slides:
-        raise ValueError(f"data.slides_dir: no slide ({c.slides_glob or ', '.join(wsi.SLIDE_SUFFIXES)}) in {slides_dir}")
-    ann_dir = Path(c.annotations_dir).expanduser() if c.annotations_dir else None
-    if ann_dir is not None and not ann_dir.is_dir():
-        raise ValueError(f"data.annotations_dir: {c.annotations_dir!r} is not a directory")
-    matched = wsi.match_annotations(slides, ann_dir)
-    if ann_dir is not None and not any(matched.values()):
-        raise ValueError(f"data.annotations_dir: none of the {len(slides)} slides has an ASAP XML of the same stem "
-                         f"(case-insensitive) in {ann_dir}")
-    reference = None
-    ref_file = Path(c.reference_csv).expanduser() if c.reference_csv else next(
-        (d / "reference.csv" for d in (ann_dir, slides_dir) if d is not None and (d / "reference.csv").is_file()), None)
-    if ref_file is not None:
-        reference = read_reference_csv(ref_file)
-    for slide, ann in matched.items():
-        cls = slide_class(slide.stem)
-        tumor_test = cls == "test" and reference is not None and reference.get(slide.stem.lower()) == "tumor"
-        if ann is None and (cls == "tumor" or tumor_test):
-            raise ValueError(f"{slide}: a tumor slide without an ASAP XML annotation in "
-                             f"{ann_dir or 'data.annotations_dir (not set)'} (expected {slide.stem}.xml)")
-    cap = int(c.max_per_class) or None
-    return WsiSource(slides=[(str(s), None if a is None else str(a)) for s, a in matched.items()],
-                     patch_size=int(c.patch_size), level=int(c.level), image_size=image_size,
+    pairs, reference = find_slides(c.slides_dir, slides_glob=c.slides_glob, annotations_dir=c.annotations_dir,
+                                   reference_csv=c.reference_csv)
+    return WsiSource(slides=pairs, patch_size=int(c.patch_size), level=int(c.level), image_size=image_size,
                      min_tissue=float(c.min_tissue), tumor_threshold=float(c.tumor_threshold),
                      tissue_method=str(c.tissue_method), stain_normalization=str(c.stain_normalization),
-                     max_per_slide=cap,
-                     total_per_class=int(c.total_per_class) or None, seed=seed,
-                     fractions=tuple(float(v) for v in c.fractions), split_by=str(c.split_by),
+                     max_per_slide=int(c.max_per_class) or None, total_per_class=int(c.total_per_class) or None,
+                     seed=seed, fractions=tuple(float(v) for v in c.fractions), split_by=str(c.split_by),
                      reference=reference, cache_dir=str(cache_dir), workers=int(c.workers))
 
 

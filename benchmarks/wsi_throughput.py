@@ -132,9 +132,9 @@ def main(argv=None) -> dict:
             copies.append((str(root / f"copy{k}.tif"), str(root / f"slide_{main_v}.xml")))
         out["workers"] = {}
         for workers in (1, 2):
-            src = WsiSource(copies, patch_size=patch, image_size=cfg.image_size, max_per_slide=cap,
-                            stain_normalization="macenko", cache_dir=str(root / f"cache{workers}"), workers=workers,
-                            progress=False)
+            src = WsiSource(copies, extract_config=wsi.ExtractConfig(patch_size=patch, image_size=cfg.image_size,
+                                                                     stain_normalization="macenko"),
+                            max_per_slide=cap, cache_dir=str(root / f"cache{workers}"), workers=workers, progress=False)
             t = time.perf_counter()
             files = src.extract()
             dt = time.perf_counter() - t

@@ -221,11 +221,15 @@ def test_explain_stage(tmp_path, monkeypatch):
     summary = explain.run(ctx)
     hm = io.read_npz(ctx.dir / "heatmaps.npz")
     ev = io.read_npz(ctx.dir / "eval_set.npz")
-    assert list(hm["methods"]) == ["gradcam", "ablationcam", "random", "oracle"]
-    assert list(hm["controls"]) == ["random", "oracle"]
-    assert hm["heatmaps"].shape == (4, 4, size, size) and hm["heatmaps"].dtype == np.float16
-    assert hm["levels"].shape == (4, 4, size, size) and hm["levels"].dtype == np.int8
-    assert hm["valid"].shape == (4, 4) and hm["valid"].all()
+    graded = [f"graded_{a}" for a in (0, 25, 50, 75, 100)]
+    controls = ["random", "oracle", *graded, "oracle_shifted"]  # the defaults
+    assert list(hm["methods"]) == ["gradcam", "ablationcam", *controls] and list(hm["controls"]) == controls
+    m = len(controls) + 2
+    assert hm["heatmaps"].shape == (4, m, size, size) and hm["heatmaps"].dtype == np.float16
+    assert hm["levels"].shape == (4, m, size, size) and hm["levels"].dtype == np.int8
+    assert hm["valid"].shape == (4, m) and hm["valid"][:, :2].all()
+    np.testing.assert_array_equal(hm["heatmaps"][:, 3], hm["heatmaps"][:, 4])  # graded_0 is the oracle
+    np.testing.assert_array_equal(hm["heatmaps"][:, 2], hm["heatmaps"][:, 8])  # graded_100 is random
     assert np.all(np.diff(ev["index"]) > 0) and ev["image"].shape == (4, size, size, 3)
     assert (ctx.dir / "heatmaps.png").stat().st_size > 0
     assert summary["per_method"]["gradcam"]["n_valid"] == 4

@@ -109,7 +109,8 @@ def test_workers_resume_quotas_and_splits(slide, tmp_path):
     from ibo_jax.data.wsi_source import WsiSource
 
     slides = _slides(tmp_path, slide, ("tumor_001", "tumor_002", "normal_001", "test_001"))
-    kw = dict(patch_size=256, image_size=64, max_per_slide=3, total_per_class=8, split_by="camelyon16", progress=False)
+    kw = dict(extract_config=wsi.ExtractConfig(patch_size=256, image_size=64), max_per_slide=3, total_per_class=8,
+              split_by="camelyon16", progress=False)
     one = WsiSource(slides, cache_dir=str(tmp_path / "one"), workers=1, **kw)
     files = one.extract()
     two = WsiSource(slides, cache_dir=str(tmp_path / "two"), workers=2, **kw)

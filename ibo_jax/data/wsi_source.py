@@ -1,7 +1,8 @@
 """Slides as a patch-dataset source: extraction over a process pool, class quotas, the splits.
 
-    source = WsiSource(slides=[(slide, xml_or_None), ...], cache_dir=workdir / "data" / "slides",
-                       workers=2, max_per_slide=500, total_per_class=15_214, split_by="camelyon16")
+    source = WsiSource(slides=[(slide, xml_or_None), ...], extract_config=wsi.ExtractConfig(image_size=224),
+                       cache_dir=workdir / "data" / "slides", workers=2, max_per_slide=500,
+                       total_per_class=15_214, split_by="camelyon16")
     source.examples("train")   # runs (or resumes) the extraction once, then reads per-slide files
 
 Splits (`split_by`): 'slide' (70/15/15 by slide), 'camelyon16' (the official `test_*` slides are
@@ -89,13 +90,7 @@ def find_slides(slides_dir: str | Path, *, slides_glob: str = "", annotations_di
 @dataclasses.dataclass(frozen=True)
 class WsiSource:
     slides: Sequence[tuple[str, str | None]]
-    patch_size: int = 512
-    level: int = 0
-    image_size: int = 224
-    min_tissue: float = 0.5
-    tumor_threshold: float = 0.5
-    tissue_method: str = "otsu"
-    stain_normalization: str = ""  # 'macenko' (done in the workers, at level resolution)
+    extract_config: wsi.ExtractConfig = wsi.ExtractConfig()  # windows, labels, output size, stain
     max_per_slide: int | None = None  # per class
     total_per_class: int | None = None
     seed: int = 0
@@ -124,9 +119,8 @@ class WsiSource:
         return d
 
     @property
-    def extract_config(self) -> wsi.ExtractConfig:
-        return wsi.ExtractConfig(self.patch_size, self.level, self.image_size, self.min_tissue, self.tumor_threshold,
-                                 self.tissue_method, self.stain_normalization)
+    def image_size(self) -> int:
+        return int(self.extract_config.image_size or self.extract_config.patch_size)
 
     # ---------------------------------------------------------------- splits
     def split_of_slides(self) -> np.ndarray:

@@ -185,8 +185,10 @@ class Study:
                              for j, m in enumerate(self.methods)}
             s["realism"] = {k: [_ci_one(ranking.bootstrap_mean_ci(_nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
                                 for i in range(d[k].shape[-1])] for k in self.REALISM if k in d}
-            scored = np.isfinite(d["p"][..., 1:]).any(axis=(-1, -2))  # [N, M]: pairs this curve scored at all
-            s["missing"] = int(np.sum(self.valid & scored & ~np.isfinite(a["p"])))
+            # images a curve left out on purpose (occlude.curve_images) have no point at all; a valid
+            # pair without its points in an image the curve did score is missing
+            scored = np.isfinite(d["p"][..., 1:]).any(axis=(1, 2, 3))  # [N]
+            s["missing"] = int(np.sum(self.valid & scored[:, None] & ~np.isfinite(a["p"])))
             out["strategies"].setdefault(strategy, {})[curve] = s
         for (sa, ca), (sb, cb) in itertools.permutations(aucs, 2):
             if ca == cb == "morf":

@@ -114,13 +114,15 @@ def _npz_source(c, image_size: int):
 
 
 def _wsi_source(c, image_size: int, seed: int, cache_dir):
+    from ibo_jax.data.wsi import ExtractConfig
     from ibo_jax.data.wsi_source import WsiSource, find_slides
 
     pairs, reference = find_slides(c.slides_dir, slides_glob=c.slides_glob, annotations_dir=c.annotations_dir,
                                    reference_csv=c.reference_csv)
-    return WsiSource(slides=pairs, patch_size=int(c.patch_size), level=int(c.level), image_size=image_size,
-                     min_tissue=float(c.min_tissue), tumor_threshold=float(c.tumor_threshold),
-                     tissue_method=str(c.tissue_method), stain_normalization=str(c.stain_normalization),
+    extract = ExtractConfig(patch_size=int(c.patch_size), level=int(c.level), image_size=image_size,
+                            min_tissue=float(c.min_tissue), tumor_threshold=float(c.tumor_threshold),
+                            tissue_method=str(c.tissue_method), stain_normalization=str(c.stain_normalization))
+    return WsiSource(slides=pairs, extract_config=extract,
                      max_per_slide=int(c.max_per_class) or None, total_per_class=int(c.total_per_class) or None,
                      seed=seed, fractions=tuple(float(v) for v in c.fractions), split_by=str(c.split_by),
                      reference=reference, cache_dir=str(cache_dir), workers=int(c.workers))

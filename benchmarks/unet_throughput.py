@@ -66,9 +66,9 @@ def gpu(smoke: bool) -> dict:
     from ibo_jax.repaint import diffusion
     from ibo_jax.train import ddpm
 
-    size = 32 if smoke else 224
-    arch = dict(block_out_channels=(32, 64, 64), norm_num_groups=8, attention_head_dim=32) if smoke else {}
-    batches = (1, 2) if smoke else (1, 8, 32)
+    size = 16 if smoke else 224
+    arch = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, attention_head_dim=8) if smoke else {}
+    batches = (2,) if smoke else (1, 8, 32)
     iters = 2 if smoke else 10
     out = {"bench": "unet_throughput", "mode": "gpu", "device": jax.devices()[0].device_kind, "image_size": size,
            "arch": arch or "default (128,256,512) x2, mid attention, 64-ch heads", "forward": []}

@@ -87,11 +87,6 @@ def test_suite_hands_the_fastest_variant_on(suite):
     assert f"variant for the benchmarks that follow: {chosen}" in (suite / "gpu.txt").read_text()
 
 
-def test_repaint_gpu_mode_other_variant():
-    out = _run("repaint_throughput.py", "--gpu", "--smoke", "--variant", "previous")
-    assert out["variant"] == "previous" and out["best_s_per_inpainting"] > 0
-
-
 def test_best_variant_rule(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _variants import best, best_from_log

@@ -2,19 +2,21 @@
 
     python -m ibo_jax.launch --config configs/demo.py --workdir runs/demo
 
-Every stage runs, in order (data, train_classifier, train_ddpm, explain, occlude, score,
-repaint_sweep, report), with the demo-sized settings below on top of each stage's `default_config()`. Override
+Every stage runs, in order (data, train_classifier, train_ddpm, ddpm_check, explain, occlude,
+score, meta, repaint_sweep, report), with the demo-sized settings below on top of each stage's `default_config()`. Override
 any field on the command line, e.g. `--config.explain.n_images=32`; an unknown field is an error.
 
 Reduced on purpose, and stated in the report:
-- 3,000 synthetic 64x64 patches on 20 pseudo-slides (split 70/15/15 by slide);
+- 3,000 synthetic 64x64 patches on 20 pseudo-slides (split 70/15/15 by slide), tumor evidence
+  local to the annotated region, with counterfactual twins (the known faithfulness answer);
 - a small ResNet (8x8 CAM maps) trained for 3 epochs;
-- a tiny DDPM (16/32/64 channels, 0.6 M parameters) trained for 600 steps at 32x32 (patches are
-  downsampled for it; the `ibo` strategy inpaints at 32x32 and pastes the regenerated pixels back
-  at 64x64, the kept pixels untouched);
-- RePaint with (t_T, jump_length, jump_n_sample) = (20, 5, 2) instead of the study's (250, 10, 10);
-- 32 tumor patches in the evaluation set (the study used 100);
-- a RePaint sweep over two settings, (5, 1, 1) and (20, 5, 2), scored on 8 patches.
+- a tiny DDPM (16/32/64 channels) trained for 600 steps on random 32 px crops at the patches' own
+  scale (v-prediction, min-SNR weights) that inpaints whole 64 px patches;
+- IBO with DDNM (10 network calls per inpainting) instead of the study's RePaint (250, 10, 10),
+  which needs 2,410; `configs/repaint_sweep.py` measures the samplers against it;
+- 32 tumor patches in the evaluation set (the study used 100); IBO's fixed-fraction curves on 16;
+- a DDPM check with 128 samples and 25 steps (`:full_check`: 256 and 50, the IBO issue's targets);
+- a two-setting sweep (DDNM (10, 1, 1) against RePaint (20, 5, 2)), its ranks on 8 patches.
 """
 
 from ibo_jax import pipeline

@@ -8,7 +8,7 @@
 
 `read_split` returns whole splits as numpy (sorted by the stable index); `make_loader` streams
 batches through grain with shuffling, epochs and per-process sharding. Both follow the contracts
-in DESIGN.md: image uint8 (read_split) or float32 in [0, 1] (loader), label int32 (1 = tumor),
+in docs/design.md: image uint8 (read_split) or float32 in [0, 1] (loader), label int32 (1 = tumor),
 tumor_mask bool, index int64.
 """
 

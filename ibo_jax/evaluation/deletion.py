@@ -1,6 +1,6 @@
 """Deletion curves and their areas: how fast p(tumor) falls as the most important pixels go.
 
-The study's curve (METHOD.md section 6): x_i = p_i = |M_i| / |M_n| with p_0 = 0 (the original
+The study's curve (docs/method.md, Pipeline): x_i = p_i = |M_i| / |M_n| with p_0 = 0 (the original
 image) and p_n = 1, y_i = p(tumor) of the image with M_i removed, area by the trapezoid rule.
 Lower area = better explanation (MoRF). Because x is normalized by each method's own |M_n|, a
 method with larger masks can win; the fixed-fraction curve (top q of the pixels by heatmap value,

@@ -3,7 +3,7 @@
 `importance_levels(heat, k)` clusters each heatmap's pixel values with 1-D k-means (Lloyd's
 algorithm, batched and jitted, deterministic initialization) and labels each pixel with its
 cluster's rank by centroid: level 1 = highest centroid = most important, level L = least.
-`progressive_masks(levels, n)` gives the nested deletion masks M1..Mn (METHOD.md section 2.4):
+`progressive_masks(levels, n)` gives the nested deletion masks M1..Mn (docs/method.md, Pipeline):
 Mi = levels 1..min(i, L-1), so the least important level is never removed.
 `fraction_masks(heat, fractions)` gives the fixed-fraction variant (top q of pixels by value).
 

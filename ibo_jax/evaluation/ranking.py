@@ -1,6 +1,6 @@
 """Ground truth IoU, rankings of CAM methods, rank agreement and its uncertainty.
 
-Conventions (METHOD.md section 6): ranks are ordinal 1..N; ties are broken by the fixed order of
+Conventions (docs/method.md, Pipeline): ranks are ordinal 1..N; ties are broken by the fixed order of
 `ibo_jax.cam.METHODS` (names outside it follow, in the order given). Strategy rankings sort mean
 deletion AUC ascending (lower = better); the GT ranking sorts mean IoU of M_n with the tumor mask
 descending. MARD = mean |rank_GT - rank_strategy|. Controls ('random', 'oracle') are scored beside

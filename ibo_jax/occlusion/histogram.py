@@ -1,7 +1,7 @@
 """Histogram occlusion: removed pixels drawn from the image's own per-channel value histogram.
 
 I' = I * (1 - M) + H * M, where each channel of each removed pixel is an independent draw from
-the empirical distribution of that channel over the image's kept pixels (choice, METHOD.md).
+the empirical distribution of that channel over the image's kept pixels (a choice, docs/method.md).
 For uint8-quantized images this is exactly a 256-bin histogram. An image with no kept pixel
 draws from all of its pixels. Draws come from per-example keys, so they do not depend on the
 batch an image is in.

@@ -2,7 +2,7 @@
 
 Inputs: stage `data` (`ibo_jax.data.patches.make_loader(..., "train", label=0)`). The samples'
 quality against held-out normal patches (KID in the classifier's feature space) is measured by
-the score stage, which has the classifier.
+the `ddpm_check` stage, which has the classifier.
 
 Outputs (train_ddpm/):
   model.json, ema_params/   the EMA model, read by `ibo_jax.models.loaders.load_eps_model(dir)`

@@ -17,6 +17,7 @@ not depend on the number of workers or on where a run resumed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -234,9 +235,25 @@ def match_annotations(slides: Sequence[Path], annotations_dir: Path | None) -> d
     return {s: xmls.get(s.stem.lower()) for s in slides}
 
 
-def _init_worker() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+
+@contextlib.contextmanager
+def _child_env(env: dict[str, str]):
+    """os.environ as the spawned workers should start with it: a spawned child re-imports the
+    parent's main module (numpy, often JAX) before any initializer runs, so thread counts must
+    already be in the environment it inherits. Restored afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _pass1(args) -> tuple[str, float]:
@@ -268,8 +285,8 @@ def run_pool(fn: Callable, tasks: list, workers: int, progress: Callable | None 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker) as ex:
+    with _child_env(_ONE_THREAD), ProcessPoolExecutor(max_workers=workers,
+                                                      mp_context=multiprocessing.get_context("spawn")) as ex:
         out = []
         for r in ex.map(fn, tasks):
             out.append(r)

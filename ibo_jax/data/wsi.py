@@ -235,8 +235,8 @@ def match_annotations(slides: Sequence[Path], annotations_dir: Path | None) -> d
     return {s: xmls.get(s.stem.lower()) for s in slides}
 
 
-_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+# BLAS/OpenMP pools only: XLA_FLAGS is left alone (an unknown XLA flag aborts the child's backend).
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @contextlib.contextmanager

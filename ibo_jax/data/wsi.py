@@ -273,26 +273,55 @@ def _pass2(args) -> tuple[str, int, float]:
     return slide, len(sel["chosen"]), time.perf_counter() - t
 
 
-def run_pool(fn: Callable, tasks: list, workers: int, progress: Callable | None = None) -> list:
-    """fn over tasks, in order, in a `spawn` pool of `workers` processes (1: in this process)."""
-    if workers <= 1 or len(tasks) <= 1:
-        out = []
-        for t in tasks:
-            out.append(fn(t))
-            if progress:
-                progress(out[-1])
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class SlidePool:
+    """A `spawn` process pool over slides, started on first use and kept for every pass of an
+    extraction (a spawned worker re-imports the parent's modules, JAX included: seconds per start).
 
-    with _child_env(_ONE_THREAD), ProcessPoolExecutor(max_workers=workers,
-                                                      mp_context=multiprocessing.get_context("spawn")) as ex:
+        with SlidePool(workers) as pool:
+            pool.map(_pass1, tasks, progress)
+            pool.map(_pass2, other_tasks, progress)
+
+    `workers` <= 1, or a single task, runs in this process."""
+
+    def __init__(self, workers: int):
+        self.workers = int(workers)
+        self._ex = None
+
+    def __enter__(self) -> SlidePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=True, cancel_futures=exc[0] is not None)
+            self._ex = None
+
+    def map(self, fn: Callable, tasks: list, progress: Callable | None = None) -> list:
+        """fn over tasks, results in task order; progress(result) as each one arrives."""
+        if self.workers <= 1 or (len(tasks) <= 1 and self._ex is None):
+            results = (fn(t) for t in tasks)
+        else:
+            if self._ex is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                with _child_env(_ONE_THREAD):  # the workers start with it (spawned at submit time)
+                    self._ex = ProcessPoolExecutor(max_workers=self.workers,
+                                                   mp_context=multiprocessing.get_context("spawn"))
+                    for _ in self._ex.map(int, range(self.workers)):  # start them inside the env
+                        pass
+            results = self._ex.map(fn, tasks)
         out = []
-        for r in ex.map(fn, tasks):
+        for r in results:
             out.append(r)
             if progress:
                 progress(r)
         return out
+
+
+def run_pool(fn: Callable, tasks: list, workers: int, progress: Callable | None = None) -> list:
+    """fn over tasks, in order, in a `spawn` pool of `workers` processes (1: in this process)."""
+    with SlidePool(workers) as pool:
+        return pool.map(fn, tasks, progress)
 
 
 def iter_slide_patches(path: Path) -> Iterator[dict[str, Any]]:

@@ -172,47 +172,48 @@ class WsiSource:
         cache = Path(self.cache_dir)
         cache.mkdir(parents=True, exist_ok=True)
         cfg, n = self.extract_config, len(self.slides)
-        bar = _bar(self.progress, n, "data slides (labels)")
-        todo = [(s, a, cfg, str(self._paths(i, "candidates"))) for i, (s, a) in enumerate(self.slides)
-                if not self._paths(i, "candidates").is_file()]
-        bar.update(n - len(todo))
-        wsi.run_pool(wsi._pass1, todo, self.workers, lambda r: bar.update(1))
-        bar.close()
-        cands = [ibo_io.read_npz(self._paths(i, "candidates")) for i in range(n)]
-        offsets = np.concatenate([[0], np.cumsum([int(c["n_windows"]) for c in cands])])
-        if offsets[-1] >= wsi.INDEX_LIMIT:
-            raise ValueError(f"data: {int(offsets[-1])} windows over all slides; patch indices must stay below 2**31 "
-                             "(use a larger patch_size or fewer slides per dataset)")
-        take = {c: wsi.allocate(np.array([int((x["label"] == c).sum()) for x in cands]), per_slide=self.max_per_slide,
-                                total=self.total_per_class) for c in (0, 1)}
-        t0, done = time.perf_counter(), 0
-        bar = _bar(self.progress, n, "data slides (patches)")
-        tasks = []
-        for i, (s, a) in enumerate(self.slides):
-            out = self._paths(i, "patches")
-            if out.is_file():
+        with wsi.SlidePool(self.workers) as pool:  # one set of workers for both passes
+            bar = _bar(self.progress, n, "data slides (labels)")
+            todo = [(s, a, cfg, str(self._paths(i, "candidates"))) for i, (s, a) in enumerate(self.slides)
+                    if not self._paths(i, "candidates").is_file()]
+            bar.update(n - len(todo))
+            pool.map(wsi._pass1, todo, lambda r: bar.update(1))
+            bar.close()
+            cands = [ibo_io.read_npz(self._paths(i, "candidates")) for i in range(n)]
+            offsets = np.concatenate([[0], np.cumsum([int(c["n_windows"]) for c in cands])])
+            if offsets[-1] >= wsi.INDEX_LIMIT:
+                raise ValueError(f"data: {int(offsets[-1])} windows over all slides; patch indices must stay below 2**31 "
+                                 "(use a larger patch_size or fewer slides per dataset)")
+            take = {c: wsi.allocate(np.array([int((x["label"] == c).sum()) for x in cands]), per_slide=self.max_per_slide,
+                                    total=self.total_per_class) for c in (0, 1)}
+            t0, done = time.perf_counter(), 0
+            bar = _bar(self.progress, n, "data slides (patches)")
+            tasks = []
+            for i, (s, a) in enumerate(self.slides):
+                out = self._paths(i, "patches")
+                if out.is_file():
+                    bar.update(1)
+                    continue
+                c = cands[i]
+                chosen = []
+                for cls in (0, 1):
+                    idx = np.flatnonzero(c["label"] == cls)
+                    r = np.random.default_rng([self.seed, stable_int(Path(s).stem), cls])
+                    chosen.append(np.sort(r.permutation(idx)[: int(take[cls][i])]))
+                chosen = np.sort(np.concatenate(chosen)).astype(np.int64)
+                sel = self._paths(i, "chosen")
+                ibo_io.write_npz(sel, {"chosen": chosen, "coords": c["coords"], "label": c["label"][chosen],
+                                       "window": c["window"][chosen], "index": offsets[i] + c["window"][chosen]})
+                tasks.append((s, a, cfg, str(out), str(sel)))
+
+            def tick(r):
+                nonlocal done
+                done += r[1]
                 bar.update(1)
-                continue
-            c = cands[i]
-            chosen = []
-            for cls in (0, 1):
-                idx = np.flatnonzero(c["label"] == cls)
-                r = np.random.default_rng([self.seed, stable_int(Path(s).stem), cls])
-                chosen.append(np.sort(r.permutation(idx)[: int(take[cls][i])]))
-            chosen = np.sort(np.concatenate(chosen)).astype(np.int64)
-            sel = self._paths(i, "chosen")
-            ibo_io.write_npz(sel, {"chosen": chosen, "coords": c["coords"], "label": c["label"][chosen],
-                                   "window": c["window"][chosen], "index": offsets[i] + c["window"][chosen]})
-            tasks.append((s, a, cfg, str(out), str(sel)))
+                bar.set_postfix(patches_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.1f}")
 
-        def tick(r):
-            nonlocal done
-            done += r[1]
-            bar.update(1)
-            bar.set_postfix(patches_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.1f}")
-
-        wsi.run_pool(wsi._pass2, tasks, self.workers, tick)
-        bar.close()
+            pool.map(wsi._pass2, tasks, tick)
+            bar.close()
         self._write_summary(cands, take)
         return [self._paths(i, "patches") for i in range(n)]
 

@@ -384,3 +384,37 @@ def test_stage_occlude_ibo_on_two_processes(tmp_path):
 
     blocks = list(store.load_occluded(tmp_path / "occlude"))
     assert len(blocks) == 3 and sum(rows) == sum(len(b["pos"]) for b in blocks) and min(rows) > 0
+
+
+def test_identical_inputs_are_computed_once(tmp_path, monkeypatch):
+    """Rows of one patch and draw with the same removed pixels share one result: a method whose
+    maps equal another's (graded_0 is the oracle) costs nothing, and its rows equal the other's."""
+    from ibo_jax import io as ibo_io
+    from ibo_jax import occlusion
+    from ibo_jax.stages import occlude
+
+    first, inverse = occlusion.unique_rows(np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 0, 0]),
+                                         np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1]], bool).reshape(5, 1, 2))
+    assert first.tolist() == [0, 2, 3, 4] and inverse.tolist() == [0, 0, 1, 2, 3]
+
+    monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
+    d = _fake_explain(tmp_path, m=2)
+    hm = ibo_io.read_npz(d / "heatmaps.npz")
+    dup = {k: np.concatenate([v, v[:, :1]], axis=1) if k != "methods" else np.array(["gradcam", "eigencam", "copy"])
+           for k, v in hm.items()}
+    ibo_io.write_npz(d / "heatmaps.npz", dup)
+    calls = []
+    real_apply = occlusion.apply
+    monkeypatch.setattr(occlusion, "apply", lambda name, images, *a, **k: calls.append(len(images))
+                        or real_apply(name, images, *a, **k))
+    cfg = occlude.default_config()
+    cfg.strategies, cfg.curves, cfg.grid_patches, cfg.residual = ("histogram",), ("morf",), 0, False
+    occlude.run(_ctx(tmp_path, cfg))
+    rows = {}
+    for b in store.load_occluded(tmp_path / "occlude"):
+        for r in range(len(b["pos"])):
+            rows[(int(b["pos"][r]), int(b["method"][r]), int(b["mask"][r]))] = b["image"][r]
+    copies = [k for k in rows if k[1] == 2]
+    assert copies and sum(calls) <= len(rows) - len(copies)
+    for p, _, i in copies:
+        np.testing.assert_array_equal(rows[(p, 2, i)], rows[(p, 0, i)])

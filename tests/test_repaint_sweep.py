@@ -119,8 +119,13 @@ def test_sweep_rank_agreement_and_resume(sweep_env):
     assert [r["sampler"] for r in rows] == ["repaint", "repaint"] and all(float(r["seconds"]) > 0 for r in rows)
     hm = np.load(root / "explain" / "heatmaps.npz")
     n_valid = int(hm["valid"][:5, :3].sum())  # the ranked methods (not the random control)
-    for r in rows:
-        assert int(r["rank_inpaintings"]) == n_valid * 4  # valid (image, method) pairs x M1..M4
+    from ibo_jax.evaluation import geometry
+
+    morf = geometry.compute(None, hm["levels"][:5], hm["n_levels"][:5], hm["valid"][:5], np.zeros((5, S, S), bool),
+                            n_masks=4, keep_masks=True)["morf_masks"][:, :3]  # [5, 3, 4, H, W]
+    distinct = sum(len({m.tobytes() for m in morf[i][hm["valid"][i, :3]].reshape(-1, S * S)}) for i in range(5))
+    for r in rows:  # valid (image, method) pairs x M1..M4, identical masks of a patch inpainted once
+        assert int(r["rank_inpaintings"]) == distinct <= n_valid * 4
         assert 0.0 <= float(r["mard_lo"]) <= float(r["mard_hi"]) <= 2.0 and 0.0 <= float(r["mard"]) <= 2.0
     sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
     ra = sweep["rank_agreement"]

@@ -19,6 +19,7 @@ import importlib
 from collections.abc import Callable
 
 import jax
+import numpy as np
 
 from ibo_jax.occlusion import blurring, counterfactual, histogram, nli, simple
 from ibo_jax.occlusion.simple import check_inputs, to_uint8
@@ -55,4 +56,21 @@ def apply(name: str, images, remove_mask, key=None, **options) -> jax.Array:
     return REGISTRY[name](images, remove_mask, key=key, **options)
 
 
-__all__ = ["REGISTRY", "STRATEGIES", "RANDOM", "apply", "check_inputs", "example_keys", "to_uint8"]
+def unique_rows(pos, draw, remove) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with the same patch, draw and removed pixels have the same input: computed once.
+    Returns (first: the first row of each distinct input, in row order; inverse: for every row,
+    its input's position in `first`). On the demo a fifth of the masks repeat within a patch
+    (graded_0 is the oracle, graded_100 the random map; MoRF masks of maps with few levels)."""
+    seen: dict[tuple[int, int, bytes], int] = {}
+    first, inverse = [], np.empty(len(pos), np.int64)
+    packed = np.packbits(np.asarray(remove, bool).reshape(len(pos), -1), axis=1)
+    for r in range(len(pos)):
+        k = (int(pos[r]), int(draw[r]), packed[r].tobytes())
+        if k not in seen:
+            seen[k] = len(first)
+            first.append(r)
+        inverse[r] = seen[k]
+    return np.asarray(first, np.int64), inverse
+
+
+__all__ = ["REGISTRY", "STRATEGIES", "RANDOM", "apply", "check_inputs", "unique_rows", "example_keys", "to_uint8"]

@@ -18,7 +18,10 @@ strategies x masks for a few patches. Curves and their masks come from
 `ibo` for the RePaint strategy), passed to `occlusion.apply` as keyword arguments.
 Randomness: row (image, method, curve, mask, draw) of a strategy draws from
 fold(ctx.key, strategy, image index, method, '<curve>:<mask>', draw): independent of batching,
-chunking, host count and resume. Chunk c of a curve is written by process c % process_count.
+chunking, host count and resume. Rows of one curve with the same patch, draw and removed pixels
+(e.g. the oracle and graded_0, or a map's last MoRF masks when it has few levels) are computed
+once, with the first such row's key, and share the result (`occlusion.unique_rows`).
+Chunk c of a curve is written by process c % process_count.
 """
 
 from __future__ import annotations
@@ -148,12 +151,14 @@ def _apply(name, opts, ev, rows, masks_all, ids, key) -> dict:
         out["image"] = np.zeros((0,) + ev["image"].shape[1:], np.uint8)
         return out
     remove = np.stack(masks_all)  # [R, H, W]
-    images = ev["image"][out["pos"]].astype(np.float32) / 255.0  # [R, H, W, 3]
-    keys = row_keys(fold(key, name), np.asarray(ids, np.int64))
+    first, inverse = occlusion.unique_rows(out["pos"], out["draw"], remove)
+    pos = out["pos"][first]
+    images = ev["image"][pos].astype(np.float32) / 255.0  # [U, H, W, 3]
+    keys = row_keys(fold(key, name), np.asarray(ids, np.int64)[first])
     if name == "counterfactual":  # each row's removed pixels come from its own patch's twin
-        opts = {**opts, "twin": ev["twin"][out["pos"]]}
-    occluded = occlusion.apply(name, images, remove, key=keys, **opts)
-    out["image"] = occlusion.to_uint8(occluded)
+        opts = {**opts, "twin": ev["twin"][pos]}
+    occluded = occlusion.apply(name, images, remove[first], key=keys, **opts)
+    out["image"] = occlusion.to_uint8(occluded)[inverse]
     return out
 
 

@@ -97,10 +97,12 @@ def _rank_setup(ctx, cfg, predict) -> dict | None:
     ids = np.stack([[rng.stable_int(int(ev["index"][p])) for p in pos], [rng.stable_int(methods[i]) for i in meth],
                     [rng.stable_int(f"morf:{i}") for i in mask], draw], axis=1)
     p0, logit0, _ = predict(ev["image"])
+    remove = masks[pos, meth, mask - 1]
+    first, inverse = occlusion.unique_rows(pos, draw, remove)  # identical inputs inpainted once
     setup = {"ev": ev, "methods": methods, "controls": controls, "geo": geo,
              "rows": {"pos": pos, "method": meth, "mask": mask, "draw": draw},
-             "remove": masks[pos, meth, mask - 1], "keys": rng.row_keys(rng.fold(ctx.key, "rank"), ids),
-             "p0": p0, "logit0": logit0}
+             "remove": remove, "keys": rng.row_keys(rng.fold(ctx.key, "rank"), ids),
+             "first": first, "inverse": inverse, "p0": p0, "logit0": logit0}
     if twins is not None:  # the counterfactual reference of the same rows, computed once
         cf = occlusion.apply("counterfactual", ev["image"][pos].astype(np.float32) / 255.0, setup["remove"],
                              twin=twins[:n][pos])
@@ -198,12 +200,15 @@ def _setting_row(setting, inp: _Inputs, cfg, opts, predict, lpips_fn, setup) -> 
                    residual_hshare_twin_5_95=ref[1].get("hshare_5_95") if ref else None,
                    residual_twin_p=ref[1]["p_tumor"] if ref else None)
     if setup is not None:
-        images_r = setup["ev"]["image"][setup["rows"]["pos"]].astype(np.float32) / 255.0
+        first, inverse = setup["first"], setup["inverse"]  # rows with identical inputs share one
+        images_r = setup["ev"]["image"][setup["rows"]["pos"][first]].astype(np.float32) / 255.0
         t0 = time.perf_counter()
-        occ = to_uint8(ibo(images_r, setup["remove"], key=setup["keys"], **{**kw, "n_draws": 1}))  # the bytes scored
+        occ = to_uint8(ibo(images_r, setup["remove"][first], key=setup["keys"][first],
+                           **{**kw, "n_draws": 1}))  # the bytes scored
         rank_seconds = time.perf_counter() - t0
         p, logit, _ = predict(occ)
-        row.update(rank_inpaintings=int(len(p)), rank_seconds=rank_seconds)
+        p, logit = p[inverse], logit[inverse]
+        row.update(rank_inpaintings=int(len(first)), rank_seconds=rank_seconds)
         arrays.update(rank_p=p, rank_logit=logit)
     row["detail"] = detail
     return row, arrays

@@ -52,7 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.tissue_method = "otsu"  # Otsu on saturation at a low-resolution level; 'fixed': saturation > 0.07
     c.max_per_class = 0  # per slide and class (0 = no cap)
     c.total_per_class = 0  # over all slides, after the per-slide caps (0 = no cap; the study: 15,214)
-    c.workers = 1  # slides extracted in parallel ('spawn' processes, one thread each; 1.36x with 2 on 2 cores)
+    c.workers = 1  # slides extracted in parallel ('spawn' processes, one thread each; 1.69x with 2 on 2 cores: benchmarks/wsi_throughput.py)
     # source = "npz": one .npz with image uint8 [N,H,W,3], label int [N], tumor_mask bool [N,H,W],
     # split str [N] (train/val/test), optional slide str [N] and coords int [N,2].
     c.npz_path = ""

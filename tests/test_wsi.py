@@ -139,6 +139,57 @@ def test_workers_resume_quotas_and_splits(slide, tmp_path):
     assert wsi.allocate(np.array([5, 1, 9]), per_slide=4, total=6).tolist() == [3, 1, 2]
 
 
+_EXTRACT = """
+import sys
+from ibo_jax.data import wsi
+from ibo_jax.data.wsi_source import WsiSource
+slides = [tuple(x.split(",")) for x in sys.argv[2:]]
+WsiSource(slides, extract_config=wsi.ExtractConfig(patch_size=128, image_size=64), max_per_slide=40,
+          split_by="slide", progress=False, cache_dir=sys.argv[1], workers=2).extract()
+"""
+
+
+def test_kill_9_during_extraction_then_resume(slide, tmp_path):
+    """A real kill -9 of an extraction with two workers (the whole process group, as the shell would
+    when a job is killed) as soon as the first slide is labelled: the rerun continues from the files
+    written, redoes none of them, and gives the same bytes as an uninterrupted extraction."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ibo_jax.data import wsi
+    from ibo_jax.data.wsi_source import WsiSource
+
+    slides = _slides(tmp_path, slide, [f"tumor_{i:03d}" for i in range(6)])
+    cache = tmp_path / "killed"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-c", _EXTRACT, str(cache), *(",".join(x) for x in slides)],
+                            env=env, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and not list(cache.glob("0000_*.candidates.npz")):
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        err = proc.communicate()[1]
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    time.sleep(0.2)  # the workers die with the group
+    before = {f.name: f.stat().st_mtime_ns for f in cache.glob("*.npz")}
+    assert not (cache / "slides.json").is_file() and before  # stopped part-way, some slides done
+    kw = dict(extract_config=wsi.ExtractConfig(patch_size=128, image_size=64), max_per_slide=40,
+              split_by="slide", progress=False)
+    resumed = WsiSource(slides, cache_dir=str(cache), workers=1, **kw).extract()
+    after = {f.name: f.stat().st_mtime_ns for f in cache.glob("*.npz")}
+    assert all(after[k] == v for k, v in before.items())  # finished slides never redone
+    fresh = WsiSource(slides, cache_dir=str(tmp_path / "fresh"), workers=1, **kw).extract()
+    for a, b in zip(resumed, fresh, strict=True):
+        za, zb = np.load(a), np.load(b)
+        for k in ("image", "tumor_mask", "index", "label"):
+            np.testing.assert_array_equal(za[k], zb[k])
+
+
 def test_slide_and_annotation_input_errors(slide, tmp_path):
     from pathlib import Path
 

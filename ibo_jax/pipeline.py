@@ -78,7 +78,7 @@ STAGES: dict[str, Stage] = {
         Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
         Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
         Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude"),
-              file_fields=("lpips_alexnet_weights",)),
+              file_fields=("lpips_alexnet_weights", "lpips_heads")),
         # Known-answer checks of the verdict: counterfactual reference, graded controls, model
         # randomization, SRG, the run's power.
         Stage("meta", "ibo_jax.stages.meta", deps=("data", "train_classifier", "explain", "score")),
@@ -86,7 +86,7 @@ STAGES: dict[str, Stage] = {
         # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",
               deps=("data", "train_classifier", "train_ddpm", "explain"),
-              file_fields=("lpips_alexnet_weights",)),
+              file_fields=("lpips_alexnet_weights", "lpips_heads")),
         Stage("report", "ibo_jax.stages.report",
               deps=("data", "train_classifier", "explain", "occlude", "score"),
               optional_deps=("train_ddpm", "ddpm_check", "meta", "repaint_sweep")),

@@ -81,14 +81,23 @@ def test_feature_fn_pools_features():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_lpips_unavailable_without_weights_and_checks_keys(tmp_path):
+def test_lpips_unavailable_without_weights_and_checks_keys(tmp_path, monkeypatch):
     assert lp.load_lpips(None) is None
-    heads = np.load(lp.HEADS_FILE)
-    assert [heads[f"lin{i}"].shape[0] for i in range(5)] == list(lp.CHANNELS)
+    # the heads: from a file (.npz here; lpips' alex.pth in use), never shipped in the repository
+    want = {f"lin{i}": np.linspace(0, 1, c, dtype=np.float32) for i, c in enumerate(lp.CHANNELS)}
+    np.savez(tmp_path / "heads.npz", **want)
+    got = lp.read_heads(tmp_path / "heads.npz")
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    with pytest.raises(KeyError, match="heads.npz: no weights for head lin4"):
+        np.savez(tmp_path / "heads.npz", **{k: v for k, v in want.items() if k != "lin4"})
+        lp.read_heads(tmp_path / "heads.npz")
     with pytest.raises(KeyError, match="features.0.weight"):
         lp.load_lpips({"classifier.1.weight": np.zeros((4, 4))})
     with pytest.raises(FileNotFoundError, match="AlexNet"):
         lp.load_lpips(tmp_path / "missing.pth")
+    monkeypatch.setattr(lp, "HEADS_IN_PACKAGE", ("no_such_lpips_package", "weights/v0.1/alex.pth"))
+    with pytest.raises(FileNotFoundError, match="lpips package is not installed"):
+        lp.read_heads(None)
 
 
 def _torch_alexnet(torch):
@@ -120,6 +129,8 @@ def test_lpips_matches_torch_lpips(monkeypatch, tmp_path):
 
     path = tmp_path / "alexnet.pth"
     torch.save(alex.state_dict(), path)
+    heads = lp.default_heads_path()  # the installed lpips package's alex.pth, the reference's own heads
+    assert heads is not None and heads.name == "alex.pth"
     model = lp.load_lpips(path)
     rng = np.random.default_rng(0)
     a = rng.uniform(size=(3, 64, 64, 3)).astype(np.float32)

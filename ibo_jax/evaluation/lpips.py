@@ -5,12 +5,14 @@ more realistic occlusion. As in the original: scale inputs to [-1, 1], shift/sca
 AlexNet features after relu1..relu5, unit-normalize each feature vector over channels, squared
 difference, one learned 1x1 linear head per layer, spatial mean, sum over layers.
 
-Weights: the five linear heads (LPIPS v0.1, AlexNet) ship with the package
-(`data/lpips_alex_v0.1_heads.npz`, BSD licence beside it). The AlexNet backbone weights are NOT
-shipped: pass a torchvision AlexNet state dict file (`.pth` read with torch `weights_only=True`,
-or `.npz` / `.safetensors` with the same keys `features.{0,3,6,8,10}.{weight,bias}`).
-`load_lpips(None)` returns None: LPIPS is then reported as unavailable, never computed with random
-backbone weights.
+Weights: no weights ship with ibo_jax. The AlexNet backbone: pass a torchvision AlexNet state
+dict file (`.pth` read with torch `weights_only=True`, or `.npz` / `.safetensors` with the same
+keys `features.{0,3,6,8,10}.{weight,bias}`). The five linear heads (LPIPS v0.1, AlexNet, BSD):
+by default the `weights/v0.1/alex.pth` of the installed `lpips` package (the `interop` extra; pip
+install --no-deps lpips==0.1.4, it is found without importing it, so torchvision is not needed),
+or any file with the keys `lin{0..4}.model.1.weight` (.pth) or `lin{0..4}` (.npz,
+`convert_lpips_heads`). `load_lpips(None)` returns None: LPIPS is then reported as unavailable,
+never computed with random backbone weights.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from flax import nnx
 
 from ibo_jax.parallel import map_batches
 
-HEADS_FILE = Path(__file__).resolve().parent / "data" / "lpips_alex_v0.1_heads.npz"
+HEADS_IN_PACKAGE = ("lpips", "weights/v0.1/alex.pth")  # the lpips wheel's AlexNet heads
 CHANNELS = (64, 192, 384, 256, 256)
 # (torchvision features index, in, out, kernel, stride, padding, max-pool before this conv)
 _CONVS = ((0, 3, 64, 11, 4, 2, False), (3, 64, 192, 5, 1, 2, True), (6, 192, 384, 3, 1, 1, True),
@@ -95,13 +97,59 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if hasattr(v, "detach") or isinstance(v, np.ndarray)}
 
 
-def convert_lpips_heads(pth_path: str | os.PathLike, out_path: str | os.PathLike = HEADS_FILE) -> None:
-    """One-off: the lpips wheel's `weights/v0.1/alex.pth` -> the shipped heads .npz."""
-    sd = read_state_dict(pth_path)
-    heads = {f"lin{i}": np.asarray(sd[f"lin{i}.model.1.weight"], np.float32).reshape(-1) for i in range(5)}
+def default_heads_path() -> Path | None:
+    """The installed lpips package's AlexNet v0.1 heads (found without importing lpips), or None."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(HEADS_IN_PACKAGE[0])
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / HEADS_IN_PACKAGE[1]
+        if path.is_file():
+            return path
+    return None
+
+
+def read_heads(heads: str | os.PathLike | Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The five linear heads {'lin0'..'lin4': [C]} from a mapping, a .pth/.pt/.safetensors state
+    dict (`lin{i}.model.1.weight`), an .npz (`lin{i}`), or, with None, the lpips package's."""
+    if heads is None or (isinstance(heads, str) and heads == ""):
+        heads = default_heads_path()
+        if heads is None:
+            raise FileNotFoundError(
+                "LPIPS heads: none given and the lpips package is not installed (pip install --no-deps "
+                "lpips==0.1.4, or pass its weights/v0.1/alex.pth as score.lpips_heads)")
+    if isinstance(heads, Mapping):
+        sd, where = dict(heads), "LPIPS heads"
+    else:
+        path = Path(heads)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such LPIPS heads file (expected lpips' weights/v0.1/alex.pth)")
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                sd = {k: z[k] for k in z.files}
+        else:
+            sd = read_state_dict(path)
+        where = str(path)
+    out = {}
+    for i in range(len(CHANNELS)):
+        for k in (f"lin{i}", f"lin{i}.model.1.weight"):
+            if k in sd:
+                out[f"lin{i}"] = np.asarray(sd[k], np.float32).reshape(-1)
+                break
+        else:
+            raise KeyError(f"{where}: no weights for head lin{i} (expected 'lin{i}.model.1.weight' or 'lin{i}'; "
+                           f"keys found: {sorted(sd)[:6]}...)")
+    return out
+
+
+def convert_lpips_heads(pth_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
+    """The lpips wheel's `weights/v0.1/alex.pth` -> a heads .npz (no torch needed to read it)."""
     from ibo_jax.io import write_npz
 
-    write_npz(out_path, heads)
+    write_npz(out_path, read_heads(pth_path))
 
 
 def _strip_prefix(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -126,9 +174,7 @@ def load_lpips(
         return None
     sd = alexnet_weights if isinstance(alexnet_weights, Mapping) else read_state_dict(alexnet_weights)
     sd = _strip_prefix(sd)
-    if heads is None:
-        heads = HEADS_FILE
-    hd = heads if isinstance(heads, Mapping) else dict(np.load(heads))
+    hd = read_heads(heads)
     model = LPIPS(rngs=nnx.Rngs(0))
     for conv, (idx, cin, cout, k, *_rest) in zip(model.net.convs, _CONVS, strict=True):
         w_key, b_key = f"features.{idx}.weight", f"features.{idx}.bias"

@@ -65,6 +65,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.bf16 = False
     cfg.warm_timing = True  # time the first chunk again after compiling (a second run of it)
     cfg.lpips_alexnet_weights = ""  # torchvision AlexNet state dict (as score.lpips_alexnet_weights); "": no LPIPS
+    cfg.lpips_heads = ""  # as score.lpips_heads
     cfg.rank_images = 8  # evaluation patches for the rank agreement (0: none; -1: all)
     cfg.n_masks = 4
     cfg.n_boot = 500
@@ -270,7 +271,7 @@ def run(ctx) -> dict:
     if cfg.lpips_alexnet_weights:
         from ibo_jax.evaluation.lpips import load_lpips, make_lpips_fn
 
-        lpips_fn = make_lpips_fn(load_lpips(cfg.lpips_alexnet_weights))
+        lpips_fn = make_lpips_fn(load_lpips(cfg.lpips_alexnet_weights, cfg.get("lpips_heads", "")))
     opts = dict(eps_model=eps_model, n_draws=int(cfg.n_draws), batch_size=int(cfg.batch_size), progress=False)
     setup = _rank_setup(ctx, cfg, predict)
     for i, setting in enumerate(ctx.progress(settings, desc="repaint_sweep", unit="setting")):

@@ -37,6 +37,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.tumor_class = 1
     c.lpips_alexnet_weights = ""  # torchvision AlexNet state dict; "" = LPIPS unavailable
+    c.lpips_heads = ""  # LPIPS' linear heads file; "" = the installed lpips package's v0.1 AlexNet heads
     c.lpips_vgg = False  # also lpips-j's VGG LPIPS (needs the Hugging Face hub)
     c.n_boot = 1000
     c.alpha = 0.05
@@ -50,7 +51,7 @@ def lpips_functions(cfg) -> dict:
     if cfg.lpips_alexnet_weights:
         from ibo_jax.evaluation import lpips
 
-        fns["lpips"] = lpips.make_lpips_fn(lpips.load_lpips(cfg.lpips_alexnet_weights))
+        fns["lpips"] = lpips.make_lpips_fn(lpips.load_lpips(cfg.lpips_alexnet_weights, cfg.get("lpips_heads", "")))
     if cfg.lpips_vgg:
         from ibo_jax.evaluation import lpips
 

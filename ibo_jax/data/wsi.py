@@ -318,12 +318,6 @@ class SlidePool:
         return out
 
 
-def run_pool(fn: Callable, tasks: list, workers: int, progress: Callable | None = None) -> list:
-    """fn over tasks, in order, in a `spawn` pool of `workers` processes (1: in this process)."""
-    with SlidePool(workers) as pool:
-        return pool.map(fn, tasks, progress)
-
-
 def iter_slide_patches(path: Path) -> Iterator[dict[str, Any]]:
     z = ibo_io.read_npz(path)
     for k in range(len(z["chosen"])):

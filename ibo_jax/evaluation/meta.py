@@ -35,6 +35,7 @@ from ibo_jax.evaluation.ranking import (
     ranks_array,
     spearman,
 )
+from ibo_jax.evaluation.study import nanmean
 
 REFERENCE = "counterfactual"
 STEP = 2.0 / 7.0  # MARD over 7 methods moves in steps of 2/7
@@ -232,15 +233,6 @@ def _tau_with(levels: np.ndarray, values: np.ndarray) -> float:
     return float(np.mean(s))
 
 
-def _draw_mean(p: np.ndarray) -> np.ndarray:
-    """[N, M, D, Q] -> the mean over draws [N, M, Q], NaN (silently) where a patch has no curve
-    (a costly strategy's curves on the first patches only: `occlude.curve_images`)."""
-    finite = np.isfinite(p)
-    n = finite.sum(axis=2)
-    total = np.where(finite, p, 0.0).sum(axis=2)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
-
-
 def srg(study, *, morf_curve: str = "fixed", lerf_curve: str = "fixed_lerf", n_boot: int = 1000, seed: int = 0,
         alpha: float = 0.05) -> dict:
     """Symmetric relevance gain (Blücher et al. 2024) per strategy and method: the mean over q of
@@ -251,8 +243,8 @@ def srg(study, *, morf_curve: str = "fixed", lerf_curve: str = "fixed_lerf", n_b
     for (strategy, c) in sorted(study.dense):
         if c != morf_curve or (strategy, lerf_curve) not in study.dense:
             continue
-        pm = _draw_mean(study.dense[(strategy, morf_curve)]["p"][..., 1:])  # [N, M, Q]
-        pl = _draw_mean(study.dense[(strategy, lerf_curve)]["p"][..., 1:])
+        pm = nanmean(study.dense[(strategy, morf_curve)]["p"][..., 1:], 2)  # [N, M, Q] draw mean
+        pl = nanmean(study.dense[(strategy, lerf_curve)]["p"][..., 1:], 2)  # NaN: no curve (curve_images)
         if pm.shape != pl.shape:
             continue
         per = np.where(study.valid[..., None], pl - pm, np.nan).mean(-1)  # [N, M]

@@ -131,7 +131,7 @@ class Study:
         out = {}
         for k in ("p", "logit"):
             per_draw = deletion.curve_auc(d[k][..., first:], x[..., first:])  # [N, M, D], NaN where a point is missing
-            out[k] = np.where(self.valid, _nanmean(per_draw, 2), np.nan)
+            out[k] = np.where(self.valid, nanmean(per_draw, 2), np.nan)
         return out
 
     def mean_curves(self, strategy: str, curve: str) -> dict[str, dict[str, list]]:
@@ -181,9 +181,9 @@ class Study:
                               "hi": float(np.quantile(boot["mard"], 1 - alpha / 2))}
             s["mean_curve"] = self.mean_curves(strategy, curve)
             if curve == "morf":
-                s["area"] = {m: _nanmean(np.where(self.valid[:, j, None], self.areas["morf"][:, j], np.nan), 0).tolist()
+                s["area"] = {m: nanmean(np.where(self.valid[:, j, None], self.areas["morf"][:, j], np.nan), 0).tolist()
                              for j, m in enumerate(self.methods)}
-            s["realism"] = {k: [_ci_one(ranking.bootstrap_mean_ci(_nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
+            s["realism"] = {k: [_ci_one(ranking.bootstrap_mean_ci(nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
                                 for i in range(d[k].shape[-1])] for k in self.REALISM if k in d}
             # images a curve left out on purpose (occlude.curve_images) have no point at all; a valid
             # pair without its points in an image the curve did score is missing
@@ -238,7 +238,8 @@ def _fmt(v: float) -> str:
     return "" if not np.isfinite(v) else f"{float(v):.6g}"
 
 
-def _nanmean(x: np.ndarray, axis) -> np.ndarray:
+def nanmean(x: np.ndarray, axis) -> np.ndarray:
+    """np.nanmean without the RuntimeWarning for all-NaN slices (they stay NaN)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(x, axis=axis)

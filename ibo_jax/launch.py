@@ -69,6 +69,13 @@ def describe_flag_error(e: BaseException, argv: list[str]) -> str:
     if isinstance(e, (KeyError, AttributeError)):
         field = re.sub(r"^[\"']+|[\"']+$", "", text)
         overrides = [a for a in argv if a.startswith("--config.") and re.search(rf"\b{re.escape(field)}\b", a)]
+        if overrides:
+            from ibo_jax.pipeline import renamed_field_message
+
+            dotted = overrides[0][len("--config."):].split("=", 1)[0]
+            renamed = renamed_field_message(dotted) or renamed_field_message(dotted.split(".")[0])
+            if renamed:
+                return renamed
         where = f" ({overrides[0]})" if overrides else ""
         return (f"unknown config field {field!r}{where}: {path or 'the config'} has no such field "
                 f"(fields are section.name, e.g. --config.explain.n_images=32)")

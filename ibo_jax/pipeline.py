@@ -40,10 +40,20 @@ from absl import logging
 from ibo_jax import io as ibo_io
 from ibo_jax import parallel, rng
 
-GLOBAL_FIELDS = ("seed", "image_size", "num_classes", "class_names")
+GLOBAL_FIELDS = ("seed", "image_size", "num_classes", "class_names", "tumor_class")
 FINGERPRINT_FILE = ".fingerprint"
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+# 2: the stage `meta` became `trust`; one global `tumor_class`; residual fills stored as arrays.
+FORMAT_VERSION = 2
+
+# Config fields and stages that were renamed: a config (or a work directory) that still uses the
+# old name gets one line naming the new one instead of a silent default.
+RENAMED_FIELDS = {
+    "explain.target_class": "tumor_class",
+    "score.tumor_class": "tumor_class",
+    "ddpm_check.tumor_class": "tumor_class",
+}
+RENAMED_STAGES = {"meta": "trust"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +112,42 @@ class PipelineError(RuntimeError):
     """A problem with the work directory, the stage selection or a stage's inputs."""
 
 
+def renamed_field_message(field: str) -> str | None:
+    """The one line for a config field or stage section that was renamed, or None."""
+    if field in RENAMED_FIELDS:
+        new = RENAMED_FIELDS[field]
+        return (f"config field {field!r} was replaced by the global {new!r} (the index of the tumor logit, read "
+                f"by every stage): set config.{new} / --config.{new}=N instead")
+    if field in RENAMED_STAGES:
+        new = RENAMED_STAGES[field]
+        return (f"config section {field!r}: the stage is now called {new!r} (config.{new}, "
+                f"<workdir>/{new}/summary.json); rename the section")
+    return None
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses renamed fields and stages, and a tumor class outside the classifier's classes."""
+    for name in RENAMED_STAGES:
+        if name in config:
+            raise PipelineError(renamed_field_message(name))
+    for dotted in RENAMED_FIELDS:
+        section, field = dotted.split(".")
+        if section in config and isinstance(config[section], ml_collections.ConfigDict) and field in config[section]:
+            raise PipelineError(renamed_field_message(dotted))
+    t, k = config.get("tumor_class", 1), config.get("num_classes", 2)
+    if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < int(k):
+        raise PipelineError(f"config field 'tumor_class': expected an integer in [0, num_classes={k}), got {t!r}")
+
+
+def check_workdir_format(workdir: Path) -> None:
+    """A work directory written before a stage was renamed gets one line naming the new stage."""
+    for old, new in RENAMED_STAGES.items():
+        if (workdir / old / MANIFEST_FILE).is_file():
+            raise PipelineError(
+                f"workdir {workdir}: '{old}/' is an older ibo_jax's stage folder; the stage is now {new!r} "
+                f"(writes {new}/summary.json): delete {workdir / old} (or use a new workdir) and rerun")
+
+
 @dataclasses.dataclass
 class StageContext:
     """What a stage sees: its folder, its config section, keys, upstream folders, helpers."""
@@ -119,6 +165,11 @@ class StageContext:
     @property
     def process_index(self) -> int:
         return jax.process_index()
+
+    @property
+    def tumor_class(self) -> int:
+        """The index of the tumor logit (global `config.tumor_class`; data labels stay 1 = tumor)."""
+        return int(self.config.get("tumor_class", 1))
 
     @property
     def process_count(self) -> int:
@@ -323,7 +374,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     console. An exception raised by a stage carries the stage's name (`failed_stage(exc)`)."""
     say = echo or (lambda _line: None)
     registry = STAGES if registry is None else registry
+    check_config(config)
     workdir = check_workdir(workdir)
+    check_workdir_format(workdir)
     mesh = parallel.make_mesh() if mesh is None else mesh
     if stages:
         chosen = select(registry, stages)
@@ -424,6 +477,7 @@ def default_config(stages: Sequence[str] = STUDY_STAGES) -> ml_collections.Confi
     config.image_size = 64
     config.num_classes = 2
     config.class_names = ("normal", "tumor")
+    config.tumor_class = 1  # index of the tumor logit; every stage reads it (labels: 0 normal, 1 tumor)
     config.jax_cache_dir = str(Path("~/.cache/ibo_jax/jax").expanduser())
     config.stages = ""
     for name in stages:

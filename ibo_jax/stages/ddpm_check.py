@@ -25,7 +25,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.n_samples = 64  # samples, and at most this many real patches per reference set
     c.sample_steps = 50  # respaced ancestral steps
     c.kid_subset_size = 100  # KID's mean and standard deviation over subsets of this size (0: one estimate)
-    c.tumor_class = 1
     c.batch_size = 32
     return c
 
@@ -45,7 +44,7 @@ def run(ctx) -> dict:
             "train_normal": read_split(data_dir, "train", label=0, limit=n)["image"],
             "test_tumor": read_split(data_dir, "test", label=1, limit=n)["image"]}
     predict = make_predict_fn(loaders.load_classifier(ctx.input_dir("train_classifier")),
-                              tumor_class=int(cfg.tumor_class), batch_size=int(cfg.batch_size))
+                              tumor_class=ctx.tumor_class, batch_size=int(cfg.batch_size))
     # the key the score stage drew these samples with before the check was a stage of its own
     key = rng.fold(rng.root_key(int(ctx.config.seed)), "score", "ddpm_samples")
     summary = sample_quality(loaders.load_eps_model(ctx.input_dir("train_ddpm")), predict, real, key, n=n,

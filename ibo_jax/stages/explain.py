@@ -38,7 +38,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.n_images = 16          # the study used 100
     c.split = "test"
     c.label = 1              # tumor patches
-    c.target_class = 1       # explain the tumor logit
     c.methods = cam.METHODS
     # controls of known quality (evaluation.controls), () for none: a random map, the annotation, the
     # annotation degraded on nested random blobs (the meta stage's known order), the shifted oracle
@@ -154,7 +153,7 @@ def run(ctx) -> dict:
     graphdef, state = nnx.split(model)
     if ctx.process_count == 1 and ctx.mesh is not None and ctx.mesh.devices.size > 1:
         state = parallel.replicate(state, ctx.mesh)
-    fns = {m: cam.make_cam_fn(m, graphdef, target_class=int(cfg.target_class), **method_options(m, cfg))
+    fns = {m: cam.make_cam_fn(m, graphdef, target_class=ctx.tumor_class, **method_options(m, cfg))
            for m in methods}
 
     batch = max(1, int(cfg.batch_size))

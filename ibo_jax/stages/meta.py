@@ -64,7 +64,7 @@ def run(ctx) -> dict:
     if has_cf:
         model = loaders.load_classifier(ctx.input_dir("train_classifier"))
         normal = read_split(ctx.input_dir("data"), "test", label=0, limit=int(cfg.normal_patches))["image"]
-        normal_p = make_predict_fn(model, batch_size=int(cfg.batch_size))(normal)[0] if len(normal) else None
+        normal_p = make_predict_fn(model, tumor_class=ctx.tumor_class, batch_size=int(cfg.batch_size))(normal)[0] if len(normal) else None
         summary["counterfactual"] = {**meta.counterfactual_agreement(study, **kw),
                                      "residual": meta.residual_evidence(study, extra, **kw),
                                      "twin_check": twin_check(extra, normal_p)}
@@ -85,7 +85,7 @@ def run(ctx) -> dict:
         opts = ctx.config.explain.method_options if "explain" in ctx.config else {}  # explain's own options
         summary["randomization"] = randomization.cascade(
             model, lambda s: loaders.fresh_classifier(ctx.input_dir("train_classifier"), int(ctx.config.seed) + 1000 + s),
-            ev["image"][:n_rand], methods=methods,
+            ev["image"][:n_rand], methods=methods, target_class=ctx.tumor_class,
             method_options={m: cam.resolve_options(opts.get(m, {})) for m in methods})
     else:
         summary["randomization"] = {"skipped": "meta.randomization_images = 0"}

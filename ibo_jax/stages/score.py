@@ -35,7 +35,6 @@ from ibo_jax.occlusion import store
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.batch_size = 32
-    c.tumor_class = 1
     c.lpips_alexnet_weights = ""  # torchvision AlexNet state dict; "" = LPIPS unavailable
     c.lpips_heads = ""  # LPIPS' linear heads file; "" = the installed lpips package's v0.1 AlexNet heads
     c.lpips_vgg = False  # also lpips-j's VGG LPIPS (needs the Hugging Face hub)
@@ -74,7 +73,7 @@ def run(ctx) -> dict:
             raise ValueError(f"{occ_dir}/{name}: methods {list(found)} differ from explain's {methods}; "
                              "rerun the occlude stage")
     predict = make_predict_fn(loaders.load_classifier(ctx.input_dir("train_classifier")),
-                              tumor_class=int(cfg.tumor_class), batch_size=int(cfg.batch_size))
+                              tumor_class=ctx.tumor_class, batch_size=int(cfg.batch_size))
     lpips_fns = lpips_functions(cfg)
     twins, _ = explained.twins(ev)
     share = (ctx.process_index, ctx.process_count)

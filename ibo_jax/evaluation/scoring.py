@@ -28,11 +28,15 @@ def score_block(block: Mapping, originals: np.ndarray, predict_fn: PredictFn,
     """Predictions, realism (on the study's MoRF curve) and pooled features of one block; for the
     residual blocks (the whole annotated region removed) SSIM/PSNR inside the region against the
     originals and, when there are twins, against the twins."""
-    img = block["image"]
     pos = np.asarray(block["pos"])
-    p, logit, feat = predict_fn(img)
     out = {"pos": pos, "method": np.asarray(block["method"]), "mask": np.asarray(block["mask"]),
-           "draw": np.asarray(block["draw"]), "p": p, "logit": logit, "feat": feat.astype(np.float16)}
+           "draw": np.asarray(block["draw"])}
+    if block.get("predicted_by") == "stored":  # the strategy predicted itself: no image to score
+        out["p"], out["logit"] = np.asarray(block["p"], np.float32), np.asarray(block["logit"], np.float32)
+        return out
+    img = block["image"]
+    p, logit, feat = predict_fn(img)
+    out.update(p=p, logit=logit, feat=feat.astype(np.float16))
     if block["curve"] == "morf":  # realism is reported per mask level of the study's curve only
         orig, occ = to_float(originals[pos]), to_float(img)  # [R, H, W, 3] each
         out.update(realism.pair_metrics(orig, occ))
@@ -68,16 +72,26 @@ class _Memory:
 def score_occluded(blocks: Iterable[Mapping], originals: np.ndarray, predict_fn: PredictFn, *,
                    lpips_fns: Mapping[str, Callable] | None = None, store=None,
                    share: tuple[int, int] = (0, 1), progress: Callable = lambda it: it,
-                   twins: np.ndarray | None = None, tumor_mask: np.ndarray | None = None) -> dict | None:
+                   twins: np.ndarray | None = None, tumor_mask: np.ndarray | None = None,
+                   model_predict_fns: Mapping[str, PredictFn] | None = None) -> dict | None:
     """Scores every block once (finished ones in `store` are reused). Returns
-    {(strategy, curve): rows concatenated} on process 0 of `share`, None on the others."""
+    {(strategy, curve): rows concatenated} on process 0 of `share`, None on the others.
+
+    A block's `predicted_by` (`ibo_jax.artifacts`) picks its predictor: 'classifier' (or absent)
+    `predict_fn`, 'stored' its own p and logit, any other name `model_predict_fns[name]`."""
+    models = dict(model_predict_fns or {})
     store = _Memory() if store is None else store
     index, count = share
     pending = []
     for i, block in enumerate(progress(blocks)):
         name = chunk_name(block["strategy"], block["curve"], block["name"])
         if i % count == index and not store.done(name):
-            store.save(name, score_block(block, originals, predict_fn, lpips_fns, twins=twins, tumor_mask=tumor_mask))
+            how = block.get("predicted_by", "classifier")
+            if how not in ("classifier", "stored") and how not in models:
+                raise ValueError(f"strategy {block['strategy']!r} is predicted by model {how!r}, which the score "
+                                 f"stage was not given (has {sorted(models) or 'none'})")
+            fn = models.get(how, predict_fn)
+            store.save(name, score_block(block, originals, fn, lpips_fns, twins=twins, tumor_mask=tumor_mask))
         pending.append(((block["strategy"], block["curve"]), name))
     if index != 0:
         return None

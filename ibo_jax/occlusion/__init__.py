@@ -46,6 +46,16 @@ else:
 
 STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
 
+# How a strategy's results are predicted (`ibo_jax.artifacts`): "classifier" (its images are
+# re-predicted by the run's classifier), "stored" (it writes p(tumor) and the logit itself, e.g.
+# a ViT's token dropping) or the name of another model that re-predicts its images (a retrained
+# classifier). Strategies not listed are "classifier".
+PREDICTED_BY: dict[str, str] = {}
+
+
+def predicted_by(name: str) -> str:
+    return PREDICTED_BY.get(name, "classifier")
+
 
 def apply(name: str, images, remove_mask, key=None, **options) -> jax.Array:
     """Occludes `images` where `remove_mask` is True with strategy `name` (see STRATEGIES)."""
@@ -73,4 +83,4 @@ def unique_rows(pos, draw, remove) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(first, np.int64), inverse
 
 
-__all__ = ["REGISTRY", "STRATEGIES", "RANDOM", "apply", "check_inputs", "unique_rows", "example_keys", "to_uint8"]
+__all__ = ["REGISTRY", "STRATEGIES", "RANDOM", "PREDICTED_BY", "predicted_by", "apply", "check_inputs", "unique_rows", "example_keys", "to_uint8"]

@@ -1,10 +1,10 @@
 """Stage `explain`: the evaluation set, CAM heatmaps per method, importance levels, a figure.
 
 Inputs: `data` (test split), `train_classifier` (the trained model).
-Outputs (explain/):
+Outputs (explain/, written through `ibo_jax.artifacts`):
   eval_set.npz    index int64 [N], image uint8 [N,H,W,3], label int32 [N], tumor_mask bool [N,H,W];
                   twin uint8 [N,H,W,3] (the patches without their tumor: synthetic data only,
-                  `data.patches.counterfactual_twins`) or twin_unavailable str (why not)
+                  `artifacts.twins_of`) or twin_unavailable str (why not)
   heatmaps.npz    methods str [M] (CAM methods, then controls), controls str [C],
                   heatmaps float16 [N,M,H,W] in [0,1], levels int8 [N,M,H,W] (1 = most important,
                   0 = excluded), n_levels int8 [N,M], k, valid bool [N,M] (CAM map not degenerate
@@ -28,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ibo_jax import cam, io, parallel, rng
+from ibo_jax import artifacts, cam, io, parallel, rng
 from ibo_jax.evaluation import controls as control_maps
 
 
@@ -142,9 +142,7 @@ def run(ctx) -> dict:
 
     ev = choose_eval_set(ctx.input_dir("data"), cfg, ctx.key)
     n, H, W, _ = ev["image"].shape
-    from ibo_jax.data.patches import counterfactual_twins
-
-    twins, why = counterfactual_twins(ctx.input_dir("data"), ev["index"], ev["image"])
+    twins, why = artifacts.twins_of(ctx.input_dir("data"), ev["index"], ev["image"])
     if twins is not None:
         ev["twin"] = twins
     else:
@@ -193,13 +191,13 @@ def run(ctx) -> dict:
     n_levels = n_levels.reshape(n, M)
     valid = cam_valid & lv_valid.reshape(n, M)
 
-    io.write_npz(ctx.dir / "eval_set.npz", ev)
-    io.write_npz(ctx.dir / "heatmaps.npz", {
+    artifacts.write_eval_set(ctx.dir, ev)
+    artifacts.write_heatmaps(ctx.dir, {
         "methods": np.asarray(names, dtype=str), "controls": np.asarray(controls, dtype=str),
         "heatmaps": heat, "levels": levels.astype(np.int8), "n_levels": n_levels.astype(np.int8),
         "k": np.int32(cfg.k), "valid": valid, "cam_valid": cam_valid,
     })
-    heatmap_figure(ctx.dir / "heatmaps.png", ev, names, heat, int(cfg.figure_patches))
+    heatmap_figure(artifacts.figure_path("explain", ctx.dir), ev, names, heat, int(cfg.figure_patches))
     per_method = {}
     for j, m in enumerate(names):
         per_method[m] = {

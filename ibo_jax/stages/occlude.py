@@ -10,7 +10,7 @@ config `fractions` (the same grid for every method); 'lerf' = least relevant lev
 'insertion' = n+1 points: everything removed, then M1..Mn put back (the complement of Mi removed).
 Only (image, method) pairs whose heatmap is valid (L >= 2) are occluded.
 
-On-disk layout (occlude/): `layout.json` and `chunks/` as `ibo_jax.occlusion.store` reads them;
+On-disk layout (occlude/): `layout.json` and `chunks/` as `ibo_jax.artifacts` writes and reads them;
 `masks.npz`, the mask geometry of every curve (`ibo_jax.evaluation.geometry`: pixel counts,
 valid pairs, GT IoU), which the score stage reads instead of recomputing it; `grid.png`,
 strategies x masks for a few patches. Curves and their masks come from
@@ -33,16 +33,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ibo_jax import artifacts, occlusion
 from ibo_jax import io as ibo_io
-from ibo_jax import occlusion
 from ibo_jax.evaluation import curves as curve_registry
-from ibo_jax.evaluation import explained, geometry
+from ibo_jax.evaluation import geometry
 from ibo_jax.evaluation import levels as lv
 from ibo_jax.io import pyplot
-from ibo_jax.occlusion import store
 from ibo_jax.rng import fold, row_keys, stable_int
 
-RESIDUAL = store.RESIDUAL
+RESIDUAL = artifacts.RESIDUAL
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -165,7 +164,7 @@ def _apply(name, opts, ev, rows, masks_all, ids, key) -> dict:
 def run(ctx) -> dict:
     t0 = time.time()
     cfg = ctx.cfg
-    ev, hm = explained.read(ctx.input_dir("explain"), need=("heatmaps",))
+    ev, hm = artifacts.read_explained(ctx.input_dir("explain"), need=("heatmaps",))
     methods = hm["methods"]
     heat = hm["heatmaps"].astype(np.float32)  # [N, M, H, W]
     n, m_count, h, w = heat.shape
@@ -178,7 +177,7 @@ def run(ctx) -> dict:
         levels, n_levels = lv_flat.reshape(heat.shape), nl_flat.reshape(n, m_count)
     strategies = [str(s) for s in cfg.strategies]
     skipped = {}
-    twins, no_twins = explained.twins(ev)
+    twins, no_twins = artifacts.twins(ev)
     if "counterfactual" in strategies and twins is None:  # not synthetic data: said, not faked
         skipped["counterfactual"] = no_twins
         strategies.remove("counterfactual")
@@ -200,7 +199,7 @@ def run(ctx) -> dict:
                            n_masks=int(cfg.n_masks), fractions=fractions)
     valid = geo["valid"]  # usable heatmap (>= 2 levels) with a non-empty M_n: the pairs occluded
     if ctx.process_index == 0:
-        geometry.save(ctx.dir / "masks.npz", geo, methods=methods)
+        artifacts.write_geometry(ctx.dir, geo, methods=methods)
 
     blocks, seconds, rows_done = [], {}, 0
     draws = {s: (int(cfg.n_draws) if s in occlusion.RANDOM else 1) for s in strategies}
@@ -216,9 +215,10 @@ def run(ctx) -> dict:
         todo = [ch for ch in todo if ch]
         for ci, pos_list in enumerate(ctx.progress(todo, desc=f"occlude {strategy}/{curve}", unit="chunk")):
             name = f"c{ci:04d}"
-            fname = store.chunk_name(strategy, curve, name)
+            file = artifacts.block_file(strategy, curve, name)
+            fname = Path(file).name
             (residual_blocks if curve == RESIDUAL else blocks).append(
-                {"strategy": strategy, "curve": curve, "name": name, "file": f"chunks/{fname}"})
+                {"strategy": strategy, "curve": curve, "name": name, "file": file})
             if ci % ctx.process_count != ctx.process_index or ctx.chunk_done(fname):
                 continue
             if strategy not in options:
@@ -234,9 +234,10 @@ def run(ctx) -> dict:
               "fractions": {c: fractions for c in curves if curve_registry.get(c).uses_fractions}, "draws": draws, "methods": methods,
               "image_size": [h, w], "blocks": blocks, "fixed_strategies": fixed_strats,
               "residual_blocks": residual_blocks, "skipped": skipped,
+              "predicted_by": {s: occlusion.predicted_by(s) for s in strategies},
               "curve_images": {k: int(v) for k, v in cfg.curve_images.items() if int(v or 0)}}
     if ctx.process_index == 0:
-        ibo_io.write_json(ctx.dir / "layout.json", layout)
+        artifacts.write_layout(ctx.dir, layout)
         if int(cfg.grid_patches) > 0 and "morf" in curves:
             grid_figure(ctx.dir, ev["image"], methods, valid, n_patches=int(cfg.grid_patches))
     return {"images": n, "methods": m_count, "valid_pairs": int(valid.sum()),
@@ -249,15 +250,15 @@ def grid_figure(stage_dir: Path, images: np.ndarray, methods: list[str], valid: 
                 n_patches: int = 2, method: int | None = None) -> Path | None:
     """grid.png: for a few patches, one row per strategy: the original, then M1..Mn occluded."""
     plt = pyplot()
-    layout = store.occluded_layout(stage_dir)
+    layout = artifacts.read_layout(stage_dir)
     mi = int(np.argmax(valid.sum(0))) if method is None else method  # the method valid most often
-    first = {int(p) for b in store.load_occluded(stage_dir, curve="morf", name="c0000") for p in b["pos"]}
+    first = {int(p) for b in artifacts.occluded_blocks(stage_dir, curve="morf", name="c0000") for p in b["pos"]}
     patches = [int(p) for p in np.flatnonzero(valid[:, mi]) if int(p) in first][:n_patches]
     if not patches:
         return None
     strategies, n_masks = layout["strategies"], int(layout["n_masks"])
     found: dict[tuple[str, int, int], np.ndarray] = {}
-    for block in store.load_occluded(stage_dir, curve="morf", name="c0000"):  # written by process 0
+    for block in artifacts.occluded_blocks(stage_dir, curve="morf", name="c0000"):  # written by process 0
         sel = np.isin(block["pos"], patches) & (block["method"] == mi) & (block["draw"] == 0)
         for r in np.flatnonzero(sel):
             found[(block["strategy"], int(block["pos"][r]), int(block["mask"][r]))] = block["image"][r]
@@ -279,6 +280,6 @@ def grid_figure(stage_dir: Path, images: np.ndarray, methods: list[str], valid: 
             ax.set_yticks([])
     fig.suptitle(f"occlusion strategies x progressive masks ({methods[mi]} heatmaps)", fontsize=9)
     fig.tight_layout()
-    out = Path(stage_dir) / "grid.png"
+    out = artifacts.figure_path("occlude", stage_dir)
     ibo_io.save_figure(fig, out, dpi=80)
     return out

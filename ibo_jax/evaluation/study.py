@@ -14,15 +14,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ibo_jax import io as ibo_io
+from ibo_jax import stats
 from ibo_jax.evaluation import curves as curve_registry
 from ibo_jax.evaluation import deletion, geometry, ranking, realism
+from ibo_jax.stats import nanmean  # also public here (evaluation.study.nanmean)
 
 
 @dataclasses.dataclass
@@ -154,7 +155,7 @@ class Study:
     def summarize(self, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
         ranked = [m for m in self.methods if m not in self.controls]
         ri = [self.methods.index(m) for m in ranked]
-        ci = lambda v: _ci_dict(ranking.bootstrap_mean_ci(v, n_boot=n_boot, seed=seed, alpha=alpha), self.methods)
+        ci = lambda v: _ci_dict(stats.bootstrap_mean_ci(v, n_boot=n_boot, seed=seed, alpha=alpha), self.methods)
         gt_ci = ci(self.gt_iou)
         gt_rank = ranking.rank({m: gt_ci[m]["mean"] for m in ranked if gt_ci[m]["mean"] is not None}, ascending=False)
         out = {"gt": {"iou": gt_ci, "ranking": gt_rank}, "methods": ranked, "controls": self.controls,
@@ -183,7 +184,7 @@ class Study:
             if curve == "morf":
                 s["area"] = {m: nanmean(np.where(self.valid[:, j, None], self.areas["morf"][:, j], np.nan), 0).tolist()
                              for j, m in enumerate(self.methods)}
-            s["realism"] = {k: [_ci_one(ranking.bootstrap_mean_ci(nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
+            s["realism"] = {k: [_ci_one(stats.bootstrap_mean_ci(nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
                                 for i in range(d[k].shape[-1])] for k in self.REALISM if k in d}
             # images a curve left out on purpose (occlude.curve_images) have no point at all; a valid
             # pair without its points in an image the curve did score is missing
@@ -192,7 +193,7 @@ class Study:
             out["strategies"].setdefault(strategy, {})[curve] = s
         for (sa, ca), (sb, cb) in itertools.permutations(aucs, 2):
             if ca == cb == "morf":
-                out["paired_mard_tests"][f"{sa}<{sb}"] = ranking.paired_mard_test(
+                out["paired_mard_tests"][f"{sa}<{sb}"] = stats.paired_mard_test(
                     aucs[(sa, ca)][:, ri], aucs[(sb, cb)][:, ri], self.gt_iou[:, ri], ranked, n_boot=n_boot, seed=seed, alpha=alpha)
         out["exclusions"]["missing_or_nonfinite"] = int(sum(
             s["missing"] for st in out["strategies"].values() for s in st.values()))
@@ -236,13 +237,6 @@ class Study:
 
 def _fmt(v: float) -> str:
     return "" if not np.isfinite(v) else f"{float(v):.6g}"
-
-
-def nanmean(x: np.ndarray, axis) -> np.ndarray:
-    """np.nanmean without the RuntimeWarning for all-NaN slices (they stay NaN)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x, axis=axis)
 
 
 def _ci_one(c: dict) -> dict:

@@ -3,7 +3,7 @@ ground truth, bootstrap intervals, paired tests, realism, the tidy table.
 
     study = Study.from_geometry(geo, image_id=..., label=..., methods=..., controls=..., p0=..., logit0=...)
     study.add("ibo", "morf", rows)          # one (strategy, curve)'s flat rows
-    summary = study.summarize(n_boot=1000)  # the score stage's summary.json
+    summary = study.summarize(n_boot=1000)  # the statistics of score/summary.json (scoring.score_summary)
     study.write_csv(path)                   # score/scores.csv
 
 No I/O but `write_csv`; curves come from `evaluation.curves.CURVES`.
@@ -153,6 +153,9 @@ class Study:
         return int(sum(np.prod(d["p"].shape) for d in self.dense.values()))
 
     def summarize(self, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+        """GT IoU and ranking, per (strategy, curve) AUCs with bootstrap CIs, rankings, agreement,
+        rank frequencies, mean curves, areas, realism; paired MARD tests between MoRF strategies.
+        score/summary.json is this plus the run's facts (`scoring.score_summary`)."""
         ranked = [m for m in self.methods if m not in self.controls]
         ri = [self.methods.index(m) for m in ranked]
         ci = lambda v: _ci_dict(stats.bootstrap_mean_ci(v, n_boot=n_boot, seed=seed, alpha=alpha), self.methods)

@@ -1,4 +1,4 @@
-"""Atomic file writes and small JSON/NPZ helpers shared by every stage.
+"""Atomic file writes, small JSON/NPZ helpers and `plain` (configs as dicts) shared by every stage.
 
 Every output is written to a temporary name in the same directory and renamed into place, so a
 killed process never leaves a half-written file under the final name.
@@ -86,6 +86,22 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e}); delete it to recompute") from e
+
+
+def plain(value: Any, *, lists: bool = False) -> Any:
+    """`value` with every ConfigDict, FrozenConfigDict or other Mapping turned into a dict,
+    recursively (keys kept, in their order); anything else is left as it is. lists=True also turns
+    tuples and lists into lists, recursively, as JSON reads them back (to compare a config with
+    one stored in a JSON file)."""
+    import ml_collections
+
+    if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+        return {k: plain(value[k], lists=lists) for k in value.keys()}
+    if isinstance(value, Mapping):
+        return {k: plain(v, lists=lists) for k, v in value.items()}
+    if lists and isinstance(value, (list, tuple)):
+        return [plain(v, lists=lists) for v in value]
+    return value
 
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:

@@ -86,6 +86,6 @@ def test_bootstrap_rankings_and_paired_test():
 def test_ranks_array_matches_rank():
     rng = np.random.default_rng(2)
     means = np.round(rng.uniform(size=(20, 7)), 1)  # many ties
-    arr = ranking._ranks_array(means, M7, True)
+    arr = ranking.ranks_array(means, M7, True)
     for row, r in zip(means, arr, strict=True):
         assert evaluation.rank(dict(zip(M7, row, strict=True))) == dict(zip(M7, r.tolist(), strict=True))

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ibo_jax import io as ibo_io
 from ibo_jax.models.base import check_images
 
 CamFn = Callable[..., tuple[jax.Array, jax.Array]]
@@ -163,7 +164,7 @@ def _compute_jit(graphdef, state, images, *, method, target_class, options):
 def resolve_options(options) -> dict:
     """Method options from a config (a mapping or ConfigDict): a 'dtype' given by name becomes a
     dtype, so experiment files can say `scorecam.dtype = 'bfloat16'`."""
-    opts = dict(options.to_dict() if hasattr(options, "to_dict") else (options or {}))
+    opts = dict(ibo_io.plain(options) if options is not None else {})
     if isinstance(opts.get("dtype"), str):
         opts["dtype"] = jnp.dtype(opts["dtype"])
     return opts

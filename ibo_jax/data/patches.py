@@ -235,7 +235,7 @@ def write_dataset(source, data_dir: str | os.PathLike) -> dict[str, Any]:
     if marker.is_file():
         try:
             info = dataset_info(root)
-            if info["source"] == ibo_io.read_json(marker)["source"] == _plain(cfg):
+            if info["source"] == ibo_io.read_json(marker)["source"] == ibo_io.plain(cfg, lists=True):
                 return info
         except ValueError:
             pass
@@ -263,18 +263,10 @@ def write_dataset(source, data_dir: str | os.PathLike) -> dict[str, Any]:
                          "tumor": int((meta["label"] == 1).sum()),
                          "slides": int(len(np.unique(meta["slide"])))}
     info = {"format": FORMAT, "builder_dir": str(builder_dir), "image_size": int(source.image_size),
-            "source": _plain(cfg), "splits": splits, "files": _files(root)}
+            "source": ibo_io.plain(cfg, lists=True), "splits": splits, "files": _files(root)}
     info["bytes"] = int(sum(info["files"].values()))
     ibo_io.write_json(marker, info)  # last: the dataset is complete
     return info
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 def _text(x) -> str:

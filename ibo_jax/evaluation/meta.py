@@ -12,7 +12,9 @@ return plain dicts for meta/summary.json:
     srg(study, ...)                        symmetric relevance gain on the fixed-fraction curves
     power(study, ...)                      the run's resolution, Holm-adjusted tests, patches needed
 
-Bootstraps resample patches jointly for every strategy and the reference (paired).
+Bootstraps resample patches jointly for every strategy and the reference (paired); the
+statistics (bootstrap indices and intervals, Holm, rank data, the paired MARD test) come from
+`ibo_jax.stats`.
 """
 
 from __future__ import annotations
@@ -25,20 +27,21 @@ import numpy as np
 from ibo_jax.evaluation import realism
 from ibo_jax.evaluation.controls import graded_level
 from ibo_jax.evaluation.curves import CURVES
-from ibo_jax.evaluation.ranking import (
+from ibo_jax.evaluation.ranking import kendall, rank, spearman
+from ibo_jax.stats import (
     bootstrap_indices,
     col_means,
     holm,
-    kendall,
+    interval,
+    mean_ci,
+    nanmean,
     paired_mard_test,
-    rank,
+    rank_step,
+    rankdata,
     ranks_array,
-    spearman,
 )
-from ibo_jax.evaluation.study import nanmean
 
 REFERENCE = "counterfactual"
-STEP = 2.0 / 7.0  # MARD over 7 methods moves in steps of 2/7
 
 
 def _ranked(study) -> tuple[list[str], list[int]]:
@@ -48,25 +51,6 @@ def _ranked(study) -> tuple[list[str], list[int]]:
 
 def _aucs(study, strategy: str, curve: str) -> np.ndarray | None:
     return study.aucs(strategy, curve)["p"] if (strategy, curve) in study.dense else None
-
-
-def _ci(values: np.ndarray, alpha: float) -> dict:
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if not v.size:
-        return {"lo": None, "hi": None}
-    return {"lo": float(np.quantile(v, alpha / 2)), "hi": float(np.quantile(v, 1 - alpha / 2))}
-
-
-def _mean_ci(x: np.ndarray, idx: np.ndarray, alpha: float) -> dict:
-    """Mean over rows (patches) of x [P, ...] (NaN ignored) with a bootstrap interval."""
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    rows = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=1) if x.shape[1] > 1 else x[:, 0]
-    ok = np.isfinite(rows)
-    if not ok.any():
-        return {"mean": None, "lo": None, "hi": None, "n": 0}
-    boots = col_means(rows[idx][..., None])[:, 0] if idx.size else np.array([])
-    return {"mean": float(np.nanmean(rows)), **_ci(boots, alpha), "n": int(ok.sum())}
 
 
 def _ranking(means: np.ndarray, names: Sequence[str], ascending: bool) -> dict[str, int]:
@@ -120,7 +104,7 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
                 means = col_means(a)
                 conc = [np.sign(means[i] - means[j]) == s for i, j, s in pairs]
                 entry.update(mard=float(np.mean([abs(r[m] - ref_rank[m]) for m in names])),
-                             mard_boot={"mean": float(boot.mean()), **_ci(boot, alpha)},
+                             mard_boot={"mean": float(boot.mean()), **interval(boot, alpha)},
                              kendall=kendall(r, ref_rank),
                              kendall_decided=(float((2 * np.sum(conc) - len(conc)) / len(conc)) if conc else None),
                              n_decided_pairs=len(pairs))
@@ -128,7 +112,7 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
             for j, m in enumerate(names):
                 ok = np.isfinite(a[:, j]) & np.isfinite(ref[:, j])
                 if ok.sum() >= 3 and np.ptp(a[ok, j]) > 0 and np.ptp(ref[ok, j]) > 0:
-                    per_method[m] = float(np.corrcoef(_rankdata(a[ok, j]), _rankdata(ref[ok, j]))[0, 1])
+                    per_method[m] = float(np.corrcoef(rankdata(a[ok, j]), rankdata(ref[ok, j]))[0, 1])
             entry["patch_spearman"] = per_method
             entry["patch_spearman_median"] = float(np.median(list(per_method.values()))) if per_method else None
             strategies[strategy] = entry
@@ -142,16 +126,6 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
     return out
 
 
-def _rankdata(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties shared), for Spearman over patches."""
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x), np.float64)
-    r[order] = np.arange(len(x), dtype=np.float64)
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=r)
-    return sums[inv] / counts[inv]
-
-
 def residual_evidence(study, extra: Mapping[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0,
                       alpha: float = 0.05) -> dict:
     """Per strategy: p(tumor) after removing the whole annotated region (mean over patches, CI),
@@ -161,15 +135,15 @@ def residual_evidence(study, extra: Mapping[str, np.ndarray], *, n_boot: int = 1
     n = len(study.p0)
     idx = bootstrap_indices(n, n_boot, seed)
     twin_p = extra.get("twin_p")
-    out = {"original": _mean_ci(study.p0, idx, alpha), "strategies": {}}
+    out = {"original": mean_ci(study.p0, idx, alpha), "strategies": {}}
     if twin_p is not None:
-        out["twin"] = _mean_ci(twin_p, idx, alpha)
+        out["twin"] = mean_ci(twin_p, idx, alpha)
     for s in strategies:
         g = lambda k, s=s: extra.get(f"residual__{s}__{k}")  # noqa: E731
         p = g("p")
-        e = {"p_tumor": _mean_ci(p, idx, alpha)}
+        e = {"p_tumor": mean_ci(p, idx, alpha)}
         if twin_p is not None:
-            e["minus_twin"] = _mean_ci(np.nanmean(p, axis=1) - twin_p, idx, alpha)
+            e["minus_twin"] = mean_ci(np.nanmean(p, axis=1) - twin_p, idx, alpha)
             feat, twin_feat = g("feat"), extra["twin_feat"]
             if feat is not None and len(feat) >= 2:
                 pos = extra.get(f"residual__{s}__pos")
@@ -178,7 +152,7 @@ def residual_evidence(study, extra: Mapping[str, np.ndarray], *, n_boot: int = 1
                     e["kid_vs_twin"] = realism.kid(np.asarray(feat, np.float64), tf, paired=True)["kid"]
         for k in ("ssim_twin", "psnr_twin", "ssim_orig", "psnr_orig"):
             if g(k) is not None:
-                e[k] = _mean_ci(g(k), idx, alpha)
+                e[k] = mean_ci(g(k), idx, alpha)
         out["strategies"][s] = e
     return out
 
@@ -209,7 +183,7 @@ def graded_controls(study, *, curves: Sequence[str] = ("fixed", "morf"), n_boot:
             tau = _tau_with(levels, sign * means)
             tau_boot = np.array([_tau_with(levels, sign * b) for b in boots])
             entry = {"auc": {m: (None if not np.isfinite(v) else float(v)) for (_, m), v in zip(graded, means)},
-                     "kendall_tau": tau, "kendall_tau_boot": {"mean": float(np.nanmean(tau_boot)), **_ci(tau_boot, alpha)},
+                     "kendall_tau": tau, "kendall_tau_boot": {"mean": float(np.nanmean(tau_boot)), **interval(tau_boot, alpha)},
                      "share_boot_order_exact": float(np.mean(tau_boot == 1.0))}
             if "oracle_shifted" in study.methods:
                 v = col_means(a[:, [study.methods.index("oracle_shifted")]])[0]
@@ -249,7 +223,7 @@ def srg(study, *, morf_curve: str = "fixed", lerf_curve: str = "fixed_lerf", n_b
             continue
         per = np.where(study.valid[..., None], pl - pm, np.nan).mean(-1)  # [N, M]
         idx = bootstrap_indices(per.shape[0], n_boot, seed)
-        vals = {m: _mean_ci(per[:, j], idx, alpha) for j, m in enumerate(study.methods)}
+        vals = {m: mean_ci(per[:, j], idx, alpha) for j, m in enumerate(study.methods)}
         srg_rank = _ranking(col_means(per[:, ri]), names, ascending=False)
         morf_rank = _ranking(col_means(_aucs(study, strategy, morf_curve)[:, ri]), names, ascending=True)
         lerf_rank = _ranking(col_means(_aucs(study, strategy, lerf_curve)[:, ri]), names, ascending=False)
@@ -282,8 +256,9 @@ def power(study, *, reference: str | None = REFERENCE, curve: str = "morf", n_bo
     ref = study.gt_iou[:, ri] if use_gt else _aucs(study, reference, curve)[:, ri]
     ref_asc = False if use_gt else lower
     aucs = {s: _aucs(study, s, curve)[:, ri] for (s, c) in sorted(study.dense) if c == curve and s != reference}
+    step = rank_step(len(names))  # one swap of neighbours in a ranking of the methods actually ranked
     out = {"reference": "plausibility (IoU with the annotation)" if use_gt else reference, "curve": curve,
-           "n_patches": int(len(study.p0)), "mard_step": STEP}
+           "n_patches": int(len(study.p0)), "mard_step": step}
     if len(aucs) < 2 or len(names) < 2:
         return {**out, "skipped": "fewer than 2 strategies or methods to compare"}
     n = ref.shape[0]
@@ -306,7 +281,7 @@ def power(study, *, reference: str | None = REFERENCE, curve: str = "morf", n_bo
     others = [t for k, t in tests.items() if best in k.split(" vs ")]
     runner_up = sorted(mards.values())[1]
     decisive = all(t["p_holm"] < alpha for t in others) and runner_up > mards[best]
-    target = max(runner_up - mards[best], STEP)
+    target = max(runner_up - mards[best], step)
     needed = int(np.ceil(n * (resolution / target) ** 2)) if resolution > 0 else n
     # the 1/sqrt(n) rule checked: the resolution of subsamples of n/4 and n/2 patches
     sub = []
@@ -331,7 +306,7 @@ def power(study, *, reference: str | None = REFERENCE, curve: str = "morf", n_bo
                 f"every paired test against it is significant after Holm correction."
                 if decisive else
                 f"Not decisive: with {n} patches this run resolves MARD differences of about "
-                f"{resolution:.2f} (median half-width of the paired intervals; one rank step is {STEP:.2f}), and "
+                f"{resolution:.2f} (median half-width of the paired intervals; one rank step is {step:.2f}), and "
                 f"{lead}; about {needed} patches would resolve a difference of {target:.2f}.")
     return {**out, "mard": mards, "best": best, "resolution": resolution, "decisive": bool(decisive),
             "patches_needed": needed, "target_difference": target, "tests": tests,

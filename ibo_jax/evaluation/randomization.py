@@ -23,6 +23,7 @@ from flax import nnx
 
 from ibo_jax import cam
 from ibo_jax.evaluation import realism
+from ibo_jax.stats import rankdata
 
 
 def cascade_groups(model: nnx.Module, x: np.ndarray) -> list[str]:
@@ -97,12 +98,10 @@ def _pool(heat: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean over images of Spearman and SSIM between maps a, b [B, h, w]."""
-    from ibo_jax.evaluation.meta import _rankdata
-
     rho = []
     for x, y in zip(a.reshape(len(a), -1), b.reshape(len(b), -1), strict=True):
         if np.ptp(x) > 0 and np.ptp(y) > 0:
-            rho.append(float(np.corrcoef(_rankdata(x), _rankdata(y))[0, 1]))
+            rho.append(float(np.corrcoef(rankdata(x), rankdata(y))[0, 1]))
     lo = min(a.shape[1], a.shape[2])
     ss = (np.asarray(realism.ssim(a[..., None], b[..., None], win=min(7, lo - (1 - lo % 2))))
           if lo >= 3 else np.full(len(a), np.nan))

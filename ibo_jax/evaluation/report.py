@@ -20,6 +20,7 @@ import numpy as np
 from ibo_jax import io as ibo_io
 from ibo_jax.evaluation import figures as F
 from ibo_jax.evaluation.curves import CURVES
+from ibo_jax.reporting import markdown as md
 
 UPSTREAM_FIGURES = (  # (stage, file, caption): figures other stages drew, copied beside the report
     ("data", "examples.png", "Example patches of the data set (tumor and normal)."),
@@ -33,25 +34,6 @@ UPSTREAM_FIGURES = (  # (stage, file, caption): figures other stages drew, copie
 SCHEDULE_KEYS = ("t_T", "jump_length", "jump_n_sample", "eta", "n_draws", "timesteps")
 
 
-def _num(v: Any, digits: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
-
-
-def _ci(c: Mapping | None, digits: int = 3) -> str:
-    if not c or c.get("mean") is None:
-        return "n/a"
-    lo, hi = c.get("lo"), c.get("hi")
-    if lo is None or hi is None:
-        return _num(c["mean"], digits)
-    return f"{_num(c['mean'], digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _find(tree: Any, keys: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
     out = {}
     if isinstance(tree, Mapping):
@@ -63,8 +45,6 @@ def _find(tree: Any, keys: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-
-
 def _section_tables(summary: Mapping) -> list[str]:
     out = []
     strategies = list(summary["strategies"])
@@ -73,8 +53,8 @@ def _section_tables(summary: Mapping) -> list[str]:
     out.append("## Ground truth: IoU of the combined mask M4 with the pathologists' tumor mask\n\n"
                "Mean over patches, 95% bootstrap confidence interval in brackets. The GT ranking sorts "
                "methods by mean IoU, highest first. Controls are shown but never ranked.\n\n")
-    out.append(_table(["method", "mean IoU [95% CI]", "patches", "GT rank"],
-                      [[m, _ci(gt["iou"].get(m)), int(gt["iou"].get(m, {}).get("n") or 0),
+    out.append(md.table(["method", "mean IoU [95% CI]", "patches", "GT rank"],
+                      [[m, md.mean_interval(gt["iou"].get(m)), int(gt["iou"].get(m, {}).get("n") or 0),
                         gt["ranking"].get(m, "control" if m in controls else "unranked (no valid patch)")]
                        for m in methods + controls]))
     for curve, spec in CURVES.items():
@@ -88,18 +68,18 @@ def _section_tables(summary: Mapping) -> list[str]:
             for s in cols:
                 d = summary["strategies"][s][curve]
                 r = d.get("ranking", {}).get(m)
-                row.append(f"{_ci(d['auc'].get(m))} ({r if r else 'control' if m in controls else '-'})")
+                row.append(f"{md.mean_interval(d['auc'].get(m))} ({r if r else 'control' if m in controls else '-'})")
             rows.append(row)
-        out.append(_table(["method"] + cols, rows))
+        out.append(md.table(["method"] + cols, rows))
         out.append("\n**Agreement of each strategy's ranking with the GT ranking**\n\n")
         agr = []
         for s in cols:
             d = summary["strategies"][s][curve]
             a, al, b = d.get("agreement", {}), d.get("agreement_logit", {}), d.get("mard_boot", {})
-            agr.append([s, _num(a.get("mard")), f"[{_num(b.get('lo'))}, {_num(b.get('hi'))}]",
+            agr.append([s, md.num(a.get("mard")), md.bracket(b.get("lo"), b.get("hi")),
                         f"{100 * a['exact_match']:.0f}%" if "exact_match" in a else "n/a",
-                        _num(a.get("spearman")), _num(a.get("kendall")), _num(al.get("mard"))])
-        out.append(_table(["strategy", "MARD", "MARD bootstrap 95% interval", "exact rank matches",
+                        md.num(a.get("spearman")), md.num(a.get("kendall")), md.num(al.get("mard"))])
+        out.append(md.table(["strategy", "MARD", "MARD bootstrap 95% interval", "exact rank matches",
                            "Spearman", "Kendall", "MARD (AUC on logit)"], agr))
     stab = [s for s in strategies if "rank_freq" in summary["strategies"][s].get("morf", {})]
     if stab:
@@ -114,15 +94,15 @@ def _section_tables(summary: Mapping) -> list[str]:
                 ok = freq and m in freq and m in rank
                 row.append(f"{100 * freq[m][rank[m] - 1]:.0f}% (rank {rank[m]})" if ok else "n/a")
             rows.append(row)
-        out.append(_table(["method", "GT"] + stab, rows))
+        out.append(md.table(["method", "GT"] + stab, rows))
     if any("area" in summary["strategies"][s].get("morf", {}) for s in strategies):
         s0 = next(s for s in strategies if "area" in summary["strategies"][s].get("morf", {}))
         area = summary["strategies"][s0]["morf"]["area"]
         out.append("\n## Mask area |Mi| / HW per method\n\nLarger masks can win both the AUC (x is "
                    "normalized by each method's own |M4|) and the IoU on mostly-tumor patches.\n\n")
         n = len(next(iter(area.values())))
-        out.append(_table(["method"] + [f"M{i + 1}" for i in range(n)],
-                          [[m] + [_num(v) for v in area[m]] for m in methods + controls if m in area]))
+        out.append(md.table(["method"] + [f"M{i + 1}" for i in range(n)],
+                          [[m] + [md.num(v) for v in area[m]] for m in methods + controls if m in area]))
     out.append("\n## Realism of the occluded images per strategy and mask level\n\n"
                "LPIPS (AlexNet; lower = more realistic), SSIM and PSNR against the original (higher = "
                "closer), and KID between original and occluded images in the classifier's own feature "
@@ -138,9 +118,9 @@ def _section_tables(summary: Mapping) -> list[str]:
         real, kid = d["realism"], (summary.get("kid") or {}).get(s, [])
         n = max([len(v) for v in real.values()] + [len(kid)])
         for i in range(n):
-            cells = [_ci(real[k][i]) if k in real and i < len(real[k]) else "n/a" for k in ("lpips", "ssim", "psnr")]
-            rows.append([s, f"M{i + 1}", *cells, _num(kid[i], 4) if i < len(kid) else "n/a"])
-    out.append(_table(["strategy", "mask", "LPIPS", "SSIM", "PSNR (dB)", "KID"], rows))
+            cells = [md.mean_interval(real[k][i]) if k in real and i < len(real[k]) else "n/a" for k in ("lpips", "ssim", "psnr")]
+            rows.append([s, f"M{i + 1}", *cells, md.num(kid[i], 4) if i < len(kid) else "n/a"])
+    out.append(md.table(["strategy", "mask", "LPIPS", "SSIM", "PSNR (dB)", "KID"], rows))
     tests = summary.get("paired_mard_tests") or {}
     if tests:
         out.append("\n## Is one strategy's MARD really lower than another's? (paired bootstrap)\n\n"
@@ -159,9 +139,9 @@ def paired_matrix(tests: Mapping[str, Mapping]) -> str:
         row = [a]
         for b in names:
             t = tests.get(f"{a}<{b}")
-            row.append("" if t is None else f"{_num(t['mard_diff'], 2)} ({_num(t['p_value'], 2)})")
+            row.append("" if t is None else f"{md.num(t['mard_diff'], 2)} ({md.num(t['p_value'], 2)})")
         rows.append(row)
-    return _table(["A \\ B", *names], rows)
+    return md.table(["A \\ B", *names], rows)
 
 
 def ddpm_section(q: Mapping) -> list[str]:
@@ -172,16 +152,16 @@ def ddpm_section(q: Mapping) -> list[str]:
         if k not in q["kid"]:
             return "n/a"
         v = q["kid"][k]
-        return _num(v["kid"], 4) + (f" ± {_num(v['std'], 4)}" if np.isfinite(v.get("std", float("nan"))) else "")
+        return md.num(v["kid"], 4) + (f" ± {md.num(v['std'], 4)}" if np.isfinite(v.get("std", float("nan"))) else "")
 
-    rows = [[label, kid_cell(k), _num(q["p_tumor_mean"].get(k)), _num(q["share_called_normal"].get(k))]
+    rows = [[label, kid_cell(k), md.num(q["p_tumor_mean"].get(k)), md.num(q["share_called_normal"].get(k))]
             for k, label in F.DDPM_SETS]
     out = ["\n## The DDPM's samples\n\nIBO is only as good as its generator. KID (in the classifier's "
            f"feature space) of {q['n']} DDPM samples ({q['sample_steps']} ancestral steps) against "
            "held-out normal patches, beside two references of real patches: normal training patches "
            "(how far two real normal sets are: the floor) and tumor patches (the class gap). Samples "
            "close to the floor and far below the gap look like normal tissue to the classifier.\n\n",
-           _table(["set", "KID vs held-out normal", "mean p(tumor)", "share called normal"], rows)]
+           md.table(["set", "KID vs held-out normal", "mean p(tumor)", "share called normal"], rows)]
     t = q.get("targets") or {}
     if t:
         parts = []
@@ -207,7 +187,7 @@ def sweep_section(sweep: Mapping) -> list[str]:
     cf = any(r.get("mard_cf") is not None for r in rows)
     out = ["\n## Inpainting samplers: cost against quality\n\n"
            f"Each setting (sampler, t_T, jump_length, jump_n_sample) inpaints the same {sweep.get('n_images', 'n/a')} "
-           f"patches under a random box of {_num(sweep.get('mask_fraction'), 2)} of the area (realism against the "
+           f"patches under a random box of {md.num(sweep.get('mask_fraction'), 2)} of the area (realism against the "
            "originals" + (", and against the counterfactual box, the twin's pixels in the box: KID in the classifier's "
                           "features, hematoxylin share in the box" if twins else "") + ")"]
     if residual:
@@ -230,21 +210,21 @@ def sweep_section(sweep: Mapping) -> list[str]:
     table = []
     for r in rows:
         name = f"{r.get('sampler', 'repaint')}({r['t_T']}, {r['jump_length']}, {r['jump_n_sample']})"
-        cells = [name, r.get("network_calls", r.get("unet_calls")), _num(r.get("s_per_inpainting"), 4),
-                 _num(r.get("ssim")), _num(r.get("psnr"), 2), _num(r.get("lpips"))]
+        cells = [name, r.get("network_calls", r.get("unet_calls")), md.num(r.get("s_per_inpainting"), 4),
+                 md.num(r.get("ssim")), md.num(r.get("psnr"), 2), md.num(r.get("lpips"))]
         if twins:
             rng_ = r.get("box_hshare_twin_5_95") or [None, None]
-            cells += [_num(r.get("box_kid_twin")), _num(r.get("box_hshare")), f"[{_num(rng_[0])}, {_num(rng_[1])}]"]
+            cells += [md.num(r.get("box_kid_twin")), md.num(r.get("box_hshare")), md.bracket(rng_[0], rng_[1])]
         if residual:
-            cells += [_num(r.get("residual_p")), f"[{_num(r.get('residual_p_lo'))}, {_num(r.get('residual_p_hi'))}]"]
+            cells += [md.num(r.get("residual_p")), md.bracket(r.get("residual_p_lo"), r.get("residual_p_hi"))]
         if rank:
-            cells += [_num(r.get("mard")), f"[{_num(r.get('mard_lo'))}, {_num(r.get('mard_hi'))}]", _num(r.get("spearman"))]
+            cells += [md.num(r.get("mard")), md.bracket(r.get("mard_lo"), r.get("mard_hi")), md.num(r.get("spearman"))]
             if cf:
-                cells += [_num(r.get("mard_cf")), f"[{_num(r.get('mard_cf_lo'))}, {_num(r.get('mard_cf_hi'))}]"]
+                cells += [md.num(r.get("mard_cf")), md.bracket(r.get("mard_cf_lo"), r.get("mard_cf_hi"))]
         if sweep.get("reference"):
             cells.append("yes" if (r.get("noninferior") or {}).get("all") else "no")
         table.append(cells)
-    out.append(_table(header, table))
+    out.append(md.table(header, table))
     if sweep.get("reference"):
         out.append(f"\nCheapest setting non-inferior to {sweep['reference']} (inside its bootstrap interval on "
                    "KID and SSIM against the counterfactual boxes and on the p(tumor) left, hematoxylin shares "
@@ -265,10 +245,10 @@ def slides_section(slides: Mapping) -> list[str]:
            "(tumor: share >= threshold; normal: no tumor pixel); the patches taken follow the per-slide caps and "
            "class totals. Seconds: labels (the low-resolution screen plus full resolution where it cannot "
            "decide), masks and reads of the taken patches.\n\n"]
-    table = [[r["slide"], r["class"], r["tissue_windows"], _num(r["tissue_fraction"], 2), r["candidates_normal"],
+    table = [[r["slide"], r["class"], r["tissue_windows"], md.num(r["tissue_fraction"], 2), r["candidates_normal"],
               r["candidates_tumor"], r["patches_normal"], r["patches_tumor"], r["full_res_windows"],
-              _num(r["seconds_labels"], 2), _num(r["seconds_masks"], 2), _num(r["seconds_reads"], 2)] for r in rows]
-    out.append(_table(["slide", "class", "tissue windows", "tissue share", "normal cand.", "tumor cand.",
+              md.num(r["seconds_labels"], 2), md.num(r["seconds_masks"], 2), md.num(r["seconds_reads"], 2)] for r in rows]
+    out.append(md.table(["slide", "class", "tissue windows", "tissue share", "normal cand.", "tumor cand.",
                        "normal taken", "tumor taken", "full-res labels", "s labels", "s masks", "s reads"], table))
     skipped = sorted({x for r in rows for x in r.get("skipped_annotations", [])})
     if skipped:
@@ -286,16 +266,16 @@ def classifier_section(metrics: Mapping) -> list[str]:
         for sp in splits:
             m = metrics[sp]
             per = m.get("per_class") or {}
-            cls = "; ".join(f"{c}: P {_num(v.get('precision'))} R {_num(v.get('recall'))} F1 {_num(v.get('f1'))}"
+            cls = "; ".join(f"{c}: P {md.num(v.get('precision'))} R {md.num(v.get('recall'))} F1 {md.num(v.get('f1'))}"
                             for c, v in per.items())
-            rows.append([sp, m.get("n", "n/a"), _num(m.get("accuracy"), 4), _num(m.get("roc_auc"), 4),
-                         _num(m.get("loss"), 4), cls or "n/a", m.get("confusion_matrix", "n/a")])
-        out.append(_table(["split", "patches", "accuracy", "ROC AUC", "NLL", "per class", "confusion (rows = true)"], rows))
+            rows.append([sp, m.get("n", "n/a"), md.num(m.get("accuracy"), 4), md.num(m.get("roc_auc"), 4),
+                         md.num(m.get("loss"), 4), cls or "n/a", m.get("confusion_matrix", "n/a")])
+        out.append(md.table(["split", "patches", "accuracy", "ROC AUC", "NLL", "per class", "confusion (rows = true)"], rows))
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     if isinstance(metrics.get("arch"), Mapping):
         flat["arch"] = metrics["arch"].get("arch", str(metrics["arch"]))
     if flat:
-        out.append("\n" + _table(["", ""], [[k, _num(v, 4) if isinstance(v, float) else v] for k, v in sorted(flat.items())]))
+        out.append("\n" + md.table(["", ""], [[k, md.num(v, 4) if isinstance(v, float) else v] for k, v in sorted(flat.items())]))
     return out
 
 
@@ -364,7 +344,7 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     facts += [[f"excluded ({k})", str(v)] for k, v in sorted((summary.get("exclusions") or {}).items())]
     facts += [[f"config: {k}", str(v)] for k, v in sorted(_find(config or {}, SCHEDULE_KEYS).items())]
     facts += [[f"config: {k}", str(v)] for k, v in sorted((summary.get("layout") or {}).items())]
-    out.append(_table(["", ""], facts))
+    out.append(md.table(["", ""], facts))
     if slides:
         out.extend(slides_section(slides))
     if classifier_metrics:

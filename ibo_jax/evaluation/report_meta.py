@@ -13,21 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ibo_jax.io import pyplot, save_figure
-
-
-def _num(v, digits: int = 2) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
-
-
-def _table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
-
-
-def _interval(d: Mapping | None) -> str:
-    if not d or d.get("lo") is None:
-        return "n/a"
-    return f"[{_num(d['lo'])}, {_num(d['hi'])}]"
+from ibo_jax.reporting import markdown as md
 
 
 def figure_known_answer(meta: Mapping, plaus: Mapping, path: Path) -> bool:
@@ -64,7 +50,7 @@ def figure_graded(meta: Mapping, path: Path, curve: str = "fixed") -> bool:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for s, e in res.items():
         ys = [e["auc"].get(m) for m in g["names"]]
-        ax.plot(g["levels"], [np.nan if y is None else y for y in ys], marker="o", label=f"{s} (tau {_num(e['kendall_tau'])})")
+        ax.plot(g["levels"], [np.nan if y is None else y for y in ys], marker="o", label=f"{s} (tau {md.num(e['kendall_tau'], 2)})")
     ax.set_xlabel("share a of the oracle made random (graded controls)")
     ax.set_ylabel(f"mean {curve} deletion AUC")
     ax.set_title("Known order: AUC must rise with a", fontsize=9)
@@ -148,21 +134,21 @@ def trust_section(meta: Mapping, summary: Mapping, out_dir: Path) -> tuple[list[
         for curve, c in cf.get("curves", {}).items():
             rows = []
             for s, e in c["strategies"].items():
-                rows.append([s, _num(e.get("mard")), _interval(e.get("mard_boot")), _num(e.get("kendall_decided")),
-                             _num(e.get("patch_spearman_median")), _num(plaus.get(s)) if curve == "morf" else "-"])
+                rows.append([s, md.num(e.get("mard"), 2), md.interval(e.get("mard_boot"), 2), md.num(e.get("kendall_decided"), 2),
+                             md.num(e.get("patch_spearman_median"), 2), md.num(plaus.get(s), 2) if curve == "morf" else "-"])
             out.append(f"**{curve}** ({c['n_decided_pairs']} of {c['n_pairs']} method pairs decided by the reference)\n\n")
-            out.append(_table(["strategy", "MARD vs counterfactual", "95% interval", "Kendall (decided pairs)",
+            out.append(md.table(["strategy", "MARD vs counterfactual", "95% interval", "Kendall (decided pairs)",
                                "per-patch Spearman (median)", "MARD vs IoU (plausibility)"], rows))
             out.append("\n")
         res = cf.get("residual") or {}
         if res.get("strategies"):
             out.append("**Residual evidence**: p(tumor) after removing the whole annotated region, against the "
-                       f"twin's ({_num((res.get('twin') or {}).get('mean'), 3)}; the originals: "
-                       f"{_num(res['original']['mean'], 3)}), and how close each fill is to the twin.\n\n")
-            rows = [[s, _num(e["p_tumor"]["mean"], 3), _interval(e["p_tumor"]), _num((e.get("minus_twin") or {}).get("mean"), 3),
-                     _num(e.get("kid_vs_twin"), 3), _num((e.get("ssim_twin") or {}).get("mean"), 3),
-                     _num((e.get("psnr_twin") or {}).get("mean"), 1)] for s, e in res["strategies"].items()]
-            out.append(_table(["strategy", "p(tumor) left", "95% interval", "minus twin's", "KID vs twins",
+                       f"twin's ({md.num((res.get('twin') or {}).get('mean'), 3)}; the originals: "
+                       f"{md.num(res['original']['mean'], 3)}), and how close each fill is to the twin.\n\n")
+            rows = [[s, md.num(e["p_tumor"]["mean"], 3), md.interval(e["p_tumor"], 2), md.num((e.get("minus_twin") or {}).get("mean"), 3),
+                     md.num(e.get("kid_vs_twin"), 3), md.num((e.get("ssim_twin") or {}).get("mean"), 3),
+                     md.num((e.get("psnr_twin") or {}).get("mean"), 1)] for s, e in res["strategies"].items()]
+            out.append(md.table(["strategy", "p(tumor) left", "95% interval", "minus twin's", "KID vs twins",
                                "SSIM vs twin (in region)", "PSNR vs twin (dB)"], rows) + "\n")
         if figure_known_answer(meta, plaus, out_dir / "meta_known_answer.png"):
             figures.append(("meta_known_answer.png", "MARD of each strategy's ranking against the counterfactual "
@@ -175,10 +161,10 @@ def trust_section(meta: Mapping, summary: Mapping, out_dir: Path) -> tuple[list[
                    "a (Kendall tau = 1 recovers the known order); MoRF is shown too but is not the known answer. "
                    "The last columns: the shifted oracle's AUC and the share of real methods ranked below `random`.\n\n")
         for curve, res in g["curves"].items():
-            rows = [[s, _num(e["kendall_tau"]), _interval(e["kendall_tau_boot"]), _num(e.get("share_boot_order_exact")),
-                     *[_num(e["auc"].get(m), 3) for m in g["names"]], _num(e.get("auc_oracle_shifted"), 3),
-                     _num(e.get("share_methods_below_random"))] for s, e in res.items()]
-            out.append(f"**{curve}**\n\n" + _table(["strategy", "tau", "95% interval", "share exact",
+            rows = [[s, md.num(e["kendall_tau"], 2), md.interval(e["kendall_tau_boot"], 2), md.num(e.get("share_boot_order_exact"), 2),
+                     *[md.num(e["auc"].get(m), 3) for m in g["names"]], md.num(e.get("auc_oracle_shifted"), 3),
+                     md.num(e.get("share_methods_below_random"), 2)] for s, e in res.items()]
+            out.append(f"**{curve}**\n\n" + md.table(["strategy", "tau", "95% interval", "share exact",
                                                      *[f"a={a:g}" for a in g["levels"]], "shifted oracle",
                                                      "methods below random"], rows) + "\n")
         if figure_graded(meta, out_dir / "meta_graded.png"):
@@ -195,9 +181,9 @@ def trust_section(meta: Mapping, summary: Mapping, out_dir: Path) -> tuple[list[
                    "re-initializing the layers from the head down; an explanation that stays similar is not "
                    "explaining the model. Floor: two independent random models.\n\n")
         methods = list(first["similarity"])
-        rows = [[f"+ {s['randomized']}", *[_num(s["similarity"][m]["spearman"]) for m in methods]] for s in r["steps"]]
-        rows.append(["floor", *[_num(r["floor"][m]["spearman"]) for m in methods]])
-        out.append(_table(["randomized", *methods], rows) + "\n")
+        rows = [[f"+ {s['randomized']}", *[md.num(s["similarity"][m]["spearman"], 2) for m in methods]] for s in r["steps"]]
+        rows.append(["floor", *[md.num(r["floor"][m]["spearman"], 2) for m in methods]])
+        out.append(md.table(["randomized", *methods], rows) + "\n")
         if figure_randomization(meta, out_dir / "meta_randomization.png"):
             figures.append(("meta_randomization.png", "Similarity of each method's maps to the trained model's as "
                             "layers are re-initialized from the head down (dotted: the floor)."))
@@ -207,9 +193,9 @@ def trust_section(meta: Mapping, summary: Mapping, out_dir: Path) -> tuple[list[
                    "least important q removed minus with the most important q removed (higher = better), and "
                    "whether the MoRF and LeRF rankings agree (Kendall).\n\n")
         methods = sorted({m for e in srg.values() for m in e["ranking"]})
-        rows = [[s, *[_num(e["srg"][m]["mean"], 3) for m in methods], _num(e.get("morf_lerf_kendall"))]
+        rows = [[s, *[md.num(e["srg"][m]["mean"], 3) for m in methods], md.num(e.get("morf_lerf_kendall"), 2)]
                 for s, e in srg.items()]
-        out.append(_table(["strategy", *methods, "MoRF-LeRF Kendall"], rows) + "\n")
+        out.append(md.table(["strategy", *methods, "MoRF-LeRF Kendall"], rows) + "\n")
     if figure_power(meta, out_dir / "meta_power.png"):
         figures.append(("meta_power.png", "The run's resolution against the number of patches (subsampled), with "
                         "the 1/sqrt(n) extrapolation."))

@@ -2,6 +2,7 @@
 
     results = scoring.score_occluded(blocks, ev["image"], predict_fn, store=ChunkDir(...))
     study, summary = scoring.summarize_run(ev, geo, results, predict_fn, methods=..., controls=...)
+    summary = scoring.score_summary(study, feat0, excluded=geo["excluded"])  # the same from a Study (summarize_run calls it)
 
 `predict_fn(images) -> (p, logit, feat)` (`evaluation.predict.make_predict_fn`, or any stand-in
 in a test); `store` (`io.ChunkDir`) keeps finished blocks so a killed run resumes; `share`
@@ -122,19 +123,32 @@ def summarize_run(ev: Mapping, geo: dict, results: Mapping[tuple[str, str], dict
                   n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, kid_subset_size: int | None = None,
                   lpips_available: bool = False, layout: Mapping | None = None,
                   originals: tuple | None = None) -> tuple[Study, dict]:
-    """The Study of a run and the score stage's summary.json contents; `originals`: the
-    (p, logit, feat) of ev['image'] if already predicted."""
+    """The Study of a run and the score stage's summary.json contents (`score_summary`);
+    `originals`: the (p, logit, feat) of ev['image'] if already predicted."""
     p0, logit0, feat0 = originals if originals is not None else predict_fn(ev["image"])
     study = Study.from_geometry(geo, image_id=ev["index"], label=ev["label"], methods=methods, controls=controls,
                                 p0=p0, logit0=logit0, fractions=fractions)
     for (strategy, curve), rows in results.items():
         study.add(strategy, curve, rows)
+    summary = score_summary(study, feat0, excluded=geo["excluded"], n_boot=n_boot, alpha=alpha, seed=seed,
+                            kid_subset_size=kid_subset_size, lpips_available=lpips_available, layout=layout)
+    return study, summary
+
+
+def score_summary(study: Study, feat0: np.ndarray, *, excluded: Mapping[str, int], n_boot: int = 1000,
+                  alpha: float = 0.05, seed: int = 0, kid_subset_size: int | None = None,
+                  lpips_available: bool = False, layout: Mapping | None = None) -> dict:
+    """score/summary.json, all of it (the stage only writes it): the study's statistics
+    (`Study.summarize`) with the run's facts: KID per strategy and mask against the originals'
+    features feat0 [N, C], whether LPIPS ran, the mask geometry's exclusions, the misclassified
+    originals (p(tumor) < 0.5 for a tumor label, or the reverse), the image count and the
+    occluded-image layout (less its per-block lists)."""
     summary = study.summarize(n_boot=n_boot, alpha=alpha, seed=seed)
     summary["kid"] = study.kid(feat0, subset_size=kid_subset_size, seed=seed)
     summary["lpips_available"] = bool(lpips_available)
-    summary["exclusions"].update(geo["excluded"])
-    summary["misclassified"] = int(np.sum((p0 >= 0.5).astype(np.int32) != np.asarray(ev["label"])))
-    summary["n_images"] = int(len(p0))
+    summary["exclusions"].update(excluded)
+    summary["misclassified"] = int(np.sum((study.p0 >= 0.5).astype(np.int32) != np.asarray(study.label)))
+    summary["n_images"] = int(len(study.p0))
     summary["layout"] = {k: v for k, v in (layout or {}).items()
                          if k not in ("fractions", "blocks", "methods", "residual_blocks")}
-    return study, summary
+    return summary

@@ -3,7 +3,7 @@ ground truth, bootstrap intervals, paired tests, realism, the tidy table.
 
     study = Study.from_geometry(geo, image_id=..., label=..., methods=..., controls=..., p0=..., logit0=...)
     study.add("ibo", "morf", rows)          # one (strategy, curve)'s flat rows
-    summary = study.summarize(n_boot=1000)  # the score stage's summary.json
+    summary = study.summarize(n_boot=1000)  # the statistics of score/summary.json (scoring.score_summary)
     study.write_csv(path)                   # score/scores.csv
 
 No I/O but `write_csv`; curves come from `evaluation.curves.CURVES`.
@@ -14,15 +14,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ibo_jax import io as ibo_io
+from ibo_jax import stats
 from ibo_jax.evaluation import curves as curve_registry
 from ibo_jax.evaluation import deletion, geometry, ranking, realism
+from ibo_jax.stats import nanmean  # also public here (evaluation.study.nanmean)
 
 
 @dataclasses.dataclass
@@ -152,9 +153,12 @@ class Study:
         return int(sum(np.prod(d["p"].shape) for d in self.dense.values()))
 
     def summarize(self, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+        """GT IoU and ranking, per (strategy, curve) AUCs with bootstrap CIs, rankings, agreement,
+        rank frequencies, mean curves, areas, realism; paired MARD tests between MoRF strategies.
+        score/summary.json is this plus the run's facts (`scoring.score_summary`)."""
         ranked = [m for m in self.methods if m not in self.controls]
         ri = [self.methods.index(m) for m in ranked]
-        ci = lambda v: _ci_dict(ranking.bootstrap_mean_ci(v, n_boot=n_boot, seed=seed, alpha=alpha), self.methods)
+        ci = lambda v: _ci_dict(stats.bootstrap_mean_ci(v, n_boot=n_boot, seed=seed, alpha=alpha), self.methods)
         gt_ci = ci(self.gt_iou)
         gt_rank = ranking.rank({m: gt_ci[m]["mean"] for m in ranked if gt_ci[m]["mean"] is not None}, ascending=False)
         out = {"gt": {"iou": gt_ci, "ranking": gt_rank}, "methods": ranked, "controls": self.controls,
@@ -183,7 +187,7 @@ class Study:
             if curve == "morf":
                 s["area"] = {m: nanmean(np.where(self.valid[:, j, None], self.areas["morf"][:, j], np.nan), 0).tolist()
                              for j, m in enumerate(self.methods)}
-            s["realism"] = {k: [_ci_one(ranking.bootstrap_mean_ci(nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
+            s["realism"] = {k: [_ci_one(stats.bootstrap_mean_ci(nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
                                 for i in range(d[k].shape[-1])] for k in self.REALISM if k in d}
             # images a curve left out on purpose (occlude.curve_images) have no point at all; a valid
             # pair without its points in an image the curve did score is missing
@@ -192,7 +196,7 @@ class Study:
             out["strategies"].setdefault(strategy, {})[curve] = s
         for (sa, ca), (sb, cb) in itertools.permutations(aucs, 2):
             if ca == cb == "morf":
-                out["paired_mard_tests"][f"{sa}<{sb}"] = ranking.paired_mard_test(
+                out["paired_mard_tests"][f"{sa}<{sb}"] = stats.paired_mard_test(
                     aucs[(sa, ca)][:, ri], aucs[(sb, cb)][:, ri], self.gt_iou[:, ri], ranked, n_boot=n_boot, seed=seed, alpha=alpha)
         out["exclusions"]["missing_or_nonfinite"] = int(sum(
             s["missing"] for st in out["strategies"].values() for s in st.values()))
@@ -236,13 +240,6 @@ class Study:
 
 def _fmt(v: float) -> str:
     return "" if not np.isfinite(v) else f"{float(v):.6g}"
-
-
-def nanmean(x: np.ndarray, axis) -> np.ndarray:
-    """np.nanmean without the RuntimeWarning for all-NaN slices (they stay NaN)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x, axis=axis)
 
 
 def _ci_one(c: dict) -> dict:

@@ -75,10 +75,6 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _plain(d) -> dict:
-    return d.to_dict() if isinstance(d, ml_collections.ConfigDict) else dict(d)
-
-
 def ibo_options(c, train_ddpm_dir) -> dict:
     """occlusion.apply('ibo', ...) keywords from the `ibo` section (loads the EMA DDPM)."""
     from ibo_jax.models import loaders
@@ -96,7 +92,7 @@ def ibo_options(c, train_ddpm_dir) -> dict:
 
 
 def strategy_options(name: str, cfg, ctx) -> dict:
-    opts = _plain(cfg.strategy_options.get(name, {}))
+    opts = dict(ibo_io.plain(cfg.strategy_options.get(name, {})))
     if name == "ibo":
         opts.update(ibo_options(cfg.ibo, ctx.input_dir("train_ddpm")))
     return opts

@@ -25,12 +25,6 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _plain(value):
-    if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
-        return {k: _plain(value[k]) for k in value.keys()}
-    return value
-
-
 def _json(path: Path):
     return ibo_io.read_json(path) if path.is_file() else None
 
@@ -56,7 +50,7 @@ def run(ctx) -> dict:
         meta=_json(inputs["meta"] / "summary.json") if "meta" in inputs else None,
         slides=_json(ctx.input_dir("data") / "slides" / "slides.json"),
         explain=explain, upstream_figures=figures,
-        ground_truth=report.ground_truth_kind(ctx.input_dir("data") / "dataset.json"), config=_plain(ctx.config))
+        ground_truth=report.ground_truth_kind(ctx.input_dir("data") / "dataset.json"), config=ibo_io.plain(ctx.config))
     if ctx.cfg.title:
         path = ctx.dir / "report.md"
         ibo_io.write_text(path, f"{ctx.cfg.title}\n\n" + path.read_text())

@@ -369,11 +369,22 @@ def write_score_arrays(stage_dir: str | Path, arrays: ScoreArrays) -> Path:
                                                       ("twin_feat", arrays.twin_feat)) if v is not None}
     names = list(arrays.residual)
     if names:
+        res = [arrays.residual[s] for s in names]
+        n = len(arrays.table.p0)
+        draws = [max((np.shape(v)[1] for v in r.arrays.values()), default=1) for r in res]
         extra["residual_strategies"] = np.asarray(names, dtype=str)
-        for k in _RESIDUAL_KEYS:
-            if all(k in arrays.residual[s].arrays for s in names):
-                extra[f"residual_{k}"] = np.stack([arrays.residual[s].arrays[k] for s in names])
-        extra["residual_feat"] = np.concatenate([arrays.residual[s].feat for s in names]).astype(np.float32)
+        extra["residual_draws"] = np.asarray(draws, np.int32)
+        for k in _RESIDUAL_KEYS:  # [S, N, D_max], NaN beyond a strategy's own draws or where absent
+            if any(k in r.arrays for r in res):
+                a = np.full((len(names), n, max(draws)), np.nan)
+                for i, r in enumerate(res):
+                    if k in r.arrays:
+                        a[i, :, : draws[i]] = r.arrays[k]
+                extra[f"residual_{k}"] = a
+        width = max(np.shape(r.feat)[1] if np.ndim(r.feat) == 2 else 0 for r in res)
+        extra["residual_feat"] = np.concatenate(  # rows of a strategy without features: NaN
+            [r.feat if np.ndim(r.feat) == 2 and np.shape(r.feat)[1] == width
+             else np.full((len(r.pos), width), np.nan) for r in res]).astype(np.float32)
         extra["residual_row_strategy"] = np.concatenate(
             [np.full(len(arrays.residual[s].pos), i, np.int32) for i, s in enumerate(names)])
         extra["residual_row_pos"] = np.concatenate([arrays.residual[s].pos for s in names]).astype(np.int64)
@@ -406,15 +417,19 @@ def read_score_arrays(stage_dir: str | Path) -> ScoreArrays:
         if rs is None or rp is None or feat is None or not (len(rs) == len(rp) == len(feat)):
             raise ArtifactError(f"{path}: residual rows (residual_row_strategy, residual_row_pos, residual_feat) "
                                 "missing or of different lengths")
+        draws = extra.get("residual_draws", np.ones(len(names), np.int32))
+        if len(draws) != len(names):
+            raise ArtifactError(f"{path}: residual_draws has {len(draws)} entries for {len(names)} strategies")
         for i, s in enumerate(names):
             per = {}
             for k in _RESIDUAL_KEYS:
                 if f"residual_{k}" in extra:
                     a = extra[f"residual_{k}"]
-                    if a.ndim != 3 or a.shape[:2] != (len(names), n):
+                    if a.ndim != 3 or a.shape[:2] != (len(names), n) or a.shape[2] < int(draws[i]):
                         raise ArtifactError(f"{path}: residual_{k} has shape {a.shape}, expected [S={len(names)}, "
                                             f"N={n}, D]")
-                    per[k] = a[i]
+                    if not np.all(np.isnan(a[i])):
+                        per[k] = a[i, :, : int(draws[i])]
             out.residual[s] = Residual(per, feat[rs == i], rp[rs == i])
     return out
 

@@ -5,7 +5,7 @@ return plain dicts for meta/summary.json:
 
     counterfactual_agreement(study, ...)   each strategy's CAM ranking against the ranking under the
                                            counterfactual strategy (the faithfulness ground truth)
-    residual_evidence(study, extra, ...)   p(tumor) left after removing the whole annotated region,
+    residual_evidence(study, arrays, ...)   p(tumor) left after removing the whole annotated region,
                                            against the twin's, and how close each fill is to the twin
     graded_controls(study, ...)            does a strategy recover the known order of the graded
                                            oracle controls (fixed-fraction curve)?
@@ -20,7 +20,7 @@ statistics (bootstrap indices and intervals, Holm, rank data, the paired MARD te
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -126,33 +126,31 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
     return out
 
 
-def residual_evidence(study, extra: Mapping[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0,
-                      alpha: float = 0.05) -> dict:
+def residual_evidence(study, arrays, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Per strategy: p(tumor) after removing the whole annotated region (mean over patches, CI),
     its difference to the twin's p(tumor) (paired), and the fill against the twin: KID in the
-    classifier's features, SSIM/PSNR inside the region (and against the original, for reference)."""
-    strategies = sorted({k.split("__")[1] for k in extra if k.startswith("residual__")})
+    classifier's features, SSIM/PSNR inside the region (and against the original, for reference).
+
+    `arrays`: the score stage's `artifacts.ScoreArrays` (twins' predictions, residual fills)."""
     n = len(study.p0)
     idx = bootstrap_indices(n, n_boot, seed)
-    twin_p = extra.get("twin_p")
+    twin_p = arrays.twin_p
     out = {"original": mean_ci(study.p0, idx, alpha), "strategies": {}}
     if twin_p is not None:
         out["twin"] = mean_ci(twin_p, idx, alpha)
-    for s in strategies:
-        g = lambda k, s=s: extra.get(f"residual__{s}__{k}")  # noqa: E731
-        p = g("p")
+    for s in sorted(arrays.residual):
+        r = arrays.residual[s]
+        p = r.get("p")
         e = {"p_tumor": mean_ci(p, idx, alpha)}
         if twin_p is not None:
             e["minus_twin"] = mean_ci(np.nanmean(p, axis=1) - twin_p, idx, alpha)
-            feat, twin_feat = g("feat"), extra["twin_feat"]
-            if feat is not None and len(feat) >= 2:
-                pos = extra.get(f"residual__{s}__pos")
-                tf = np.asarray(twin_feat, np.float64)[pos] if pos is not None and len(pos) == len(feat) else None
-                if tf is not None and len(tf) >= 2:  # each fill beside its own twin: paired
-                    e["kid_vs_twin"] = realism.kid(np.asarray(feat, np.float64), tf, paired=True)["kid"]
+            feat = r.feat if np.ndim(r.feat) == 2 and np.all(np.isfinite(r.feat)) else None
+            if feat is not None and len(feat) >= 2 and arrays.twin_feat is not None and len(r.pos) == len(feat):
+                tf = np.asarray(arrays.twin_feat, np.float64)[r.pos]  # each fill beside its own twin: paired
+                e["kid_vs_twin"] = realism.kid(np.asarray(feat, np.float64), tf, paired=True)["kid"]
         for k in ("ssim_twin", "psnr_twin", "ssim_orig", "psnr_orig"):
-            if g(k) is not None:
-                e[k] = mean_ci(g(k), idx, alpha)
+            if r.get(k) is not None:
+                e[k] = mean_ci(r.get(k), idx, alpha)
         out["strategies"][s] = e
     return out
 

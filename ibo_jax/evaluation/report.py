@@ -17,20 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from ibo_jax import artifacts
 from ibo_jax import io as ibo_io
 from ibo_jax.evaluation import figures as F
 from ibo_jax.evaluation.curves import CURVES
 from ibo_jax.reporting import markdown as md
 
-UPSTREAM_FIGURES = (  # (stage, file, caption): figures other stages drew, copied beside the report
-    ("data", "examples.png", "Example patches of the data set (tumor and normal)."),
-    ("train_ddpm", "samples.png", "Samples of the DDPM trained on normal patches (what IBO inpaints with)."),
-    ("explain", "heatmaps.png", "Heatmaps per CAM method (target class: tumor)."),
-    ("occlude", "grid.png", "Occlusion strategies (rows) x progressive masks M1..M4 (columns)."),
-    ("repaint_sweep", "cost_quality.png", "Inpainting samplers: network calls per inpainting against realism "
-     "(box masks, against the originals and the counterfactual boxes), the p(tumor) left when the annotated "
-     "region is filled, and the MARD of the CAM ranking (bars: bootstrap 95% intervals; red: Pareto front)."),
-)
+# (stage, file, caption) of the figures other stages drew: kept for old callers; the registry is
+# `ibo_jax.artifacts.FIGURES`, and the report stage passes the figures it found (`upstream_figures`).
+UPSTREAM_FIGURES = tuple((f.stage, f.file, f.caption) for f in artifacts.FIGURES)
 SCHEDULE_KEYS = ("t_T", "jump_length", "jump_n_sample", "eta", "n_draws", "timesteps")
 
 
@@ -279,12 +274,14 @@ def classifier_section(metrics: Mapping) -> list[str]:
     return out
 
 
-def ground_truth_kind(dataset_json: str | Path) -> str:
-    """What the ground-truth masks of a patch dataset are, in words (from its dataset.json)."""
-    path = Path(dataset_json)
-    if not path.is_file():
+def ground_truth_kind(dataset: Mapping | str | Path | None) -> str:
+    """What the ground-truth masks of a patch dataset are, in words (from its dataset.json: the
+    read object, or its path)."""
+    if isinstance(dataset, (str, Path)):
+        dataset = ibo_io.read_json(dataset) if Path(dataset).is_file() else None
+    if not dataset:
         return "tumor masks of the patch dataset"
-    source = ibo_io.read_json(path).get("source", {})
+    source = dataset.get("source", {})
     name = source.get("name", "")
     if name == "pcam":
         if source.get("mask") == "none":

@@ -13,8 +13,7 @@ import time
 
 import ml_collections
 
-from ibo_jax import io as ibo_io
-from ibo_jax import rng
+from ibo_jax import artifacts, rng
 from ibo_jax.evaluation.ddpm_check import sample_quality
 from ibo_jax.evaluation.predict import make_predict_fn
 from ibo_jax.models import loaders
@@ -49,5 +48,5 @@ def run(ctx) -> dict:
     key = rng.fold(rng.root_key(int(ctx.config.seed)), "score", "ddpm_samples")
     summary = sample_quality(loaders.load_eps_model(ctx.input_dir("train_ddpm")), predict, real, key, n=n,
                              steps=int(cfg.sample_steps), kid_subset_size=int(cfg.kid_subset_size) or None)
-    ibo_io.write_json(ctx.dir / "summary.json", summary)
+    artifacts.write_summary(ctx.dir, summary)
     return {"kid_samples": summary.get("kid", {}).get("samples", {}).get("kid"), "seconds": round(time.time() - t0, 2)}

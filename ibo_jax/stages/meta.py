@@ -21,11 +21,9 @@ import time
 import ml_collections
 import numpy as np
 
-from ibo_jax import cam
-from ibo_jax import io as ibo_io
-from ibo_jax.evaluation import explained, meta, randomization
+from ibo_jax import artifacts, cam
+from ibo_jax.evaluation import meta, randomization
 from ibo_jax.evaluation.predict import make_predict_fn
-from ibo_jax.evaluation.study import Study
 from ibo_jax.models import loaders
 
 
@@ -39,9 +37,9 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def twin_check(extra: dict, normal_p: np.ndarray | None) -> dict:
+def twin_check(twin_p: np.ndarray, normal_p: np.ndarray | None) -> dict:
     """The share of twins the classifier calls normal, next to real normal test patches."""
-    out = {"twins": int(len(extra["twin_p"])), "share_twins_called_normal": float(np.mean(extra["twin_p"] < 0.5))}
+    out = {"twins": int(len(twin_p)), "share_twins_called_normal": float(np.mean(twin_p < 0.5))}
     if normal_p is not None and len(normal_p):
         out.update(normal_test_patches=int(len(normal_p)), share_normal_called_normal=float(np.mean(normal_p < 0.5)))
         out["difference_points"] = 100.0 * (out["share_twins_called_normal"] - out["share_normal_called_normal"])
@@ -56,21 +54,22 @@ def run(ctx) -> dict:
     if ctx.process_index != 0:
         return {"skipped": "not process 0"}
     kw = {"n_boot": int(cfg.n_boot), "seed": int(ctx.config.seed), "alpha": float(cfg.alpha)}
-    study, extra = Study.load(ctx.input_dir("score") / "study.npz")
-    ev, hm = explained.read(ctx.input_dir("explain"), need=())
+    arrays = artifacts.read_score_arrays(ctx.input_dir("score"))
+    study = arrays.table
+    ev, hm = artifacts.read_explained(ctx.input_dir("explain"), need=())
     summary = {"n_images": int(len(study.p0))}
 
-    has_cf = any(s == meta.REFERENCE for s, _ in study.dense) and "twin_p" in extra
+    has_cf = any(s == meta.REFERENCE for s, _ in study.dense) and arrays.twin_p is not None
     if has_cf:
         model = loaders.load_classifier(ctx.input_dir("train_classifier"))
         normal = read_split(ctx.input_dir("data"), "test", label=0, limit=int(cfg.normal_patches))["image"]
         normal_p = make_predict_fn(model, tumor_class=ctx.tumor_class, batch_size=int(cfg.batch_size))(normal)[0] if len(normal) else None
         summary["counterfactual"] = {**meta.counterfactual_agreement(study, **kw),
-                                     "residual": meta.residual_evidence(study, extra, **kw),
-                                     "twin_check": twin_check(extra, normal_p)}
+                                     "residual": meta.residual_evidence(study, arrays, **kw),
+                                     "twin_check": twin_check(arrays.twin_p, normal_p)}
     else:
-        _, why = explained.twins(ev)
-        summary["counterfactual"] = {"unavailable": why if "twin_p" not in extra else
+        _, why = artifacts.twins(ev)
+        summary["counterfactual"] = {"unavailable": why if arrays.twin_p is None else
                                      "the occlude stage ran no 'counterfactual' strategy"}
     summary["graded_controls"] = meta.graded_controls(study, **kw)
     summary["srg"] = meta.srg(study, **kw)
@@ -89,7 +88,7 @@ def run(ctx) -> dict:
             method_options={m: cam.resolve_options(opts.get(m, {})) for m in methods})
     else:
         summary["randomization"] = {"skipped": "meta.randomization_images = 0"}
-    ibo_io.write_json(ctx.dir / "summary.json", summary)
+    artifacts.write_summary(ctx.dir, summary)
     out = {"seconds": round(time.time() - t0, 2), "counterfactual": has_cf}
     if has_cf:
         out["decisive_faithfulness"] = summary["power"]["faithfulness"].get("decisive")

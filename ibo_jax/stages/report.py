@@ -1,20 +1,20 @@
 """Stage `report`: `report/report.md` and its PNG figures, from the files its inputs wrote.
 
-Reads score/summary.json (required), train_classifier/metrics.json, explain/eval_set.npz +
-heatmaps.npz, data/dataset.json (what the GT masks are) and, when the config has those stages,
-ddpm_check/summary.json, meta/summary.json (the report then opens with "Can this verdict be
-trusted?") and repaint_sweep/sweep.json; figures other stages drew
-(`evaluation.report.UPSTREAM_FIGURES`) are copied beside the report. The run's configuration
+Reads, through `ibo_jax.artifacts`: score's summary (required), the classifier's metrics, the
+evaluation set and heatmaps, the data set's description (what the GT masks are) and, when the
+config has those stages, the summaries of ddpm_check and the trust checks (the report then opens
+with "Can this verdict be trusted?") and the sampler sweep; the figures other stages drew
+(`artifacts.FIGURES`) are copied beside the report. The run's configuration
 (evaluation set size, RePaint schedule) is stated in the report. Only process 0 writes.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import ml_collections
 
+from ibo_jax import artifacts
 from ibo_jax import io as ibo_io
 from ibo_jax.evaluation import report
 
@@ -25,32 +25,26 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _json(path: Path):
-    return ibo_io.read_json(path) if path.is_file() else None
-
-
 def run(ctx) -> dict:
     t0 = time.time()
     if ctx.process_index != 0:
         return {"skipped": "not process 0"}
     inputs = ctx.inputs  # the declared inputs the config has
-    summary_path = ctx.input_dir("score") / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"{summary_path}: missing; run the score stage first")
-    explain_dir = ctx.input_dir("explain")
-    explain = None
-    if (explain_dir / "eval_set.npz").is_file() and (explain_dir / "heatmaps.npz").is_file():
-        explain = (ibo_io.read_npz(explain_dir / "eval_set.npz"), ibo_io.read_npz(explain_dir / "heatmaps.npz"))
-    figures = [(inputs[stage] / name, cap) for stage, name, cap in report.UPSTREAM_FIGURES if stage in inputs]
+    optional = {stage: artifacts.read_summary(inputs[stage], required=False) if stage in inputs else None
+                for stage in ("ddpm_check", "meta")}
+    data_dir = ctx.input_dir("data")
     out = report.write_report(
-        ctx.dir, summary=ibo_io.read_json(summary_path),
-        classifier_metrics=_json(ctx.input_dir("train_classifier") / "metrics.json"),
-        ddpm_check=_json(inputs["ddpm_check"] / "summary.json") if "ddpm_check" in inputs else None,
-        sweep=_json(inputs["repaint_sweep"] / "sweep.json") if "repaint_sweep" in inputs else None,
-        meta=_json(inputs["meta"] / "summary.json") if "meta" in inputs else None,
-        slides=_json(ctx.input_dir("data") / "slides" / "slides.json"),
-        explain=explain, upstream_figures=figures,
-        ground_truth=report.ground_truth_kind(ctx.input_dir("data") / "dataset.json"), config=ibo_io.plain(ctx.config))
+        ctx.dir, summary=artifacts.read_summary(ctx.input_dir("score")),
+        classifier_metrics=artifacts.read_json(artifacts.CLASSIFIER_METRICS, ctx.input_dir("train_classifier"),
+                                               required=False),
+        ddpm_check=optional["ddpm_check"], meta=optional["meta"],
+        sweep=artifacts.read_json(artifacts.SWEEP_JSON, inputs["repaint_sweep"], required=False)
+        if "repaint_sweep" in inputs else None,
+        slides=artifacts.read_json(artifacts.SLIDES, data_dir, required=False),
+        explain=artifacts.read_explained(ctx.input_dir("explain"), need=("levels",)),
+        upstream_figures=artifacts.figures(inputs),
+        ground_truth=report.ground_truth_kind(artifacts.read_json(artifacts.DATASET, data_dir, required=False)),
+        config=ibo_io.plain(ctx.config))
     if ctx.cfg.title:
         path = ctx.dir / "report.md"
         ibo_io.write_text(path, f"{ctx.cfg.title}\n\n" + path.read_text())

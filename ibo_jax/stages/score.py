@@ -25,16 +25,18 @@ import time
 
 import ml_collections
 
-from ibo_jax import io as ibo_io
-from ibo_jax.evaluation import explained, geometry, scoring
+from ibo_jax import artifacts
+from ibo_jax.evaluation import scoring
 from ibo_jax.evaluation.predict import make_predict_fn
 from ibo_jax.models import loaders
-from ibo_jax.occlusion import store
 
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.batch_size = 32
+    # other classifiers that re-predict a strategy's images (a strategy whose registry entry says it
+    # is predicted by model NAME): NAME -> a train_classifier-style folder (model/ + model_config.json)
+    c.models = ml_collections.ConfigDict()
     c.lpips_alexnet_weights = ""  # torchvision AlexNet state dict; "" = LPIPS unavailable
     c.lpips_heads = ""  # LPIPS' linear heads file; "" = the installed lpips package's v0.1 AlexNet heads
     c.lpips_vgg = False  # also lpips-j's VGG LPIPS (needs the Hugging Face hub)
@@ -63,26 +65,25 @@ def lpips_functions(cfg) -> dict:
 def run(ctx) -> dict:
     t0 = time.time()
     cfg = ctx.cfg
-    ev, hm = explained.read(ctx.input_dir("explain"), need=())
+    ev, hm = artifacts.read_explained(ctx.input_dir("explain"), need=())
     methods, controls = hm["methods"], hm["controls"]
     occ_dir = ctx.input_dir("occlude")
-    layout = store.occluded_layout(occ_dir)
-    geo = geometry.load(occ_dir / "masks.npz")
-    for name, found in (("layout.json", layout.get("methods") or methods), ("masks.npz", geo["methods"])):
-        if list(found) != methods:
-            raise ValueError(f"{occ_dir}/{name}: methods {list(found)} differ from explain's {methods}; "
-                             "rerun the occlude stage")
+    layout = artifacts.read_layout(occ_dir, methods=methods)
+    geo = artifacts.read_geometry(occ_dir, methods=methods)
     predict = make_predict_fn(loaders.load_classifier(ctx.input_dir("train_classifier")),
                               tumor_class=ctx.tumor_class, batch_size=int(cfg.batch_size))
+    others = {str(name): make_predict_fn(loaders.load_classifier(path), tumor_class=ctx.tumor_class,
+                                         batch_size=int(cfg.batch_size))
+              for name, path in cfg.get("models", {}).items()}
     lpips_fns = lpips_functions(cfg)
-    twins, _ = explained.twins(ev)
+    twins, _ = artifacts.twins(ev)
     share = (ctx.process_index, ctx.process_count)
     results = scoring.score_occluded(
-        store.load_occluded(occ_dir), ev["image"], predict, lpips_fns=lpips_fns, store=ctx.chunks, share=share,
-        progress=lambda it: ctx.progress(it, desc="score", unit="block"))
+        artifacts.occluded_blocks(occ_dir), ev["image"], predict, lpips_fns=lpips_fns, store=ctx.chunks,
+        share=share, progress=lambda it: ctx.progress(it, desc="score", unit="block"), model_predict_fns=others)
     residual = scoring.score_occluded(  # the whole annotated region removed, per strategy
-        store.load_occluded(occ_dir, curve=store.RESIDUAL), ev["image"], predict, store=ctx.chunks, share=share,
-        twins=twins, tumor_mask=ev["tumor_mask"])
+        artifacts.occluded_blocks(occ_dir, curve=artifacts.RESIDUAL), ev["image"], predict, store=ctx.chunks,
+        share=share, twins=twins, tumor_mask=ev["tumor_mask"], model_predict_fns=others)
     n_blocks = len(layout["blocks"]) + len(layout.get("residual_blocks", []))
     if results is None:  # not process 0: process 0 assembles once every host's chunks are there
         return {"blocks": n_blocks, "seconds": round(time.time() - t0, 2)}
@@ -94,14 +95,16 @@ def run(ctx) -> dict:
     for strategy, curves in summary["strategies"].items():
         if "agreement" in curves.get("morf", {}):
             ctx.scalar(f"mard/{strategy}", curves["morf"]["agreement"]["mard"], 0)
-    study.write_csv(ctx.dir / "scores.csv")
-    ibo_io.write_json(ctx.dir / "summary.json", summary)
+    study.write_csv(artifacts.SCORES_CSV.path(ctx.dir))
+    artifacts.write_summary(ctx.dir, summary)
     p0, _, feat0 = originals
-    extra = {"feat0": feat0}
+    arrays = artifacts.ScoreArrays(table=study, feat0=feat0)
     if twins is not None:
-        extra["twin_p"], extra["twin_logit"], extra["twin_feat"] = predict(twins)
+        arrays.twin_p, arrays.twin_logit, arrays.twin_feat = predict(twins)
     for (strategy, _), rows in (residual or {}).items():
-        extra.update({f"residual__{strategy}__{k}": v for k, v in scoring.residual_arrays(rows, len(p0)).items()})
-    study.save(ctx.dir / "study.npz", extra)  # dense arrays for the meta-evaluation
+        r = scoring.residual_arrays(rows, len(p0))
+        arrays.residual[strategy] = artifacts.Residual({k: v for k, v in r.items() if k not in ("feat", "pos")},
+                                                       r["feat"], r["pos"])
+    artifacts.write_score_arrays(ctx.dir, arrays)  # dense arrays for the trust checks
     return {"images": summary["n_images"], "blocks": n_blocks, "rows": study.n_rows,
             "misclassified": summary["misclassified"], "seconds": round(time.time() - t0, 2)}

@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ibo_jax import io
+from ibo_jax import artifacts
 from ibo_jax.train import classifier as tc
 
 
@@ -96,7 +96,7 @@ def run(ctx) -> dict:
     metrics["eval_images_per_s"] = n_eval / max(time.time() - t_eval, 1e-9)
     metrics["train_images_per_s"] = summary["train_images_per_s"]
     if ctx.process_index == 0:
-        io.write_json(ctx.dir / "metrics.json", metrics)
+        artifacts.write_json(artifacts.CLASSIFIER_METRICS, ctx.dir, metrics)
     return {
         "arch": cfg.arch, "n_train": n_train, "steps": summary["steps"],
         "val_accuracy": metrics["val"]["accuracy"], "test_accuracy": metrics["test"]["accuracy"],

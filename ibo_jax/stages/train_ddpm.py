@@ -30,8 +30,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from ibo_jax import artifacts, parallel, rng
 from ibo_jax import io as ibo_io
-from ibo_jax import parallel, rng
 from ibo_jax.models.unet import unet2d
 from ibo_jax.repaint import diffusion
 from ibo_jax.train import ddpm
@@ -192,7 +192,7 @@ def run(ctx) -> dict:
                                    num_steps=c.sample_steps))
         if main:
             grid = _grid(x, int(np.ceil(np.sqrt(c.n_samples))))
-            _write_png(ctx.dir / "samples.png", grid)
+            _write_png(artifacts.figure_path("train_ddpm", ctx.dir), grid)
             ctx.image("train_ddpm/samples", grid, step)
         return x
 

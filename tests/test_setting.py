@@ -99,3 +99,24 @@ def test_setting_and_conflicting_keywords_is_an_error():
     s = repaint.Setting("ddnm", t_T=5)
     with pytest.raises(ValueError, match=r"inpaint: setting=ddnm\(5,1,1\) and conflicting keywords sampler='ddim_repaint'"):
         repaint.inpaint(_eps, x0, keep, jax.random.key(0), betas=BETAS, setting=s, sampler="ddim_repaint")
+
+
+def test_occlude_config_takes_a_setting_or_the_old_fields():
+    from ibo_jax.stages import occlude
+
+    c = occlude.default_config().ibo
+    assert occlude.ibo_setting(c) == repaint.Setting("repaint", 10, 5, 2)  # the old fields
+    c.sampler, c.t_T, c.eta = "ddnm", 5, 0.5
+    assert occlude.ibo_setting(c) == repaint.Setting("ddnm", 5, 5, 2, eta=0.5)
+    c = occlude.default_config().ibo
+    c.setting = ("ddnm", 5, 1, 1)
+    assert occlude.ibo_setting(c) == repaint.Setting("ddnm", t_T=5, jump_length=1, jump_n_sample=1)
+    c.t_T = 5  # agrees with the setting
+    assert occlude.ibo_setting(c).t_T == 5
+    c.t_T = 7
+    with pytest.raises(ValueError, match=r"occlude.ibo.setting = ddnm\(5,1,1\) conflicts with occlude.ibo.t_T=7"):
+        occlude.ibo_setting(c)
+    c = occlude.default_config().ibo
+    c.setting = ("ddnm", 5, 1)
+    with pytest.raises(ValueError, match=r"occlude.ibo.setting = \('ddnm', 5, 1\): expected"):
+        occlude.ibo_setting(c)

@@ -33,7 +33,7 @@ from ibo_jax.evaluation.ranking import bootstrap_indices
 from ibo_jax.generator.sweep_inputs import SweepInputs, box_masks, rank_setup, rank_summary
 from ibo_jax.repaint.setting import Setting
 
-COLUMNS = ("sampler", "t_T", "jump_length", "jump_n_sample", "eta", "network_calls", "unet_calls", "undo_steps",
+COLUMNS = ("setting", "sampler", "t_T", "jump_length", "jump_n_sample", "eta", "network_calls", "unet_calls", "undo_steps",
            "seconds", "seconds_warm", "s_per_inpainting", "psnr", "ssim", "lpips", "box_kid_twin", "box_ssim_twin",
            "box_hshare", "residual_p", "residual_p_lo", "residual_p_hi", "residual_hshare", "mard", "mard_lo",
            "mard_hi", "spearman", "mard_cf", "mard_cf_lo", "mard_cf_hi", "rank_inpaintings", "rank_seconds",
@@ -139,7 +139,10 @@ def pareto_front(rows: Sequence[Mapping], cost: str, quality: str, higher_is_bet
 
 
 def _label(row: Mapping) -> str:
-    """A row's setting label as the sweep has written it so far (sampler and schedule, no eta)."""
+    """A row's setting label: its `Setting.name` as written (rows of older sweeps: rebuilt from the
+    sampler and schedule, without eta)."""
+    if row.get("setting"):
+        return str(row["setting"])
     return Setting(row["sampler"], row["t_T"], row["jump_length"], row["jump_n_sample"]).name
 
 
@@ -168,7 +171,7 @@ def setting_row(setting: Setting, inputs: SweepInputs, eps_model, predict: Calla
     flat = out.reshape((-1,) + images.shape[1:])
     originals = np.repeat(images, int(n_draws), axis=0)
     q = _quality(originals, flat, lpips_fn)
-    row = {"sampler": setting.sampler, "t_T": setting.t_T, "jump_length": setting.jump_length,
+    row = {"setting": setting.name, "sampler": setting.sampler, "t_T": setting.t_T, "jump_length": setting.jump_length,
            "jump_n_sample": setting.jump_n_sample, "eta": kw["eta"], "network_calls": setting.network_calls,
            "unet_calls": setting.network_calls, "undo_steps": setting.undo_steps, "seconds": seconds,
            "seconds_warm": warm, "s_per_inpainting": warm / len(flat), **q}

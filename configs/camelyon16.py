@@ -72,9 +72,7 @@ def get_config(arg=None):
     e.batch_size = 16
 
     o = config.occlude
-    o.ibo.t_T = 250
-    o.ibo.jump_length = 10
-    o.ibo.jump_n_sample = 10
+    o.ibo.setting = (250, 10, 10)  # RePaint (t_T, jump_length, jump_n_sample), the study's
     o.ibo.bf16 = True
     o.ibo.batch_size = 64
     o.fixed_strategies = ("blackening", "blurring", "mean", "histogram", "nli", "ibo")

@@ -68,14 +68,12 @@ def get_config(arg=None):
     config.occlude.fractions = (0.1, 0.3, 0.6)
     config.occlude.fixed_strategies = ()  # all
     config.occlude.curve_images = {"ibo": 12}  # IBO's fixed-fraction curves on the first 12 patches
-    ibo = config.occlude.ibo
-    ibo.sampler = "ddnm"
-    ibo.t_T = 5  # the cheapest setting non-inferior to RePaint (250, 10, 10) in configs/repaint_sweep.py
-    ibo.jump_length = 1
-    ibo.jump_n_sample = 1
+    # the cheapest setting non-inferior to RePaint (250, 10, 10) in configs/repaint_sweep.py
+    config.occlude.ibo.setting = ("ddnm", 5, 1, 1)
 
     # A small RePaint sweep (configs/repaint_sweep.py runs a larger one): cost against realism
-    # on 8 test patches and against the MARD of the CAM ranking on 8 evaluation patches.
+    # on 8 test patches and against the MARD of the CAM ranking on 8 evaluation patches; its
+    # entries are settings in the same form as occlude.ibo.setting.
     sweep = config.repaint_sweep
     sweep.grid = (("ddnm", 5, 1, 1), (10, 5, 2))
     sweep.rank_images = 8

@@ -159,7 +159,7 @@ def test_sweep_without_rank_agreement_and_report_section(sweep_env):
     sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
     assert "rank_agreement" not in sweep and "mard" not in sweep["rows"][0]
     text = "".join(report.sweep_section(sweep))
-    assert "| repaint(3, 1, 1) | 3 |" in text and "MARD" not in text
+    assert "| repaint(3,1,1) | 3 |" in text and "MARD" not in text
     sweep["rank_agreement"] = {"n_images": 5}
     sweep["rows"][0].update(mard=0.5, mard_lo=0.0, mard_hi=1.0, spearman=0.5)
     assert "| 0.500 | [0.000, 1.000] | 0.500 |" in "".join(report.sweep_section(sweep))
@@ -261,6 +261,19 @@ def test_sweep_settings_split_over_two_processes(tmp_path):
         assert a["ssim"] == pytest.approx(b["ssim"], abs=1e-9)
 
 
+def test_report_labels_settings_that_differ_only_in_eta():
+    from ibo_jax.evaluation import report
+
+    rows = [{"setting": f"ddim_repaint(3,1,1,eta={e:g})", "sampler": "ddim_repaint", "t_T": 3, "jump_length": 1,
+             "jump_n_sample": 1, "eta": e, "network_calls": 3} for e in (0.2, 0.5)]
+    text = "".join(report.sweep_section({"rows": rows, "n_images": 2, "mask_fraction": 0.25}))
+    assert "| ddim_repaint(3,1,1,eta=0.2) | 3 |" in text and "| ddim_repaint(3,1,1,eta=0.5) | 3 |" in text
+    for r in rows:  # rows of an older sweep (no label): rebuilt, eta included
+        del r["setting"]
+    text = "".join(report.sweep_section({"rows": rows, "n_images": 2, "mask_fraction": 0.25}))
+    assert "| ddim_repaint(3,1,1,eta=0.2) | 3 |" in text and "| ddim_repaint(3,1,1,eta=0.5) | 3 |" in text
+
+
 def test_sweep_over_samplers_with_a_reference(sweep_env):
     from ibo_jax.stages import repaint_sweep
 
@@ -274,7 +287,8 @@ def test_sweep_over_samplers_with_a_reference(sweep_env):
     assert set(rows) == {"repaint", "ddnm", "ddim_repaint"} and rows["ddim_repaint"]["eta"] == 0.5
     assert rows["ddnm"]["network_calls"] == 3 and rows["repaint"]["noninferior"]["all"]  # the reference itself
     assert sweep["reference"] == "repaint(4,2,2)" and sweep["cheapest_noninferior"] in (
-        "repaint(4,2,2)", "ddnm(3,1,1)", "ddim_repaint(3,1,1)")
+        "repaint(4,2,2)", "ddnm(3,1,1)", "ddim_repaint(3,1,1,eta=0.5)")
+    assert [r["setting"] for r in sweep["rows"]] == ["repaint(4,2,2)", "ddnm(3,1,1)", "ddim_repaint(3,1,1,eta=0.5)"]
     assert all(0 <= r["residual_p"] <= 1 for r in sweep["rows"])  # the tumor squares filled
     with pytest.raises(ValueError, match=r"repaint_sweep.grid\[0\].*sampler 'ddrm' unknown"):
         cfg.grid = (("ddrm", 3, 1, 1),)

@@ -204,7 +204,9 @@ def sweep_section(sweep: Mapping) -> list[str]:
         header += [f"non-inferior to {sweep['reference']}"]
     table = []
     for r in rows:
-        name = f"{r.get('sampler', 'repaint')}({r['t_T']}, {r['jump_length']}, {r['jump_n_sample']})"
+        name = r.get("setting") or (  # the sweep's label (Setting.name); older sweeps wrote none
+            f"{r.get('sampler', 'repaint')}({r['t_T']},{r['jump_length']},{r['jump_n_sample']}"
+            + ("" if r.get("eta") is None else f",eta={r['eta']:g}") + ")")
         cells = [name, r.get("network_calls", r.get("unet_calls")), md.num(r.get("s_per_inpainting"), 4),
                  md.num(r.get("ssim")), md.num(r.get("psnr"), 2), md.num(r.get("lpips"))]
         if twins:

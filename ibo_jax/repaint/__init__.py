@@ -1,5 +1,6 @@
 """Inpainting with a DDPM in JAX: DDPM maths, the official jump schedule, one compiled program
-for RePaint and the cheaper samplers (`SAMPLERS`: 'repaint', 'ddim_repaint', 'ddnm')."""
+for RePaint and the cheaper samplers (`SAMPLERS`: 'repaint', 'ddim_repaint', 'ddnm'), a sampler
+setting as one value (`Setting`)."""
 
 from ibo_jax.repaint.diffusion import (
     DiffusionSchedule,
@@ -16,6 +17,7 @@ from ibo_jax.repaint.diffusion import (
 )
 from ibo_jax.repaint.sampler import SAMPLERS, inpaint, network_calls
 from ibo_jax.repaint.schedule import ScheduleCost, count_schedule, jump_schedule, schedule_cost
+from ibo_jax.repaint.setting import Setting
 
 __all__ = [
     "DiffusionSchedule",
@@ -32,6 +34,7 @@ __all__ = [
     "inpaint",
     "network_calls",
     "SAMPLERS",
+    "Setting",
     "ScheduleCost",
     "count_schedule",
     "jump_schedule",

@@ -214,6 +214,7 @@ def inpaint(
     compute_dtype: Any = None,
     mesh: jax.sharding.Mesh | None = None,
     sampler: str = "repaint",
+    setting: Any = None,
 ) -> jax.Array:
     """Inpainting in the diffusion's space: RePaint or a cheaper sampler on the same eps model.
 
@@ -234,7 +235,21 @@ def inpaint(
     eps_fn is a static argument of the compiled program: pass the same function object on every
     call (not a fresh lambda) so the program is traced once per shape: the schedule (t_T and the
     jump settings) is data, and every schedule of up to 4,096 network calls shares the program.
+
+    setting: a `repaint.Setting` (or what `Setting.parse` reads) in place of the setting keywords
+    (sampler, t_T, the jump sizes and counts, n_sample, start_resampling, eta, clip, var); a
+    keyword that differs from both its default and the setting is an error.
     """
+    if setting is not None:
+        from ibo_jax.repaint.setting import resolve
+
+        given = dict(sampler=sampler, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, eta=eta,
+                     jump2_length=jump2_length, jump2_n_sample=jump2_n_sample, jump3_length=jump3_length,
+                     jump3_n_sample=jump3_n_sample, n_sample=n_sample, start_resampling=start_resampling,
+                     clip=clip, var=var)
+        s = resolve(setting, given, inpaint, "inpaint")
+        (sampler, t_T, jump_length, jump_n_sample, eta, jump2_length, jump2_n_sample, jump3_length,
+         jump3_n_sample, n_sample, start_resampling, clip, var) = (getattr(s, k) for k in given)
     check_finite(x0, "inpaint: x0")
     check_finite(keep_mask, "inpaint: keep_mask")
     x0 = jnp.asarray(x0, jnp.float32)

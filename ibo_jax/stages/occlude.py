@@ -15,7 +15,8 @@ On-disk layout (occlude/): `layout.json` and `chunks/` as `ibo_jax.artifacts` wr
 valid pairs, GT IoU), which the score stage reads instead of recomputing it; `grid.png`,
 strategies x masks for a few patches. Curves and their masks come from
 `ibo_jax.evaluation.curves`; options of a strategy come from `strategy_options.<name>` (and
-`ibo` for the RePaint strategy), passed to `occlusion.apply` as keyword arguments.
+`ibo` for the RePaint strategy: its sampler setting is `ibo.setting`, a `repaint.Setting` in the
+grid form of `repaint_sweep.grid`), passed to `occlusion.apply` as keyword arguments.
 Randomness: row (image, method, curve, mask, draw) of a strategy draws from
 fold(ctx.key, strategy, image index, method, '<curve>:<mask>', draw): independent of batching,
 chunking, host count and resume. Rows of one curve with the same patch, draw and removed pixels
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ibo_jax import artifacts, occlusion
+from ibo_jax import artifacts, occlusion, repaint
 from ibo_jax import io as ibo_io
 from ibo_jax.evaluation import curves as curve_registry
 from ibo_jax.evaluation import geometry
@@ -63,16 +64,37 @@ def default_config() -> ml_collections.ConfigDict:
     # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
     c.strategy_options = ml_collections.ConfigDict({
         "blurring": {"sigma_at_224": 10.0}, "nli": {"noise": 0.01, "solver": "scipy"}})
-    # sampler: 'repaint' (the study's), 'ddim_repaint' or 'ddnm' (repaint.SAMPLERS); (t_T, jump_length,
-    # jump_n_sample) = (10, 5, 2): 15 network calls per inpainting (the study: RePaint 250/10/10, 2,410);
-    # eta < 0: the sampler's default (RePaint: official DDPM steps)
+    # setting: the sampler setting as one value, as in repaint_sweep.grid: (sampler, t_T, jump_length,
+    # jump_n_sample[, eta]) or (t_T, jump_length, jump_n_sample) for RePaint (repaint.Setting.parse);
+    # () = the fields below: sampler 'repaint' (the study's), 'ddim_repaint' or 'ddnm' (repaint.SAMPLERS);
+    # (t_T, jump_length, jump_n_sample) = (10, 5, 2): 15 network calls per inpainting (the study: RePaint
+    # 250/10/10, 2,410); eta < 0: the sampler's default (RePaint: official DDPM steps). With a setting,
+    # a field off its default here must agree with it.
     c.ibo = ml_collections.ConfigDict(
-        dict(sampler="repaint", t_T=10, jump_length=5, jump_n_sample=2, batch_size=32, eta=-1.0, bf16=False))
+        dict(setting=(), sampler="repaint", t_T=10, jump_length=5, jump_n_sample=2, batch_size=32, eta=-1.0,
+             bf16=False))
     c.grid_patches = 2
     # also remove the whole annotated region once per image and strategy (residual evidence: what
     # p(tumor) is left against the counterfactual twin's)
     c.residual = True
     return c
+
+
+def ibo_setting(c) -> repaint.Setting:
+    """The sampler setting of the `ibo` section: `setting` if given (the fields beside it must be at
+    their defaults or agree with it), else the fields sampler, t_T, jump_length, jump_n_sample, eta."""
+    fields = {"sampler": str(c.sampler), "t_T": int(c.t_T), "jump_length": int(c.jump_length),
+              "jump_n_sample": int(c.jump_n_sample), "eta": float(c.eta)}
+    if not len(c.get("setting", ())):
+        return repaint.Setting.from_mapping(fields, "occlude.ibo")
+    s = repaint.Setting.parse(c.setting, "occlude.ibo.setting")
+    defaults = default_config().ibo
+    wanted = {**fields, "eta": None if fields["eta"] < 0 else fields["eta"]}
+    conflicts = [f"occlude.ibo.{k}={fields[k]!r}" for k, v in wanted.items()
+                 if fields[k] != defaults[k] and v != getattr(s, k)]
+    if conflicts:
+        raise ValueError(f"occlude.ibo.setting = {s.name} conflicts with {', '.join(conflicts)}: give one")
+    return s
 
 
 def ibo_options(c, train_ddpm_dir) -> dict:
@@ -83,9 +105,7 @@ def ibo_options(c, train_ddpm_dir) -> dict:
         # bf16 through the module's own dtype (bf16 convolutions and attention): casting only
         # the parameters leaves the UNet computing in fp32 (measured on an H200).
         "eps_model": loaders.load_eps_model(train_ddpm_dir, dtype=jnp.bfloat16 if c.bf16 else None),
-        "sampler": str(c.sampler), "t_T": int(c.t_T), "jump_length": int(c.jump_length),
-        "jump_n_sample": int(c.jump_n_sample),
-        "batch_size": int(c.batch_size), "eta": None if float(c.eta) < 0 else float(c.eta),
+        "setting": ibo_setting(c), "batch_size": int(c.batch_size),
         # the chunks are split over processes: each runs its own on its local devices
         "mesh": None, "progress": False,
     }

@@ -41,6 +41,19 @@ def col_means(x: np.ndarray) -> np.ndarray:
     return nanmean(x, -2)
 
 
+def finite_mean_ci(v: np.ndarray, idx: np.ndarray, alpha: float = 0.05) -> dict:
+    """Mean of the finite entries of v [P] with the percentile interval of the resampled means
+    (`idx` [n_boot, P]); NaN (not None) where nothing is finite: {mean, lo, hi} (the sweep's rows)."""
+    v = np.asarray(v, np.float64)
+    ok = np.isfinite(v)
+    if not ok.any():
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    with np.errstate(invalid="ignore"):
+        boots = np.nanmean(np.where(ok[idx], v[idx], np.nan), axis=1)
+    return {"mean": float(np.nanmean(v)), "lo": float(np.nanquantile(boots, alpha / 2)),
+            "hi": float(np.nanquantile(boots, 1 - alpha / 2))}
+
+
 def interval(values: np.ndarray, alpha: float = 0.05) -> dict:
     """Percentile interval {lo, hi} of the finite values (None, None when there is none)."""
     v = np.asarray(values, np.float64)

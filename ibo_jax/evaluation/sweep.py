@@ -6,7 +6,6 @@ import warnings
 from ibo_jax.generator.sweep import (
     NONINFERIORITY,
     _boot_kid,
-    _boot_mean,
     fill_quality,
     noninferior,
     pareto_front,
@@ -15,6 +14,7 @@ from ibo_jax.generator.sweep import (
 )
 from ibo_jax.generator.sweep_inputs import box_masks
 from ibo_jax.repaint.setting import Setting
+from ibo_jax.stats import finite_mean_ci as _boot_mean
 
 warnings.warn("ibo_jax.evaluation.sweep is deprecated: use ibo_jax.generator.sweep (Setting: ibo_jax.repaint.Setting)",
               DeprecationWarning, stacklevel=2)

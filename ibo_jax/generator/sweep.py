@@ -13,7 +13,7 @@ masks and keys (common random numbers, `generator.sweep_inputs`) are inpainted:
   ranking and, with twins, against the counterfactual ranking.
 `setting_row` computes one setting's row (and the arrays its resume file keeps); `assemble` joins
 the rows with the rank agreement, the reference's verdicts and the Pareto front; `csv_text` and
-`plot` render them. The bootstrap means here (`_boot_mean`, `_boot_kid`) are the sweep's own.
+`plot` render them. Bootstrap means come from `ibo_jax.stats` (`finite_mean_ci`); `_boot_kid` (KID over resampled pairs) is the sweep's own.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ibo_jax import rng
+from ibo_jax import rng, stats
 from ibo_jax.evaluation import realism
-from ibo_jax.evaluation.ranking import bootstrap_indices
 from ibo_jax.generator.sweep_inputs import SweepInputs, box_masks, rank_setup, rank_summary
 from ibo_jax.repaint.setting import Setting
 
@@ -50,17 +49,6 @@ def parse_grid(grid: Sequence, field: str = "repaint_sweep.grid") -> list[Settin
     return out
 
 
-def _boot_mean(v: np.ndarray, idx: np.ndarray, alpha: float = 0.05) -> dict:
-    v = np.asarray(v, np.float64)
-    ok = np.isfinite(v)
-    if not ok.any():
-        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
-    with np.errstate(invalid="ignore"):
-        boots = np.nanmean(np.where(ok[idx], v[idx], np.nan), axis=1)
-    return {"mean": float(np.nanmean(v)), "lo": float(np.nanquantile(boots, alpha / 2)),
-            "hi": float(np.nanquantile(boots, 1 - alpha / 2))}
-
-
 def _boot_kid(fa: np.ndarray, fb: np.ndarray, idx: np.ndarray, alpha: float = 0.05) -> dict:
     """KID of paired feature sets with a bootstrap over the pairs (the same rows of both)."""
     k = realism.kid(fa, fb, paired=True)["kid"]
@@ -78,17 +66,17 @@ def fill_quality(fills: np.ndarray, masks: np.ndarray, predict_fn, *, reference:
     the region would look like without tumor (`reference`: counterfactual images, uint8, or None):
     p(tumor) of the fills, KID against the reference in the classifier's features, SSIM/PSNR inside
     the mask, and the hematoxylin share inside the mask (hshare_fn(images, masks) -> [N] or None)."""
-    idx = bootstrap_indices(len(fills), n_boot, seed)
+    idx = stats.bootstrap_indices(len(fills), n_boot, seed)
     p, _, feat = predict_fn(fills)
-    out = {"p_tumor": _boot_mean(p, idx)}
+    out = {"p_tumor": stats.finite_mean_ci(p, idx)}
     if reference is not None:
         ref_feat = reference_feat if reference_feat is not None else predict_fn(reference)[2]
         out["kid_twin"] = _boot_kid(np.asarray(feat, np.float64), np.asarray(ref_feat, np.float64), idx)
         q = realism.masked_pair_metrics(reference.astype(np.float32) / 255.0, fills.astype(np.float32) / 255.0, masks)
-        out["ssim_twin"], out["psnr_twin"] = _boot_mean(q["ssim"], idx), _boot_mean(q["psnr"], idx)
+        out["ssim_twin"], out["psnr_twin"] = stats.finite_mean_ci(q["ssim"], idx), stats.finite_mean_ci(q["psnr"], idx)
     h = hshare_fn(fills, masks) if hshare_fn is not None else None
     if h is not None:
-        out["hshare"] = _boot_mean(h, idx)
+        out["hshare"] = stats.finite_mean_ci(h, idx)
     return out
 
 

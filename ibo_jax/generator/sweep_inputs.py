@@ -42,7 +42,8 @@ class SweepInputs:
 
     def __init__(self, data_dir: Path, predict: PredictFn, *, split: str, label: int | None, n_images: int,
                  mask_fraction: float, residual: bool, seed: int, key: jax.Array):
-        from ibo_jax.data.patches import counterfactual_twins, hematoxylin_share, read_split
+        from ibo_jax import artifacts
+        from ibo_jax.data.patches import hematoxylin_share, read_split
 
         d = read_split(data_dir, split, label=label, limit=int(n_images))
         if len(d["index"]) == 0:
@@ -52,7 +53,7 @@ class SweepInputs:
         self.box = box_masks(d["index"], self.size, float(mask_fraction), self.seed)  # [N, H, W]
         self.keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(
             np.asarray([rng.stable_int(int(i)) for i in d["index"]], np.uint32))
-        self.twins, _ = counterfactual_twins(data_dir, d["index"], d["image"])
+        self.twins, _ = artifacts.twins_of(data_dir, d["index"], d["image"])
         self.hshare = lambda idx: (lambda imgs, m: hematoxylin_share(data_dir, d["index"][idx], imgs, m))
         self.res_idx = np.flatnonzero(d["tumor_mask"].reshape(len(d["index"]), -1).any(1)) if residual else []
         self.refs = {}
@@ -72,16 +73,16 @@ def rank_setup(explain_dir: Path, predict: PredictFn, *, n_images: int, n_masks:
 
     n_images: evaluation patches (0: no rank agreement, None returned; -1: all); key: the sweep's
     root key (rows draw from fold(key, 'rank') and the row's identity)."""
-    from ibo_jax import occlusion
-    from ibo_jax.evaluation import explained, geometry
+    from ibo_jax import artifacts, occlusion
+    from ibo_jax.evaluation import geometry
     from ibo_jax.occlusion import to_uint8
 
     n_req = int(n_images)
     if n_req == 0:
         return None
-    ev, hm = explained.read(explain_dir, need=("levels",))
+    ev, hm = artifacts.read_explained(explain_dir, need=("levels",))
     n = len(ev["index"]) if n_req < 0 else min(n_req, len(ev["index"]))
-    twins, _ = explained.twins(ev)
+    twins, _ = artifacts.twins(ev)
     ev = {k: ev[k][:n] for k in ("image", "label", "tumor_mask", "index")}
     methods, controls = hm["methods"], hm["controls"]
     k = int(n_masks)

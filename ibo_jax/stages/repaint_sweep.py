@@ -37,6 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from ibo_jax import artifacts
 from ibo_jax.generator import sweep as S
 from ibo_jax.generator.sweep_inputs import SweepInputs, rank_setup
 from ibo_jax.io import write_json, write_npz, write_text
@@ -77,7 +78,7 @@ def run(ctx) -> dict:
     if reference is not None and reference.name not in [s.name for s in settings]:
         raise ValueError(f"repaint_sweep.reference: {reference.name} is not one of the grid's settings")
     predict = make_predict_fn(loaders.load_classifier(ctx.input_dir("train_classifier")),
-                              batch_size=int(cfg.classifier_batch_size))
+                              tumor_class=ctx.tumor_class, batch_size=int(cfg.classifier_batch_size))
     seed = int(ctx.config.seed)
     inputs = SweepInputs(ctx.input_dir("data"), predict, split=str(cfg.split),
                          label=None if cfg.label < 0 else int(cfg.label), n_images=int(cfg.n_images),
@@ -120,7 +121,7 @@ def run(ctx) -> dict:
     if setup is not None:
         for row in rows:
             ctx.scalar("repaint_sweep/mard", row["mard"], row["network_calls"])
-    write_text(ctx.dir / "sweep.csv", S.csv_text(rows))
-    write_json(ctx.dir / "sweep.json", out_json)
-    S.plot(rows, front, ctx.dir / "cost_quality.png")
+    write_text(artifacts.SWEEP_CSV.path(ctx.dir), S.csv_text(rows))
+    artifacts.write_json(artifacts.SWEEP_JSON, ctx.dir, out_json)
+    S.plot(rows, front, artifacts.figure_path("repaint_sweep", ctx.dir))
     return S.summary(rows, out_json, n_images)

@@ -38,7 +38,7 @@ def build_model(arch: str, seed: int = 0):
     if arch == "resnet_small":
         return models.resnet_small(num_classes=2, rngs=nnx.Rngs(seed)), None
     try:
-        from ibo_jax.cam import reference
+        from ibo_jax_testing import reference
     except ImportError:
         model = getattr(models, arch)(num_classes=2, rngs=nnx.Rngs(seed))
         model.eval()
@@ -93,7 +93,7 @@ def bench_jax(model, methods, batches, size, args, *, bf16=False) -> list[dict]:
 def bench_reference(tmodel, jmodel, methods, args) -> list[dict]:
     import torch
 
-    from ibo_jax.cam import reference
+    from ibo_jax_testing import reference
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     graphdef, state = nnx.split(jmodel)

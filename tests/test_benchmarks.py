@@ -15,6 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _script(name: str):
+    """A benchmarks/ script as a module, loaded by path (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _run(script: str, *args: str) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
@@ -48,6 +58,7 @@ def _log(out: Path, name: str) -> dict:
     return json.loads(lines[-1])
 
 
+@pytest.mark.slow  # the SMOKE gpu_suite fixture
 def test_repaint_gpu_mode_smoke(suite):
     out = _log(suite, "repaint")
     assert out["unet_calls"] == 2410 and out["undo_steps"] == 2160 and out["extrapolated"]
@@ -63,12 +74,14 @@ def test_repaint_cpu_side_by_side_smoke():
     assert out["variant"] == "ibo"
 
 
+@pytest.mark.slow  # the SMOKE gpu_suite fixture
 def test_unet_gpu_mode_smoke(suite):
     out = _log(suite, "unet")
     assert out["gflop_executed"] <= out["gflop_per_image"]  # sub-pixel upsampling executes fewer
     assert {r["dtype"] for r in out["forward"]} == {"bf16", "fp32_tf32"} and out["train_step"][0]["ms"] > 0
 
 
+@pytest.mark.slow  # the SMOKE gpu_suite fixture
 def test_unet_variants_smoke(suite):
     out = _log(suite, "variants")
     assert out["dtype"] == "bf16"
@@ -78,18 +91,16 @@ def test_unet_variants_smoke(suite):
     assert all(r["max_rel_diff"] < 0.05 for r in rows.values())  # bf16: same function, rounding apart
 
 
+@pytest.mark.slow  # the SMOKE gpu_suite fixture
 def test_suite_hands_the_fastest_variant_on(suite):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _variants import best
-
-    chosen = best(_log(suite, "variants")["rows"])
+    chosen = _script("_variants").best(_log(suite, "variants")["rows"])
     assert _log(suite, "repaint")["variant"] == chosen and _log(suite, "unet")["variant"] == chosen
     assert f"variant for the benchmarks that follow: {chosen}" in (suite / "gpu.txt").read_text()
 
 
 def test_best_variant_rule(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _variants import best, best_from_log
+    variants = _script("_variants")
+    best, best_from_log = variants.best, variants.best_from_log
 
     rows = [{"variant": "ibo", "ms": 100.0, "max_rel_diff": 0.0}, {"variant": "flax_gn", "ms": 97.0, "max_rel_diff": 0.01},
             {"variant": "dpa", "ms": 90.0, "max_rel_diff": 0.5}]  # dpa: fastest, but a different function
@@ -111,8 +122,7 @@ def test_gpu_profile_smoke():
 
 
 def test_profile_kinds():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_profile import kind_of
+    kind_of = _script("gpu_profile").kind_of
 
     assert kind_of("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "convolution"
     assert kind_of("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"

@@ -184,13 +184,13 @@ def test_eigencam_sign_rule(model, images):
         assert np.corrcoef(p.ravel(), t.ravel())[0, 1] >= 0
 
 
-def test_explain_stage(tmp_path, monkeypatch):
+def test_explain_stage(tmp_path, monkeypatch, stage_context):
     import sys
     import types
 
     import ml_collections
 
-    from ibo_jax import io, pipeline
+    from ibo_jax import io
     from ibo_jax.stages import explain
 
     n, size = 6, 16
@@ -213,11 +213,8 @@ def test_explain_stage(tmp_path, monkeypatch):
     cfg = explain.default_config()
     cfg.n_images, cfg.batch_size, cfg.methods = 4, 3, ("gradcam", "ablationcam")
     config = ml_collections.ConfigDict({"seed": 0, "explain": cfg})
-    ctx = pipeline.StageContext(
-        name="explain", dir=tmp_path / "explain", workdir=tmp_path, cfg=cfg, config=config,
-        key=jax.random.key(0), mesh=None, inputs={"data": tmp_path, "train_classifier": tmp_path},
-    )
-    ctx.dir.mkdir()
+    ctx = stage_context("explain", tmp_path, cfg, config, key=jax.random.key(0),
+                        inputs={"data": tmp_path, "train_classifier": tmp_path})
     summary = explain.run(ctx)
     hm = io.read_npz(ctx.dir / "heatmaps.npz")
     ev = io.read_npz(ctx.dir / "eval_set.npz")

@@ -16,7 +16,7 @@ intermediate is float32 (nothing casts back). pytorch-grad-cam itself rounds its
 to float32 *after* scaling (cv2.resize) and Ablation-CAM's scores to float32: rounding of
 well-scaled numbers, ~1e-7, harmless.
 
-The torch model (`ibo_jax.cam.reference`) is a torchvision-layout ResNet50 in plain torch with
+The torch model (`ibo_jax_testing.reference`) is a torchvision-layout ResNet50 in plain torch with
 random weights and randomized BatchNorm statistics and affine parameters; it is imported with
 `ibo_jax.models.from_torchvision`. Inputs are 128x128. Ablation-CAM and Score-CAM cost one
 reference forward per layer4 channel (2,048 on ResNet50, minutes on this CPU): the default run checks
@@ -46,8 +46,8 @@ def _pair(arch: str):
     import jax
     from flax import nnx
 
-    from ibo_jax.cam import reference
     from ibo_jax.models import from_torchvision
+    from ibo_jax_testing import reference
 
     tmodel = reference.randomized_resnet(arch, 2, target=TARGET)
     jmodel = from_torchvision(arch, reference.state_dict_numpy(tmodel), num_classes=2)
@@ -87,7 +87,7 @@ def _images(size: int, n: int = 2) -> np.ndarray:
 def test_logits_match(models):
     import torch
 
-    from ibo_jax.cam import reference
+    from ibo_jax_testing import reference
 
     tmodel, jmodel = models
     x = _images(64)
@@ -134,17 +134,20 @@ def test_jax_side_computes_in_float64(models18, method):
 
 
 EXTRAS = ("hirescam", "layercam")
+# Minutes each on 2 CPU cores: only with IBO_JAX_SLOW=1 (the environment variable; CI's --runslow
+# does not run them, as it never did).
 _SLOW = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("IBO_JAX_SLOW") != "1",
-                                               reason="long on 2 CPU cores: set IBO_JAX_SLOW=1")]
+                                               reason="minutes on 2 CPU cores: set IBO_JAX_SLOW=1")]
 CASES = [pytest.param(m, "resnet50", id=m) for m in METHODS if m not in SIZES and m not in EXTRAS]
-CASES += [pytest.param(m, "resnet18", id=f"{m}-resnet18") for m in SIZES]
+CASES += [pytest.param(m, "resnet18", id=f"{m}-resnet18", marks=[pytest.mark.slow] if m == "scorecam" else [])
+          for m in SIZES]
 CASES += [pytest.param(m, "resnet50", id=m, marks=_SLOW) for m in (*SIZES, *EXTRAS)]
 
 
 @pytest.mark.parametrize("method,arch", CASES)
 def test_parity_with_pytorch_grad_cam(request, method, arch):
     from ibo_jax import cam
-    from ibo_jax.cam import reference
+    from ibo_jax_testing import reference
 
     tmodel, jmodel = request.getfixturevalue("models18" if arch == "resnet18" else "models")
     size = SIZES.get(method, 128)

@@ -71,7 +71,9 @@ def _compare(net, model, hw: int, seed: int = 1):
 
 @pytest.fixture(scope="module")
 def resnet50_sd():
-    from ibo_jax.cam.reference import randomized_resnet  # the plain-torch torchvision-layout ResNet
+    from ibo_jax_testing.reference import (
+        randomized_resnet,  # the plain-torch torchvision-layout ResNet
+    )
 
     net = randomized_resnet("resnet50", 5, seed=0, target_bias=0.0)
     return net, {k: v.numpy() for k, v in net.state_dict().items()}

@@ -8,16 +8,13 @@ from ibo_jax import pipeline
 
 
 def _config(tmp_path, **data):
-    import sys
+    from ibo_jax_testing import demo_config
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "configs"))
-    import demo
-
-    config = demo.get_config()
+    config = demo_config()
     config.image_size = 16
+    config.data.n_examples = 4
     for k, v in data.items():
         config.data[k] = v
-    config.data.n_examples = 4
     return config
 
 
@@ -103,3 +100,65 @@ def test_unknown_source_and_missing_slides_dir(tmp_path):
     with pytest.raises(ValueError, match="data.slides_dir"):
         pipeline.run(_config(tmp_path, source="wsi", slides_dir=str(tmp_path / "nope")), tmp_path / "w",
                      stages=["data"])
+
+
+def _slide_dir(tmp_path, names, blank=()):
+    """Tiny 512 px slides (no annotations: all normal) in tmp_path/slides."""
+    pytest.importorskip("openslide")
+    pytest.importorskip("tifffile")
+    from ibo_jax_testing.slides import write_slide
+
+    d = tmp_path / "slides"
+    d.mkdir()
+    for i, name in enumerate(names):
+        write_slide(d / f"{name}.tif", i, size=512, blank=name in blank)
+    return d
+
+
+def test_camelyon16_split_without_test_slides_is_refused(tmp_path):
+    """Your own slides under configs/camelyon16.py's split: no test_* slide would leave the test
+    split empty; the data stage says so before extracting anything, naming the fix."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("a", "b", "c"):  # never opened: the split is refused first
+        (slides / f"{name}.tif").write_bytes(b"")
+    config = _config(tmp_path, source="wsi", slides_dir=str(slides), split_by="camelyon16", patch_size=128)
+    with pytest.raises(ValueError, match=r"none of the 3 slide\(s\) .* is: the test split would be empty.*"
+                                         r"--config\.data\.split_by=slide") as e:
+        pipeline.run(config, tmp_path / "w", stages=["data"])
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "w" / "data" / "slides").exists()  # refused before the extraction
+
+
+def test_empty_split_is_logged_and_recorded_for_slides(tmp_path, caplog):
+    """A slide without tissue gives its split no patch: a warning names the split and the slide,
+    and the stage's summary (manifest.json) lists it under empty_splits."""
+    slides = _slide_dir(tmp_path, ("a", "b", "blank"), blank=("blank",))
+    config = _config(tmp_path, source="wsi", slides_dir=str(slides), split_by="slide", patch_size=128,
+                     tissue_method="fixed", n_examples=0)
+    with caplog.at_level("WARNING"):
+        summary = pipeline.run(config, tmp_path / "w", stages=["data"])
+    out = summary["stages"][0]["summary"]
+    (split,) = out["empty_splits"]  # the blank slide's split, the others have patches
+    assert out["splits"][split]["n"] == 0 and all(v["n"] > 0 for k, v in out["splits"].items() if k != split)
+    assert "blank" in out["empty_splits"][split] and "gave no patch" in out["empty_splits"][split]
+    assert f"the {split} split is empty" in caplog.text and "blank" in caplog.text
+    manifest = ibo_io.read_json(tmp_path / "w" / "data" / "manifest.json")
+    assert manifest["summary"]["empty_splits"] == out["empty_splits"]
+
+
+def test_empty_split_is_logged_and_recorded_for_patches(tmp_path, caplog):
+    arrays = _patches()
+    arrays["split"] = np.array(["val"] * 8 + ["test"] * 16)
+    ibo_io.write_npz(tmp_path / "eval.npz", arrays)
+    with caplog.at_level("WARNING"):
+        summary = pipeline.run(_config(tmp_path, source="npz", npz_path=str(tmp_path / "eval.npz")), tmp_path / "w",
+                               stages=["data"])
+    empty = summary["stages"][0]["summary"]["empty_splits"]
+    assert list(empty) == ["train"] and "eval.npz is 'train'" in empty["train"]
+    assert "data: the train split is empty" in caplog.text
+    full = _patches()
+    ibo_io.write_npz(tmp_path / "full.npz", full)
+    summary = pipeline.run(_config(tmp_path, source="npz", npz_path=str(tmp_path / "full.npz")), tmp_path / "w2",
+                           stages=["data"])
+    assert summary["stages"][0]["summary"]["empty_splits"] == {}

@@ -36,6 +36,7 @@ def test_dihedral_augment_is_a_symmetry():
         ddpm.dihedral_augment(jnp.zeros((1, 4, 6, 3)), jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_step_learns_ema_checkpoint_and_sampler(tmp_path):
     model = unet2d(**ARCH)
     tx = ddpm.make_optimizer(2e-3, warmup_steps=2)

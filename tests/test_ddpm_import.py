@@ -1,6 +1,5 @@
 """A DDPM trained with diffusers in the pipeline: train_ddpm.init_weights (as is, or fine-tuned)."""
 
-import sys
 from pathlib import Path
 
 import jax
@@ -17,21 +16,15 @@ S = 16
 
 def _diffusers_pipeline_dir(root: Path, **scheduler_kw) -> tuple:
     """A small random diffusers UNet2DModel + DDPMScheduler saved as a pipeline folder."""
-    torch = pytest.importorskip("torch")
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=S, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8).eval()
-    sched = diffusers.DDPMScheduler(**{"num_train_timesteps": 50, "beta_schedule": "squaredcos_cap_v2", **scheduler_kw})
-    unet.save_pretrained(root / "unet")
-    sched.save_pretrained(root / "scheduler")
-    return torch, unet, sched
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from ibo_jax_testing.models import diffusers_pipeline_dir
+
+    return diffusers_pipeline_dir(root, size=S, **scheduler_kw)
 
 
 def _config(tmp_path: Path, init_weights: Path, num_steps: int, train: bool = True):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
-    import demo
+    from ibo_jax_testing import demo_config
 
     rng = np.random.default_rng(0)
     n = 16
@@ -39,7 +32,7 @@ def _config(tmp_path: Path, init_weights: Path, num_steps: int, train: bool = Tr
         "image": rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8), "label": np.arange(n) % 2,
         "tumor_mask": np.zeros((n, S, S), bool),
         "split": np.array(["train" if train else "val"] * 8 + ["val"] * 4 + ["test"] * 4)})
-    config = demo.get_config()
+    config = demo_config()
     config.image_size = S
     config.data.source, config.data.npz_path, config.data.n_examples = "npz", str(tmp_path / "patches.npz"), 0
     c = config.train_ddpm
@@ -48,6 +41,7 @@ def _config(tmp_path: Path, init_weights: Path, num_steps: int, train: bool = Tr
     return config
 
 
+@pytest.mark.slow
 def test_diffusers_ddpm_used_as_is_and_fine_tuned(tmp_path):
     torch, unet, sched = _diffusers_pipeline_dir(tmp_path / "ckpt")
     # used as is: no training patches needed (an evaluation-only dataset)

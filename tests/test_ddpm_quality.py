@@ -1,11 +1,9 @@
 """The DDPM check: its samples against held-out normal patches (KID between floor and gap)."""
 
-import jax.numpy as jnp
 import numpy as np
-from test_repaint_sweep import _ColourClassifier
 
 from ibo_jax import io as ibo_io
-from ibo_jax import pipeline, rng
+from ibo_jax import rng
 
 S = 16
 
@@ -20,16 +18,14 @@ def _real_sets(n=48):
             "test_tumor": image[label == 1][:6]}, (image, label, half)
 
 
-def test_ddpm_quality_floor_gap_and_report(tmp_path):
+def test_ddpm_quality_floor_gap_and_report(tmp_path, toy_eps_model, colour_classifier):
     from ibo_jax.evaluation import ddpm_check, figures, report
     from ibo_jax.evaluation.predict import make_predict_fn
-    from ibo_jax.models.loaders import EpsModel
 
     real, _ = _real_sets()
     # eps = 0.5 x at DDPM size 8: the samples are smooth noise, resized to 16
-    eps = EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
-                   betas=np.linspace(1e-4, 0.02, 100).astype(np.float32), image_size=8)
-    predict = make_predict_fn(_ColourClassifier())
+    eps = toy_eps_model(image_size=8, T=100)
+    predict = make_predict_fn(colour_classifier)
     q = ddpm_check.sample_quality(eps, predict, real, rng.root_key(0), n=12, steps=10)
     assert q["n"] == 6 and q["sample_steps"] == 10  # 6 normal test patches
     kid = {k: v["kid"] for k, v in q["kid"].items()}
@@ -44,7 +40,7 @@ def test_ddpm_quality_floor_gap_and_report(tmp_path):
     ibo_io.write_json(tmp_path / "q.json", q)  # plain JSON
 
 
-def test_ddpm_check_stage_writes_its_summary(tmp_path, monkeypatch):
+def test_ddpm_check_stage_writes_its_summary(tmp_path, monkeypatch, stage_context, toy_eps_model, colour_classifier):
     """The check is a stage of its own (changing it does not rerun the scoring)."""
     import ml_collections
 
@@ -59,16 +55,13 @@ def test_ddpm_check_stage_writes_its_summary(tmp_path, monkeypatch):
         "image": image, "label": label, "split": split,
         "tumor_mask": np.repeat((label == 1)[:, None, None], S, 1).repeat(S, 2),
         "index": np.arange(n), "slide": np.array(["s"] * n)}), tmp_path / "data")
-    eps = loaders.EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
-                           betas=np.linspace(1e-4, 0.02, 100).astype(np.float32), image_size=8)
+    eps = toy_eps_model(image_size=8, T=100)
     monkeypatch.setattr(loaders, "load_eps_model", lambda *a, **k: eps)
-    monkeypatch.setattr(loaders, "load_classifier", lambda *a, **k: _ColourClassifier())
+    monkeypatch.setattr(loaders, "load_classifier", lambda *a, **k: colour_classifier)
     cfg = ddpm_check.default_config()
     cfg.n_samples, cfg.sample_steps = 12, 10
-    (tmp_path / "ddpm_check").mkdir()
-    ctx = pipeline.StageContext(name="ddpm_check", dir=tmp_path / "ddpm_check", workdir=tmp_path, cfg=cfg,
-                                config=ml_collections.ConfigDict({"seed": 0}), key=rng.root_key(0), mesh=None,
-                                inputs={d: tmp_path / d for d in ("data", "train_classifier", "train_ddpm")})
+    ctx = stage_context("ddpm_check", tmp_path, cfg, ml_collections.ConfigDict({"seed": 0}), key=rng.root_key(0),
+                        inputs=("data", "train_classifier", "train_ddpm"))
     ddpm_check.run(ctx)
     q = ibo_io.read_json(tmp_path / "ddpm_check" / "summary.json")
     assert q["n"] == 6 and set(q["kid"]) == {"samples", "train_normal", "test_tumor"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional

@@ -212,13 +212,9 @@ def _fake_explain(root, n=5, m=3, size=16):
 
 
 def _ctx(root, cfg):
-    from ibo_jax import pipeline
+    from ibo_jax_testing import stage_context
 
-    d = root / "occlude"
-    d.mkdir(exist_ok=True)
-    return pipeline.StageContext(name="occlude", dir=d, workdir=root, cfg=cfg, config=None,
-                                 key=jax.random.key(0), mesh=None,
-                                 inputs={"explain": root / "explain", "train_ddpm": root / "train_ddpm"})
+    return stage_context("occlude", root, cfg, key=jax.random.key(0), inputs=("explain", "train_ddpm"))
 
 
 def test_stage_occlude_layout_resume_and_reader(tmp_path, monkeypatch):
@@ -258,16 +254,14 @@ def test_stage_occlude_layout_resume_and_reader(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again["image"], first["image"])
 
 
-def test_stage_occlude_ibo_with_tiny_eps_model(tmp_path, monkeypatch):
+def test_stage_occlude_ibo_with_tiny_eps_model(tmp_path, monkeypatch, toy_eps_model):
     if "ibo" not in occlusion.STRATEGIES:
         pytest.skip("ibo_jax/occlusion/ibo.py not present")
     from ibo_jax.models import loaders
     from ibo_jax.stages import occlude
-    from ibo_jax.train import ddpm
 
     monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
-    eps = ddpm.EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
-                        betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=16)
+    eps = toy_eps_model(image_size=16)
     monkeypatch.setattr(loaders, "load_eps_model", lambda *a, **k: eps)
     _fake_explain(tmp_path, n=2, m=2)
     cfg = occlude.default_config()
@@ -346,21 +340,17 @@ import jax, jax.numpy as jnp, numpy as np
 nproc, pid, port, root, tests = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 jax.distributed.initialize(f"localhost:{port}", num_processes=nproc, process_id=pid)
 from pathlib import Path
-from ibo_jax import parallel, pipeline
+from ibo_jax import parallel
 from ibo_jax.models import loaders
 from ibo_jax.stages import occlude
-from ibo_jax.train import ddpm
-loaders.load_eps_model = lambda *a, **k: ddpm.EpsModel(
-    apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
-    betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=16)
+from ibo_jax_testing import stage_context
+from ibo_jax_testing.models import toy_eps_model
+loaders.load_eps_model = lambda *a, **k: toy_eps_model(image_size=16)
 cfg = occlude.default_config()
 cfg.strategies, cfg.curves, cfg.images_per_chunk, cfg.grid_patches = ("ibo",), ("morf",), 2, 0
 cfg.ibo.t_T, cfg.ibo.jump_length, cfg.ibo.jump_n_sample, cfg.ibo.batch_size = 3, 1, 1, 8
-root = Path(root)
-(root / "occlude").mkdir(exist_ok=True)
-ctx = pipeline.StageContext(name="occlude", dir=root / "occlude", workdir=root, cfg=cfg, config=None,
-                            key=jax.random.key(0), mesh=parallel.make_mesh(),
-                            inputs={"explain": root / "explain", "train_ddpm": root / "train_ddpm"})
+ctx = stage_context("occlude", Path(root), cfg, key=jax.random.key(0), mesh=parallel.make_mesh(),
+                    inputs=("explain", "train_ddpm"))
 print(json.dumps(occlude.run(ctx)["rows_written"]))
 """
 
@@ -374,10 +364,10 @@ def test_stage_occlude_ibo_on_two_processes(tmp_path):
     _fake_explain(tmp_path, n=5, m=2)
     script = tmp_path / "worker.py"
     script.write_text(_OCCLUDE_WORKER)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", IBO_JAX_NO_PROGRESS="1",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    from ibo_jax_testing.procs import last_json, run_workers, worker_env
+
+    env = worker_env(IBO_JAX_NO_PROGRESS="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     port = str(22000 + os.getpid() % 20000)
-    from _procs import last_json, run_workers
 
     outs = run_workers([[sys.executable, str(script), "2", str(i), port, str(tmp_path), ""] for i in range(2)], env)
     rows = [last_json(o) for o in outs]

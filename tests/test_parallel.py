@@ -34,10 +34,10 @@ _SCRIPT = textwrap.dedent(
 def _run(nproc: int, devices_per_proc: int, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_SCRIPT)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_proc}")
+    from ibo_jax_testing.procs import last_json, run_workers, worker_env
+
+    env = worker_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_proc}")
     port = str(20000 + os.getpid() % 20000)
-    from _procs import last_json, run_workers
 
     return [last_json(o) for o in run_workers([[sys.executable, str(script), str(nproc), str(i), port]
                                                for i in range(nproc)], env)]

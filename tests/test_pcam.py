@@ -35,13 +35,9 @@ def _write_pcam(root, meta_for=("train",), seed=0):
 
 
 def _config(pcam_dir, image_size=96, **data):
-    import sys
-    from pathlib import Path
+    from ibo_jax_testing import demo_config
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
-    import demo
-
-    config = demo.get_config()
+    config = demo_config()
     config.image_size = image_size
     config.data.source = "pcam"
     config.data.pcam_dir = str(pcam_dir)

@@ -142,11 +142,8 @@ def test_optional_dep_only_when_configured(tmp_path):
     assert [r["status"] for r in summary["stages"]] == ["ran", "ran"]
 
 
-def test_tensorboard_scalars_and_images(tmp_path):
-    import jax
-
-    ctx = pipeline.StageContext(name="s", dir=tmp_path / "s", workdir=tmp_path, cfg=None, config=None,
-                                key=jax.random.key(0), mesh=None, inputs={})
+def test_tensorboard_scalars_and_images(tmp_path, stage_context):
+    ctx = stage_context("s", tmp_path)
     ctx.scalar("loss", 0.5, 1)
     ctx.image("samples", np.zeros((6, 8, 3), np.uint8), 1)
     ctx.close()

@@ -2,39 +2,14 @@
 
 import csv
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ibo_jax import io as ibo_io
-from ibo_jax import pipeline, rng
+from ibo_jax import pipeline
 
 S = 16
 METHODS = ["gradcam", "eigencam", "layercam", "random"]
-
-
-class _ColourClassifier:
-    """p(tumor) = sigmoid(35 (mean red - mean blue) - 2.2): about 0.9 with the tumor square (a
-    quarter of the patch, red - blue = 0.5 there), about 0.1 without it (features = the image)."""
-
-    def __new__(cls):
-        from flax import nnx
-
-        class Net(nnx.Module):
-            def __init__(self):
-                self.w = nnx.Param(jnp.array([[-17.5, 17.5], [0.0, 0.0], [17.5, -17.5]]))
-                self.b = nnx.Param(jnp.array([1.1, -1.1]))
-
-            def features(self, x, *, normalized=False):
-                return x
-
-            def head(self, a):
-                return a.mean(axis=(1, 2)) @ self.w[...] + self.b[...]
-
-            def __call__(self, x):
-                return self.head(self.features(x))
-
-        return Net()
 
 
 def _workdir(root):
@@ -80,38 +55,36 @@ def _workdir(root):
     return config
 
 
+INPUTS = ("data", "train_classifier", "train_ddpm", "explain")
+
+
 @pytest.fixture
-def sweep_env(tmp_path, monkeypatch):
+def sweep_env(tmp_path, monkeypatch, toy_eps_model, colour_classifier):
     from ibo_jax.models import loaders
-    from ibo_jax.train import ddpm
 
     monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
     # eps = 0.5 x: the sampler pulls the regenerated pixels towards grey (0 in [-1, 1])
-    eps = ddpm.EpsModel(apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
-                        betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=S)
+    eps = toy_eps_model(image_size=S)
     monkeypatch.setattr(loaders, "load_eps_model", lambda *a, **k: eps)
-    monkeypatch.setattr(loaders, "load_classifier", lambda *a, **k: _ColourClassifier())
+    monkeypatch.setattr(loaders, "load_classifier", lambda *a, **k: colour_classifier)
     config = _workdir(tmp_path)
     return tmp_path, config
 
 
-def _ctx(root, config):
-    d = root / "repaint_sweep"
-    d.mkdir(exist_ok=True)
-    return pipeline.StageContext(
-        name="repaint_sweep", dir=d, workdir=root, cfg=config.repaint_sweep, config=config,
-        key=rng.fold(rng.root_key(0), "repaint_sweep"), mesh=None,
-        inputs={k: root / k for k in ("data", "train_classifier", "train_ddpm", "explain")})
+@pytest.fixture
+def sweep_ctx(stage_context):
+    """ctx(root, config) -> the repaint_sweep stage's context, as pipeline.run builds it."""
+    return lambda root, config: stage_context("repaint_sweep", root, config=config, inputs=INPUTS)
 
 
-def test_sweep_rank_agreement_and_resume(sweep_env):
+def test_sweep_rank_agreement_and_resume(sweep_env, sweep_ctx):
     from ibo_jax.stages import repaint_sweep
 
     root, config = sweep_env
     cfg = config.repaint_sweep
     cfg.grid = ((3, 1, 1), (4, 2, 2))
     cfg.n_images, cfg.batch_size, cfg.rank_images, cfg.n_boot = 4, 16, 5, 50
-    out = repaint_sweep.run(_ctx(root, config))
+    out = repaint_sweep.run(sweep_ctx(root, config))
     assert out["settings"] == 2 and out["rank_images"] == 5
     with open(root / "repaint_sweep" / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
@@ -140,21 +113,21 @@ def test_sweep_rank_agreement_and_resume(sweep_env):
 
     # resume: a finished setting is read back, a deleted one recomputed with the same keys
     (root / "repaint_sweep" / "chunks" / "repaint_4_2_2.json").unlink()
-    again = repaint_sweep.run(_ctx(root, config))
+    again = repaint_sweep.run(sweep_ctx(root, config))
     assert again["best_mard"] == out["best_mard"]
     rows2 = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")["rows"]
     for a, b in zip(sweep["rows"], rows2, strict=True):
         assert a["mard"] == b["mard"] and a["ssim"] == pytest.approx(b["ssim"], abs=1e-9)
 
 
-def test_sweep_without_rank_agreement_and_report_section(sweep_env):
+def test_sweep_without_rank_agreement_and_report_section(sweep_env, sweep_ctx):
     from ibo_jax.evaluation import report
     from ibo_jax.stages import repaint_sweep
 
     root, config = sweep_env
     cfg = config.repaint_sweep
     cfg.grid, cfg.n_images, cfg.rank_images, cfg.warm_timing = ((3, 1, 1),), 2, 0, False
-    out = repaint_sweep.run(_ctx(root, config))
+    out = repaint_sweep.run(sweep_ctx(root, config))
     assert "best_mard" not in out
     sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
     assert "rank_agreement" not in sweep and "mard" not in sweep["rows"][0]
@@ -169,57 +142,44 @@ def test_demo_config_runs_the_sweep_before_the_report():
     order = list(pipeline.STAGES)
     assert order.index("repaint_sweep") < order.index("report")
     assert "repaint_sweep" in pipeline.STAGES["report"].optional_deps
-    import importlib.util
-    from pathlib import Path
+    from ibo_jax_testing import demo_config
 
-    path = Path(__file__).resolve().parent.parent / "configs" / "demo.py"
-    spec = importlib.util.spec_from_file_location("demo_cfg", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert "repaint_sweep" in mod.get_config()
+    assert "repaint_sweep" in demo_config()
 
 
 _WORKER = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-nproc, pid, port, root, tests = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+nproc, pid, port, root, size = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 if nproc > 1:
     jax.distributed.initialize(f"localhost:{port}", num_processes=nproc, process_id=pid)
-sys.path.insert(0, tests)
 from pathlib import Path
-import test_repaint_sweep as t
-from ibo_jax import parallel, pipeline, rng
+from ibo_jax import parallel
 from ibo_jax.stages import repaint_sweep
 from ibo_jax.models import loaders
-from ibo_jax.train import ddpm
-loaders.load_eps_model = lambda *a, **k: ddpm.EpsModel(
-    apply=lambda params, x, t: params["a"] * x, params={"a": jnp.float32(0.5)},
-    betas=np.linspace(1e-4, 0.02, 1000).astype(np.float32), image_size=t.S)
-loaders.load_classifier = lambda *a, **k: t._ColourClassifier()
-config = t._config(Path(root))
+from ibo_jax_testing import demo_config, stage_context
+from ibo_jax_testing.models import colour_classifier, toy_eps_model
+loaders.load_eps_model = lambda *a, **k: toy_eps_model(image_size=size)
+loaders.load_classifier = lambda *a, **k: colour_classifier()
+root = Path(root)
+config = demo_config()
+config.image_size = size
+config.data.source, config.data.npz_path, config.data.n_examples = "npz", str(root / "patches.npz"), 0
 cfg = config.repaint_sweep
 cfg.grid = ((3, 1, 1), (4, 2, 2), (5, 1, 1))
 cfg.n_images, cfg.batch_size, cfg.rank_images, cfg.n_boot, cfg.warm_timing = 4, 16, 4, 50, False
-root = Path(root)
-(root / "repaint_sweep").mkdir(exist_ok=True)
-ctx = pipeline.StageContext(
-    name="repaint_sweep", dir=root / "repaint_sweep", workdir=root, cfg=cfg, config=config,
-    key=rng.fold(rng.root_key(0), "repaint_sweep"), mesh=parallel.make_mesh(),
-    inputs={k: root / k for k in ("data", "train_classifier", "train_ddpm", "explain")})
+ctx = stage_context("repaint_sweep", root, config=config, mesh=parallel.make_mesh(),
+                    inputs=("data", "train_classifier", "train_ddpm", "explain"))
 out = repaint_sweep.run(ctx)
 print(json.dumps({"pid": pid, "out": out, "chunks": sorted(p.name for p in (root / "repaint_sweep" / "chunks").glob("*.json"))}))
 """
 
 
 def _config(root):
-    """The demo config pointed at the npz data `_workdir` wrote (for worker processes)."""
-    import sys
-    from pathlib import Path
+    """The demo config pointed at the npz data `_workdir` wrote (the worker script does the same)."""
+    from ibo_jax_testing import demo_config
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
-    import demo
-
-    config = demo.get_config()
+    config = demo_config()
     config.image_size = S
     config.data.source = "npz"
     config.data.npz_path = str(root / "patches.npz")
@@ -233,22 +193,19 @@ def test_sweep_settings_split_over_two_processes(tmp_path):
     import os
     import shutil
     import sys
-    from pathlib import Path
+
+    from ibo_jax_testing.procs import last_json, run_workers, worker_env
 
     _workdir(tmp_path / "one")
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", IBO_JAX_NO_PROGRESS="1",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    tests = str(Path(__file__).resolve().parent)
+    env = worker_env(IBO_JAX_NO_PROGRESS="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     port = str(21000 + os.getpid() % 20000)
 
     def launch(nproc, root):
-        from _procs import last_json, run_workers
-
         return [last_json(o) for o in run_workers(
-            [[sys.executable, str(script), str(nproc), str(i), port, str(root), tests] for i in range(nproc)], env)]
+            [[sys.executable, str(script), str(nproc), str(i), port, str(root), str(S)] for i in range(nproc)], env)]
 
     (alone,) = launch(1, tmp_path / "one")
     p0, p1 = launch(2, tmp_path / "two")
@@ -274,14 +231,14 @@ def test_report_labels_settings_that_differ_only_in_eta():
     assert "| ddim_repaint(3,1,1,eta=0.2) | 3 |" in text and "| ddim_repaint(3,1,1,eta=0.5) | 3 |" in text
 
 
-def test_sweep_over_samplers_with_a_reference(sweep_env):
+def test_sweep_over_samplers_with_a_reference(sweep_env, sweep_ctx):
     from ibo_jax.stages import repaint_sweep
 
     root, config = sweep_env
     cfg = config.repaint_sweep
     cfg.grid, cfg.reference = ((4, 2, 2), ("ddnm", 3, 1, 1), ("ddim_repaint", 3, 1, 1, 0.5)), (4, 2, 2)
     cfg.n_images, cfg.rank_images, cfg.warm_timing, cfg.n_boot = 4, 0, False, 50
-    repaint_sweep.run(_ctx(root, config))
+    repaint_sweep.run(sweep_ctx(root, config))
     sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
     rows = {r["sampler"]: r for r in sweep["rows"]}
     assert set(rows) == {"repaint", "ddnm", "ddim_repaint"} and rows["ddim_repaint"]["eta"] == 0.5
@@ -292,4 +249,4 @@ def test_sweep_over_samplers_with_a_reference(sweep_env):
     assert all(0 <= r["residual_p"] <= 1 for r in sweep["rows"])  # the tumor squares filled
     with pytest.raises(ValueError, match=r"repaint_sweep.grid\[0\].*sampler 'ddrm' unknown"):
         cfg.grid = (("ddrm", 3, 1, 1),)
-        repaint_sweep.run(_ctx(root, config))
+        repaint_sweep.run(sweep_ctx(root, config))

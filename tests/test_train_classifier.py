@@ -127,24 +127,20 @@ def test_own_classifier_used_as_is(tmp_path):
 def test_stage_with_your_own_classifier(tmp_path):
     """The pipeline's train_classifier stage with epochs = 0: your checkpoint, your normalization,
     scored on the val and test splits; nothing trained."""
-    import sys
-    from pathlib import Path
 
     from flax import nnx
 
     from ibo_jax import io as ibo_io
     from ibo_jax import models, pipeline
     from ibo_jax.models.convert import to_torchvision_state_dict
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "configs"))
-    import demo
+    from ibo_jax_testing import demo_config
 
     x, y = _toy(24, hw=32)
     ibo_io.write_npz(tmp_path / "patches.npz", {"image": x, "label": y, "tumor_mask": np.zeros((24, 32, 32), bool),
                                                 "split": np.array(["train"] * 8 + ["val"] * 8 + ["test"] * 8)})
     mine = models.resnet18(num_classes=2, rngs=nnx.Rngs(5), mean=(0.6, 0.5, 0.6), std=(0.2, 0.2, 0.2))
     np.savez(tmp_path / "mine.npz", **to_torchvision_state_dict("resnet18", mine))
-    config = demo.get_config()
+    config = demo_config()
     config.image_size = 32
     config.data.source, config.data.npz_path, config.data.n_examples = "npz", str(tmp_path / "patches.npz"), 0
     tcfg = config.train_classifier

@@ -6,36 +6,19 @@ import shutil
 import numpy as np
 import pytest
 
-from ibo_jax.data import annotations, synthetic
+from ibo_jax.data import annotations
+from ibo_jax_testing.slides import write_slide
 
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("openslide")
 pytest.importorskip("imagecodecs")
 
 
-def _write_slide(path, seed, size=1024, white_quarter=True):
-    """size x size tissue (synthetic normal patches) with a white right quarter, levels as main
-    IFDs down to 1/32, 256-px JPEG tiles (what openslide's generic-TIFF reader accepts)."""
-    n = size // 128
-    d = synthetic.generate(np.arange(n * n), seed=seed, image_size=128, tumor_fraction=0.0)
-    img = d["image"].reshape(n, n, 128, 128, 3).transpose(0, 2, 1, 3, 4).reshape(size, size, 3)
-    if white_quarter:
-        img[:, 3 * size // 4:] = 245
-    with tifffile.TiffWriter(path) as tw:
-        f = 1
-        while size // f >= 32:
-            level = np.ascontiguousarray(img[::f, ::f])
-            tw.write(level, tile=(256, 256) if level.shape[0] >= 256 else None, compression="jpeg",
-                     photometric="rgb", subfiletype=0 if f == 1 else 1)
-            f *= 2
-    return img
-
-
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory):
     root = tmp_path_factory.mktemp("wsi")
     path = root / "slide_a.tif"
-    _write_slide(path, 0)
+    write_slide(path, 0)
     tumor = annotations.Polygon("t", "Tumor", np.array([[0, 0], [512, 0], [512, 512], [0, 512.0]]))
     hole = annotations.Polygon("h", "_2", np.array([[256, 256], [512, 256], [512, 512], [256, 512.0]]))
     xml = root / "slide_a.xml"
@@ -77,7 +60,7 @@ def test_fast_labels_equal_the_full_resolution_rule(tmp_path):
     from ibo_jax.data import raster, wsi
 
     path = tmp_path / "big.tif"
-    _write_slide(path, 1, size=2048, white_quarter=False)
+    write_slide(path, 1, size=2048, white_quarter=False)
     th = np.linspace(0, 2 * np.pi, 5000, endpoint=False)
     r = 700 + 120 * np.sin(9 * th) + 40 * np.sin(41 * th)
     outline = annotations.Polygon("t", "Tumor", np.stack([1024 + r * np.cos(th), 1024 + r * np.sin(th)], 1))

@@ -109,6 +109,11 @@ class WsiSource:
             raise ValueError(f"data.split_by: {self.split_by!r}; expected 'slide', 'patch' or 'camelyon16'")
         if not self.cache_dir:
             raise ValueError("WsiSource: cache_dir is required (per-slide files for resume)")
+        if self.split_by == "camelyon16" and not any(slide_class(Path(x).stem) == "test" for x, _ in self.slides):
+            folders = sorted({str(Path(x).parent) for x, _ in self.slides})
+            raise ValueError(f"data.split_by='camelyon16' takes the test split from slides named test_*, but none of "
+                             f"the {len(self.slides)} slide(s) in {', '.join(folders)} is: the test split would be "
+                             "empty. For your own slides use --config.data.split_by=slide")
 
     def config(self) -> dict[str, Any]:
         """What the dataset's bytes depend on (workers, progress and the cache folder do not)."""
@@ -154,6 +159,19 @@ class WsiSource:
         if cls == "test" and self.reference:
             return self.reference.get(name.lower(), "tumor" if ann else "normal")
         return cls if cls in ("tumor", "normal") else ("tumor" if ann else "normal")
+
+    def empty_split_reason(self, split: str) -> str:
+        """Why `split` came out with no patch (for the data stage's warning)."""
+        if self.split_by == "patch":
+            return (f"the random patch-level split (fractions {tuple(self.fractions)}) drew no patch for it "
+                    "(split_by='patch')")
+        which = self.split_of_slides()
+        mine = [Path(s).stem for i, (s, _) in enumerate(self.slides) if which[i] == SPLITS.index(split)]
+        if not mine:
+            return (f"no slide was assigned to it (split_by={self.split_by!r}, {len(self.slides)} slide(s), "
+                    f"fractions {tuple(self.fractions)})")
+        return (f"its {len(mine)} slide(s) ({', '.join(mine[:5])}{', ...' if len(mine) > 5 else ''}) gave no patch "
+                "(no tissue window, or the class caps: max_per_class / total_per_class)")
 
     def _patch_split(self, index: int) -> int:
         u = np.random.default_rng([self.seed, 71, int(index)]).random()

@@ -2,7 +2,8 @@
 
 Outputs in the stage directory: `dataset.json` (completeness marker: split counts, file sizes),
 `meta_<split>.npz`, `tfds/patch_dataset/1.0.0/*` and `examples.png` (a grid of training
-patches, tumor-mask outlines in green). Read them with `ibo_jax.data.patches.read_split` /
+patches, tumor-mask outlines in green). A split that comes out empty is logged as a warning with
+its reason and listed in the stage's summary (`empty_splits`: split -> reason, in manifest.json). Read them with `ibo_jax.data.patches.read_split` /
 `make_loader` on `ctx.input_dir("data")`.
 
 The global `seed` and `image_size` drive the generator. Resume: TFDS writes into an
@@ -16,6 +17,7 @@ import time
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from ibo_jax import io as ibo_io
 
@@ -162,6 +164,19 @@ def _source(ctx):
     return source
 
 
+def empty_split_reason(source, c, split: str) -> str:
+    """Why `split` holds no patch, in words a user can act on (every source)."""
+    if hasattr(source, "empty_split_reason"):  # slides: which slides it got, and why none gave patches
+        return source.empty_split_reason(split)
+    if c.source == "npz":
+        return f"no entry of 'split' in {c.npz_path} is {split!r}"
+    if c.source == "pcam":
+        return f"its PCam file ({split}) holds no patch"
+    by = f"{int(c.n_slides)} pseudo-slides" if c.split_by == "slide" else "patch"
+    return (f"{int(c.n_patches)} patches split by {by} (fractions {tuple(c.fractions)}) leave none for it; "
+            "raise data.n_patches")
+
+
 def write_examples_png(path, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
                        cols: int = 8) -> None:
     """A grid of patches (uint8 [N, H, W, 3]) with tumor-mask outlines, written atomically."""
@@ -205,6 +220,10 @@ def run(ctx) -> dict:
         masks = np.concatenate([ex[1]["tumor_mask"], ex[0]["tumor_mask"]])
         labels = np.concatenate([ex[1]["label"], ex[0]["label"]])
         write_examples_png(ctx.dir / "examples.png", imgs, masks, labels)
+    empty = {split: empty_split_reason(source, ctx.cfg, split)
+             for split, v in info["splits"].items() if v["n"] == 0}
+    for split, why in empty.items():
+        logging.warning("data: the %s split is empty: %s", split, why)
     seconds = time.time() - t0
     n = sum(s["n"] for s in info["splits"].values())
     ctx.scalar("data/patches_per_s", n / max(t_write, 1e-9), 0)
@@ -213,5 +232,5 @@ def run(ctx) -> dict:
         extra = {"slides": len(source.slides), "slides_with_annotation": sum(a is not None for _, a in source.slides),
                  "slide_summary": str(ctx.dir / "slides" / "slides.json")}
     return {**extra, "source": ctx.cfg.source, "image_size": info["image_size"], "splits": info["splits"],
-            "n_patches": n, "bytes": info["bytes"], "seconds": seconds,
+            "n_patches": n, "empty_splits": empty, "bytes": info["bytes"], "seconds": seconds,
             "write_seconds": t_write, "patches_per_s": n / max(t_write, 1e-9)}

@@ -7,9 +7,19 @@ in a barrier would otherwise wait for it forever), and its stderr is in the asse
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
+
+from ibo_jax_testing import ROOT
+
+
+def worker_env(**extra: str) -> dict:
+    """os.environ + JAX on the CPU + the repository root first on PYTHONPATH, so a worker script
+    (run from a temporary folder) imports this checkout's `ibo_jax` and `ibo_jax_testing`."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=path, **extra)
 
 
 def run_workers(cmds: list[list[str]], env: dict) -> list[str]:

@@ -3,7 +3,7 @@
     python -m ibo_jax.launch --config configs/demo.py --workdir runs/demo
 
 Every stage runs, in order (data, train_classifier, train_ddpm, ddpm_check, explain, occlude,
-score, meta, repaint_sweep, report), with the demo-sized settings below on top of each stage's `default_config()`. Override
+score, trust, repaint_sweep, report), with the demo-sized settings below on top of each stage's `default_config()`. Override
 any field on the command line, e.g. `--config.explain.n_images=32`; an unknown field is an error.
 
 Reduced on purpose, and stated in the report:

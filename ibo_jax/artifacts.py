@@ -20,7 +20,7 @@ occlude/masks.npz           mask geometry (pixel counts, valid, GT IoU)   occlud
 occlude/layout.json + chunks/  the occluded-image store (`OccludedStore`) occlude / score
 score/scores.csv            the tidy table (public)                       score / users
 score/summary.json          per strategy and curve: AUCs, rankings, MARD  score / report
-score/study.npz             dense score arrays, twins' predictions and   score / trust
+score/scores.npz             dense score arrays, twins' predictions and   score / trust
                             residual evidence (`ScoreArrays`)
 <stage>/summary.json        ddpm_check, trust                             them / report
 repaint_sweep/sweep.csv, sweep.json                                       repaint_sweep / report
@@ -70,7 +70,7 @@ GEOMETRY = Artifact("occlude", "masks.npz", "mask geometry of every curve")
 LAYOUT = Artifact("occlude", "layout.json", "the occluded-image store's table of contents")
 SCORES_CSV = Artifact("score", "scores.csv", "the tidy table: one row per image x method x strategy x curve x mask")
 SCORE_SUMMARY = Artifact("score", "summary.json", "per strategy and curve: AUCs, rankings, agreement")
-SCORE_ARRAYS = Artifact("score", "study.npz", "dense score arrays, twins' predictions, residual evidence")
+SCORE_ARRAYS = Artifact("score", "scores.npz", "dense score arrays, twins' predictions, residual evidence")
 SWEEP_CSV = Artifact("repaint_sweep", "sweep.csv", "one row per sampler setting")
 SWEEP_JSON = Artifact("repaint_sweep", "sweep.json", "the sweep's rows, reference and front")
 
@@ -341,10 +341,10 @@ class Residual:
 
 @dataclasses.dataclass
 class ScoreArrays:
-    """What score/study.npz holds: the dense score table, the originals' pooled features, the
+    """What score/scores.npz holds: the dense score table, the originals' pooled features, the
     twins' predictions (when there are twins) and the residual fills per strategy."""
 
-    table: Any  # evaluation.study.Study
+    table: Any  # evaluation.study.ScoreTable
     feat0: np.ndarray | None = None  # [N, C]
     twin_p: np.ndarray | None = None  # [N]
     twin_logit: np.ndarray | None = None
@@ -362,7 +362,7 @@ class ScoreArrays:
 
 
 def write_score_arrays(stage_dir: str | Path, arrays: ScoreArrays) -> Path:
-    """score/study.npz. Residual fills are stored as structured arrays: residual_strategies [S],
+    """score/scores.npz. Residual fills are stored as structured arrays: residual_strategies [S],
     residual_<key> [S, N, D], residual_feat [R, C] with residual_row_strategy / residual_row_pos [R]."""
     extra: dict[str, np.ndarray] = {k: v for k, v in (("feat0", arrays.feat0), ("twin_p", arrays.twin_p),
                                                       ("twin_logit", arrays.twin_logit),
@@ -394,14 +394,14 @@ def write_score_arrays(stage_dir: str | Path, arrays: ScoreArrays) -> Path:
 
 
 def read_score_arrays(stage_dir: str | Path) -> ScoreArrays:
-    """score/study.npz as a ScoreArrays (errors name the file)."""
-    from ibo_jax.evaluation.study import Study
+    """score/scores.npz as a ScoreArrays (errors name the file)."""
+    from ibo_jax.evaluation.scores import ScoreTable
 
     path = SCORE_ARRAYS.path(stage_dir)
     if not path.is_file():
         raise ArtifactError(f"{path}: missing ({SCORE_ARRAYS.what}); run the score stage first")
     try:
-        table, extra = Study.load(path)
+        table, extra = ScoreTable.load(path)
     except (ValueError, KeyError) as e:
         raise ArtifactError(str(e) if str(path) in str(e) else f"{path}: {e}") from e
     out = ScoreArrays(table=table, feat0=extra.get("feat0"), twin_p=extra.get("twin_p"),

@@ -91,7 +91,7 @@ STAGES: dict[str, Stage] = {
               file_fields=("lpips_alexnet_weights", "lpips_heads")),
         # Known-answer checks of the verdict: counterfactual reference, graded controls, model
         # randomization, SRG, the run's power.
-        Stage("meta", "ibo_jax.stages.meta", deps=("data", "train_classifier", "explain", "score")),
+        Stage("trust", "ibo_jax.stages.trust", deps=("data", "train_classifier", "explain", "score")),
         # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
         # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",
@@ -99,12 +99,12 @@ STAGES: dict[str, Stage] = {
               file_fields=("lpips_alexnet_weights", "lpips_heads")),
         Stage("report", "ibo_jax.stages.report",
               deps=("data", "train_classifier", "explain", "occlude", "score"),
-              optional_deps=("train_ddpm", "ddpm_check", "meta", "repaint_sweep")),
+              optional_deps=("train_ddpm", "ddpm_check", "trust", "repaint_sweep")),
     )
 }
 
 # What the study runs, in order (configs/demo.py, configs/camelyon16.py).
-STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "ddpm_check", "explain", "occlude", "score", "meta",
+STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "ddpm_check", "explain", "occlude", "score", "trust",
                 "report")
 
 

@@ -11,7 +11,7 @@ Bootstraps resample patches (rows) with a numpy Generator seeded by the caller; 
 strategy and reference of one call sees the same rows (paired). Ordinal ranks of methods break
 ties by the order of `ibo_jax.cam.METHODS` (names outside it follow, in the order given), the
 convention of `evaluation.ranking`. Pure numpy; `evaluation.ranking`, `evaluation.study` and
-`evaluation.meta` re-export the names they had.
+`trust.checks` re-export the names they had.
 """
 
 from __future__ import annotations

@@ -169,10 +169,10 @@ def test_occluded_store_rejects_malformed(tmp_path, case):
 
 
 def _score_arrays():
-    from ibo_jax.evaluation.study import Study
+    from ibo_jax.evaluation.scores import ScoreTable
 
     geo = _geo()
-    table = Study.from_geometry(geo, image_id=np.arange(N), label=np.ones(N), methods=["gradcam", "random"],
+    table = ScoreTable.from_geometry(geo, image_id=np.arange(N), label=np.ones(N), methods=["gradcam", "random"],
                                 controls=["random"], p0=np.full(N, 0.9), logit0=np.full(N, 2.0))
     res = {}
     for i, s in enumerate(("blackening", "ibo")):
@@ -184,7 +184,7 @@ def _score_arrays():
 
 def test_score_arrays_round_trip_with_structured_residuals(tmp_path):
     artifacts.write_score_arrays(tmp_path, _score_arrays())
-    z = ibo_io.read_npz(tmp_path / "study.npz")
+    z = ibo_io.read_npz(tmp_path / "scores.npz")
     assert not any(k.startswith("extra__residual__") for k in z)  # arrays, not key strings
     back = artifacts.read_score_arrays(tmp_path)
     assert list(back.residual) == ["blackening", "ibo"]
@@ -197,7 +197,7 @@ def test_score_arrays_round_trip_with_structured_residuals(tmp_path):
 @pytest.mark.parametrize("case", ["missing", "garbage", "not_a_table", "twin_shape", "residual_shape", "residual_rows"])
 def test_read_score_arrays_rejects_malformed(tmp_path, case):
     artifacts.write_score_arrays(tmp_path, _score_arrays())
-    path = tmp_path / "study.npz"
+    path = tmp_path / "scores.npz"
     z = ibo_io.read_npz(path)
     if case == "missing":
         path.unlink()

@@ -47,7 +47,7 @@ def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path, demo_config):
     c.explain.n_images = 4
     c.explain.methods = ("gradcam", "xgradcam", "eigencam")  # the fast ones: this tests the flow
     c.explain.controls = ("random", "oracle")
-    c.meta.randomization_images, c.meta.n_boot = 2, 100
+    c.trust.randomization_images, c.trust.n_boot = 2, 100
     c.occlude.curves = ("morf",)
     c.occlude.strategies = ("blackening", "blurring", "ibo")
     c.occlude.ibo.t_T, c.occlude.ibo.jump_length, c.occlude.ibo.jump_n_sample = 5, 1, 1
@@ -67,7 +67,7 @@ def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path, demo_config):
     assert len(s["gt"]["ranking"]) == 3 and set(s["strategies"]) == {"blackening", "blurring", "ibo"}
     report = (w / "report" / "report.md").read_text()
     assert "Verdict of this run" in report and "Can this verdict be trusted?" in report
-    m = ibo_io.read_json(w / "meta" / "summary.json")  # not synthetic: no twins, said so
+    m = ibo_io.read_json(w / "trust" / "summary.json")  # not synthetic: no twins, said so
     assert "only synthetic patches" in m["counterfactual"]["unavailable"] and m["randomization"]["steps"]
     assert (w / "report" / "report.md").is_file() and (w / "repaint_sweep" / "sweep.csv").is_file()
     ran = {r["stage"]: r["status"] for r in summary["stages"]}

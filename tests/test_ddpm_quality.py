@@ -19,8 +19,9 @@ def _real_sets(n=48):
 
 
 def test_ddpm_quality_floor_gap_and_report(tmp_path, toy_eps_model, colour_classifier):
-    from ibo_jax.evaluation import ddpm_check, figures, report
     from ibo_jax.evaluation.predict import make_predict_fn
+    from ibo_jax.generator import ddpm_check
+    from ibo_jax.reporting import figures, report
 
     real, _ = _real_sets()
     # eps = 0.5 x at DDPM size 8: the samples are smooth noise, resized to 16

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from ibo_jax import evaluation
-from ibo_jax.evaluation import lpips as lp
+from ibo_jax.models import lpips as lp
 
 
 def _ssim_reference(a, b):

@@ -121,7 +121,7 @@ def test_sweep_rank_agreement_and_resume(sweep_env, sweep_ctx):
 
 
 def test_sweep_without_rank_agreement_and_report_section(sweep_env, sweep_ctx):
-    from ibo_jax.evaluation import report
+    from ibo_jax.reporting import report
     from ibo_jax.stages import repaint_sweep
 
     root, config = sweep_env
@@ -219,7 +219,7 @@ def test_sweep_settings_split_over_two_processes(tmp_path):
 
 
 def test_report_labels_settings_that_differ_only_in_eta():
-    from ibo_jax.evaluation import report
+    from ibo_jax.reporting import report
 
     rows = [{"setting": f"ddim_repaint(3,1,1,eta={e:g})", "sampler": "ddim_repaint", "t_T": 3, "jump_length": 1,
              "jump_n_sample": 1, "eta": e, "network_calls": 3} for e in (0.2, 0.5)]

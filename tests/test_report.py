@@ -1,4 +1,4 @@
-"""Score summaries (Study) on synthetic score arrays, the tidy CSV, and the report."""
+"""Score summaries (ScoreTable) on synthetic score arrays, the tidy CSV, and the report."""
 
 import csv
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ibo_jax import io as ibo_io
-from ibo_jax.evaluation import report
-from ibo_jax.evaluation.study import Study
+from ibo_jax.evaluation.scores import ScoreTable
+from ibo_jax.reporting import report
 
 M = ["gradcam", "gradcam++", "xgradcam", "ablationcam", "fullgrad", "scorecam", "eigencam", "random", "oracle"]
 QUALITY = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.05, 1.0])  # GT order = list order
@@ -21,7 +21,7 @@ def make_study(n=10, n_masks=4, seed=0, strategies=(("ibo", 0.0), ("blackening",
     valid[0, 1] = False  # one excluded heatmap
     gt_iou = np.clip(QUALITY[None] * 0.6 + 0.01 * rng.normal(size=(n, m)), 0, 1)
     p0 = rng.uniform(0.9, 0.99, n)
-    st = Study(image_id=np.arange(100, 100 + n), label=np.ones(n, np.int32), methods=M,
+    st = ScoreTable(image_id=np.arange(100, 100 + n), label=np.ones(n, np.int32), methods=M,
                controls=["random", "oracle"], areas={"morf": areas}, valid=valid,
                gt_iou=np.where(valid, gt_iou, np.nan), p0=p0, logit0=np.log(p0 / (1 - p0)),
                fractions={"fixed": [0.1, 0.2, 0.3, 0.4][:n_masks]})

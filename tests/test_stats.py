@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from ibo_jax import evaluation, io, stats
-from ibo_jax.evaluation import meta, ranking
-from ibo_jax.evaluation.study import Study
+from ibo_jax.evaluation import ranking
+from ibo_jax.evaluation.scores import ScoreTable
 from ibo_jax.reporting import markdown as md
+from ibo_jax.trust import checks as meta
 
 
 def test_holm_against_a_hand_computed_case():
@@ -61,7 +62,7 @@ def _study(methods, n=16, seed=0):
     r = np.random.default_rng(seed)
     m = len(methods)
     quality = np.linspace(0.6, 0.4, m)
-    st = Study(image_id=np.arange(n), label=np.ones(n, np.int32), methods=list(methods), controls=[],
+    st = ScoreTable(image_id=np.arange(n), label=np.ones(n, np.int32), methods=list(methods), controls=[],
                areas={"morf": np.broadcast_to(np.linspace(0.1, 0.4, 4), (n, m, 4)).copy()},
                valid=np.ones((n, m), bool), gt_iou=quality[None] + 0.05 * r.normal(size=(n, m)),
                p0=np.full(n, 0.95), logit0=np.full(n, 3.0))

@@ -112,7 +112,7 @@ def test_workers_resume_quotas_and_splits(slide, tmp_path):
     index = np.concatenate([np.load(f)["index"] for f in again])
     assert len(np.unique(index)) == len(index) and index.max() < 2**31
     from ibo_jax import io as ibo_io
-    from ibo_jax.evaluation import report
+    from ibo_jax.reporting import report
 
     text = "".join(report.slides_section(ibo_io.read_json(tmp_path / "one" / "slides.json")))
     assert "4 slides (4 with an annotation), split camelyon16" in text and "| tumor_001 | tumor |" in text

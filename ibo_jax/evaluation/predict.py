@@ -1,5 +1,5 @@
 """Re-prediction: p(tumor), the tumor log-odds and pooled target-layer features of a classifier,
-in one batched pass over numpy images. The one p(tumor) path of the evaluation: the score, meta,
+in one batched pass over numpy images. The one p(tumor) path of the evaluation: the score, trust,
 ddpm_check and repaint_sweep stages build it and hand it to the library as `predict_fn`
 (`scoring`, `ddpm_check`, `sweep`). Training's validation metrics use `train.classifier.predict`
 (all classes' softmax, sharded over the mesh) on purpose."""

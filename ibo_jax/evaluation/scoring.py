@@ -2,7 +2,7 @@
 
     results = scoring.score_occluded(blocks, ev["image"], predict_fn, store=ChunkDir(...))
     study, summary = scoring.summarize_run(ev, geo, results, predict_fn, methods=..., controls=...)
-    summary = scoring.score_summary(study, feat0, excluded=geo["excluded"])  # the same from a Study (summarize_run calls it)
+    summary = scoring.score_summary(study, feat0, excluded=geo["excluded"])  # the same from a ScoreTable (summarize_run calls it)
 
 `predict_fn(images) -> (p, logit, feat)` (`evaluation.predict.make_predict_fn`, or any stand-in
 in a test); `store` (`io.ChunkDir`) keeps finished blocks so a killed run resumes; `share`
@@ -17,7 +17,7 @@ import numpy as np
 
 from ibo_jax.evaluation import realism
 from ibo_jax.evaluation.predict import to_float
-from ibo_jax.evaluation.study import Study
+from ibo_jax.evaluation.scores import ScoreTable
 from ibo_jax.occlusion.store import RESIDUAL, chunk_name
 
 PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -122,11 +122,11 @@ def summarize_run(ev: Mapping, geo: dict, results: Mapping[tuple[str, str], dict
                   methods: Sequence[str], controls: Sequence[str], fractions: Mapping | None = None,
                   n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, kid_subset_size: int | None = None,
                   lpips_available: bool = False, layout: Mapping | None = None,
-                  originals: tuple | None = None) -> tuple[Study, dict]:
-    """The Study of a run and the score stage's summary.json contents (`score_summary`);
+                  originals: tuple | None = None) -> tuple[ScoreTable, dict]:
+    """The ScoreTable of a run and the score stage's summary.json contents (`score_summary`);
     `originals`: the (p, logit, feat) of ev['image'] if already predicted."""
     p0, logit0, feat0 = originals if originals is not None else predict_fn(ev["image"])
-    study = Study.from_geometry(geo, image_id=ev["index"], label=ev["label"], methods=methods, controls=controls,
+    study = ScoreTable.from_geometry(geo, image_id=ev["index"], label=ev["label"], methods=methods, controls=controls,
                                 p0=p0, logit0=logit0, fractions=fractions)
     for (strategy, curve), rows in results.items():
         study.add(strategy, curve, rows)
@@ -135,11 +135,11 @@ def summarize_run(ev: Mapping, geo: dict, results: Mapping[tuple[str, str], dict
     return study, summary
 
 
-def score_summary(study: Study, feat0: np.ndarray, *, excluded: Mapping[str, int], n_boot: int = 1000,
+def score_summary(study: ScoreTable, feat0: np.ndarray, *, excluded: Mapping[str, int], n_boot: int = 1000,
                   alpha: float = 0.05, seed: int = 0, kid_subset_size: int | None = None,
                   lpips_available: bool = False, layout: Mapping | None = None) -> dict:
     """score/summary.json, all of it (the stage only writes it): the study's statistics
-    (`Study.summarize`) with the run's facts: KID per strategy and mask against the originals'
+    (`ScoreTable.summarize`) with the run's facts: KID per strategy and mask against the originals'
     features feat0 [N, C], whether LPIPS ran, the mask geometry's exclusions, the misclassified
     originals (p(tumor) < 0.5 for a tumor label, or the reverse), the image count and the
     occluded-image layout (less its per-block lists)."""

@@ -111,18 +111,18 @@ def rank_setup(explain_dir: Path, predict: PredictFn, *, n_images: int, n_masks:
 
 
 def rank_summary(setup: dict, results: dict[str, dict], *, n_boot: int, seed: int) -> dict:
-    """Every setting as one 'strategy' of a Study: MARD against the IoU and counterfactual rankings.
+    """Every setting as one 'strategy' of a ScoreTable: MARD against the IoU and counterfactual rankings.
     results: setting name -> {'rank_p': [R], 'rank_logit': [R]} in the rows' order."""
-    from ibo_jax.evaluation import meta
-    from ibo_jax.evaluation.study import Study
+    from ibo_jax.evaluation.scores import ScoreTable
+    from ibo_jax.trust import checks
 
     ev = setup["ev"]
-    study = Study.from_geometry(setup["geo"], image_id=ev["index"], label=ev["label"], methods=setup["methods"],
+    study = ScoreTable.from_geometry(setup["geo"], image_id=ev["index"], label=ev["label"], methods=setup["methods"],
                                 controls=setup["controls"], p0=setup["p0"], logit0=setup["logit0"])
     for name, res in results.items():
         study.add(name, "morf", {**setup["rows"], "p": res["rank_p"], "logit": res["rank_logit"]})
     out = study.summarize(n_boot=n_boot, seed=seed)
     if "cf_p" in setup:
-        study.add(meta.REFERENCE, "morf", {**setup["rows"], "p": setup["cf_p"], "logit": setup["cf_logit"]})
-        out["counterfactual"] = meta.counterfactual_agreement(study, curves=("morf",), n_boot=n_boot, seed=seed)
+        study.add(checks.REFERENCE, "morf", {**setup["rows"], "p": setup["cf_p"], "logit": setup["cf_logit"]})
+        out["counterfactual"] = checks.counterfactual_agreement(study, curves=("morf",), n_boot=n_boot, seed=seed)
     return out

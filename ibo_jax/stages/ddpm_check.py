@@ -14,8 +14,8 @@ import time
 import ml_collections
 
 from ibo_jax import artifacts, rng
-from ibo_jax.evaluation.ddpm_check import sample_quality
 from ibo_jax.evaluation.predict import make_predict_fn
+from ibo_jax.generator.ddpm_check import sample_quality
 from ibo_jax.models import loaders
 
 

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from ibo_jax import artifacts, cam, io, parallel, rng
-from ibo_jax.evaluation import controls as control_maps
+from ibo_jax.cam import controls as control_maps
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -40,7 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.label = 1              # tumor patches
     c.methods = cam.METHODS
     # controls of known quality (evaluation.controls), () for none: a random map, the annotation, the
-    # annotation degraded on nested random blobs (the meta stage's known order), the shifted oracle
+    # annotation degraded on nested random blobs (the trust stage's known order), the shifted oracle
     c.controls = ("random", "oracle", "graded", "oracle_shifted")
     c.batch_size = 16        # images per jitted call (one compile per method)
     # keyword arguments of each method (cam.compute / make_cam_fn); a 'dtype' may be a name:

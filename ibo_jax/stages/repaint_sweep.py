@@ -86,7 +86,7 @@ def run(ctx) -> dict:
     eps_model = loaders.load_eps_model(ctx.input_dir("train_ddpm"), dtype=jax.numpy.bfloat16 if cfg.bf16 else None)
     lpips_fn = None
     if cfg.lpips_alexnet_weights:
-        from ibo_jax.evaluation.lpips import load_lpips, make_lpips_fn
+        from ibo_jax.models.lpips import load_lpips, make_lpips_fn
 
         lpips_fn = make_lpips_fn(load_lpips(cfg.lpips_alexnet_weights, cfg.get("lpips_heads", "")))
     setup = None

@@ -16,7 +16,7 @@ import ml_collections
 
 from ibo_jax import artifacts
 from ibo_jax import io as ibo_io
-from ibo_jax.evaluation import report
+from ibo_jax.reporting import report
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -31,13 +31,13 @@ def run(ctx) -> dict:
         return {"skipped": "not process 0"}
     inputs = ctx.inputs  # the declared inputs the config has
     optional = {stage: artifacts.read_summary(inputs[stage], required=False) if stage in inputs else None
-                for stage in ("ddpm_check", "meta")}
+                for stage in ("ddpm_check", "trust")}
     data_dir = ctx.input_dir("data")
     out = report.write_report(
         ctx.dir, summary=artifacts.read_summary(ctx.input_dir("score")),
         classifier_metrics=artifacts.read_json(artifacts.CLASSIFIER_METRICS, ctx.input_dir("train_classifier"),
                                                required=False),
-        ddpm_check=optional["ddpm_check"], meta=optional["meta"],
+        ddpm_check=optional["ddpm_check"], trust=optional["trust"],
         sweep=artifacts.read_json(artifacts.SWEEP_JSON, inputs["repaint_sweep"], required=False)
         if "repaint_sweep" in inputs else None,
         slides=artifacts.read_json(artifacts.SLIDES, data_dir, required=False),

@@ -1,8 +1,8 @@
 """Stage `score`: re-predict p(tumor) on every occluded image, measure realism, rank the methods.
 
-Inputs: `explain/eval_set.npz` + `explain/heatmaps.npz` (`evaluation.explained`), the occlude
-stage's mask geometry (`occlude/masks.npz`, `evaluation.geometry`) and occluded uint8 images
-(`occlusion.store`), and the classifier of `train_classifier`. The library does the work
+Inputs, read through `ibo_jax.artifacts`: the explain stage's evaluation set and heatmaps, the
+occlude stage's mask geometry and occluded images (or a strategy's own predictions: `predicted_by`),
+and the classifier of `train_classifier` (other classifiers a strategy names: `score.models`). The library does the work
 (`evaluation.scoring`); this module reads, calls and writes.
 
 Outputs (score/):
@@ -13,7 +13,7 @@ Outputs (score/):
                   logit), the ranking, agreement with the GT ranking (MARD, exact-match share,
                   Spearman, Kendall), rank frequencies; realism per mask; GT IoU per method; paired
                   MARD tests between strategies; exclusions with reasons; misclassified count.
-  study.npz       the dense score arrays (`evaluation.study.Study.load`) with the twins'
+  scores.npz      the dense score arrays (`artifacts.read_score_arrays`: a ScoreTable) with the twins'
                   predictions and the residual fills (the whole annotated region removed per
                   strategy: p(tumor), SSIM/PSNR inside the region against original and twin)
   chunks/         one .npz per occluded block (predictions, realism, pooled features): resume.
@@ -50,11 +50,11 @@ def lpips_functions(cfg) -> dict:
     """The configured LPIPS variants: {'lpips': AlexNet (user weights), 'lpips_vgg': lpips-j}."""
     fns = {}
     if cfg.lpips_alexnet_weights:
-        from ibo_jax.evaluation import lpips
+        from ibo_jax.models import lpips
 
         fns["lpips"] = lpips.make_lpips_fn(lpips.load_lpips(cfg.lpips_alexnet_weights, cfg.get("lpips_heads", "")))
     if cfg.lpips_vgg:
-        from ibo_jax.evaluation import lpips
+        from ibo_jax.models import lpips
 
         vgg = lpips.load_lpips_vgg()
         if vgg is not None:

@@ -1,10 +1,10 @@
-"""Stage `meta`: can this run's verdict be trusted? Known-answer checks (`ibo_jax.evaluation.meta`,
+"""Stage `trust`: can this run's verdict be trusted? Known-answer checks (`ibo_jax.trust.checks`,
 `.randomization`) on the score stage's dense arrays.
 
-Inputs: `score/study.npz` (the Study, twins' predictions, residual fills), `explain` (evaluation
+Inputs: the score stage's arrays (`artifacts.read_score_arrays`: ScoreTable, twins' predictions, residual fills), `explain` (evaluation
 set for the randomization check), `train_classifier` (the model, re-initialized cascading from the
 head), `data` (normal test patches: does the classifier call the twins normal as often?).
-Output: `meta/summary.json` with
+Output: `trust/summary.json` with
   counterfactual    each strategy's ranking against the counterfactual strategy's (faithfulness)
                     beside the IoU ranking (plausibility), per-patch agreement, residual evidence
                     and fill fidelity against the twins; or `unavailable` with the reason (no twins)
@@ -22,9 +22,9 @@ import ml_collections
 import numpy as np
 
 from ibo_jax import artifacts, cam
-from ibo_jax.evaluation import meta, randomization
 from ibo_jax.evaluation.predict import make_predict_fn
 from ibo_jax.models import loaders
+from ibo_jax.trust import checks, randomization
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -59,23 +59,23 @@ def run(ctx) -> dict:
     ev, hm = artifacts.read_explained(ctx.input_dir("explain"), need=())
     summary = {"n_images": int(len(study.p0))}
 
-    has_cf = any(s == meta.REFERENCE for s, _ in study.dense) and arrays.twin_p is not None
+    has_cf = any(s == checks.REFERENCE for s, _ in study.dense) and arrays.twin_p is not None
     if has_cf:
         model = loaders.load_classifier(ctx.input_dir("train_classifier"))
         normal = read_split(ctx.input_dir("data"), "test", label=0, limit=int(cfg.normal_patches))["image"]
         normal_p = make_predict_fn(model, tumor_class=ctx.tumor_class, batch_size=int(cfg.batch_size))(normal)[0] if len(normal) else None
-        summary["counterfactual"] = {**meta.counterfactual_agreement(study, **kw),
-                                     "residual": meta.residual_evidence(study, arrays, **kw),
+        summary["counterfactual"] = {**checks.counterfactual_agreement(study, **kw),
+                                     "residual": checks.residual_evidence(study, arrays, **kw),
                                      "twin_check": twin_check(arrays.twin_p, normal_p)}
     else:
         _, why = artifacts.twins(ev)
         summary["counterfactual"] = {"unavailable": why if arrays.twin_p is None else
                                      "the occlude stage ran no 'counterfactual' strategy"}
-    summary["graded_controls"] = meta.graded_controls(study, **kw)
-    summary["srg"] = meta.srg(study, **kw)
-    summary["power"] = {"faithfulness": meta.power(study, reference=meta.REFERENCE, **kw) if has_cf else
+    summary["graded_controls"] = checks.graded_controls(study, **kw)
+    summary["srg"] = checks.srg(study, **kw)
+    summary["power"] = {"faithfulness": checks.power(study, reference=checks.REFERENCE, **kw) if has_cf else
                         {"skipped": "no counterfactual reference"},
-                        "plausibility": meta.power(study, reference=None, **kw)}
+                        "plausibility": checks.power(study, reference=None, **kw)}
 
     n_rand = int(cfg.randomization_images)
     if n_rand > 0:
@@ -87,7 +87,7 @@ def run(ctx) -> dict:
             ev["image"][:n_rand], methods=methods, target_class=ctx.tumor_class,
             method_options={m: cam.resolve_options(opts.get(m, {})) for m in methods})
     else:
-        summary["randomization"] = {"skipped": "meta.randomization_images = 0"}
+        summary["randomization"] = {"skipped": "trust.randomization_images = 0"}
     artifacts.write_summary(ctx.dir, summary)
     out = {"seconds": round(time.time() - t0, 2), "counterfactual": has_cf}
     if has_cf:

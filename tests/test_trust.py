@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from ibo_jax import occlusion
+from ibo_jax.cam import controls
 from ibo_jax.data import synthetic
-from ibo_jax.evaluation import controls, meta
 from ibo_jax.evaluation import levels as lv
-from ibo_jax.evaluation.study import Study
+from ibo_jax.evaluation.scores import ScoreTable
+from ibo_jax.trust import checks as meta
 
 
 def _count_tumor_nuclei(images: np.ndarray) -> np.ndarray:
@@ -47,7 +48,7 @@ def test_counterfactual_recovers_the_graded_order_on_a_monotone_toy_model():
     names, maps = controls.make(("graded",), key=jax.random.key(0), index=d["index"][keep], tumor_mask=mask)
     q = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8)
     m = len(names)
-    study = Study(image_id=np.arange(n), label=np.ones(n, np.int32), methods=names, controls=names,
+    study = ScoreTable(image_id=np.arange(n), label=np.ones(n, np.int32), methods=names, controls=names,
                   areas={"morf": np.ones((n, m, 1))}, valid=np.ones((n, m), bool), gt_iou=np.zeros((n, m)),
                   p0=np.full(n, 0.5), logit0=np.zeros(n), fractions={"fixed": list(q)})
     rows = {k: [] for k in ("pos", "method", "mask", "draw", "p", "logit")}
@@ -71,7 +72,7 @@ def test_randomization_eigencam_ignores_the_head_gradcam_does_not():
     from flax import nnx
 
     from ibo_jax import models
-    from ibo_jax.evaluation import randomization
+    from ibo_jax.trust import randomization
 
     kw = dict(widths=(8, 16, 32), layers=(1, 1, 1), strides=(2, 2, 2))
     model = models.resnet_small(2, rngs=nnx.Rngs(0), **kw)
@@ -88,7 +89,7 @@ def test_randomization_eigencam_ignores_the_head_gradcam_does_not():
     assert set(res["floor"]) == {"gradcam", "eigencam"}
 
 
-def _noisy_study(n: int, seed: int = 0) -> Study:
+def _noisy_study(n: int, seed: int = 0) -> ScoreTable:
     """7 methods with true quality ordered; two strategies whose AUCs carry patch noise."""
     from ibo_jax import cam
 
@@ -96,7 +97,7 @@ def _noisy_study(n: int, seed: int = 0) -> Study:
     methods = list(cam.METHODS)
     m = len(methods)
     quality = np.linspace(0.6, 0.4, m)
-    st = Study(image_id=np.arange(n), label=np.ones(n, np.int32), methods=methods, controls=[],
+    st = ScoreTable(image_id=np.arange(n), label=np.ones(n, np.int32), methods=methods, controls=[],
                areas={"morf": np.broadcast_to(np.linspace(0.1, 0.4, 4), (n, m, 4)).copy()},
                valid=np.ones((n, m), bool), gt_iou=quality[None] + 0.05 * r.normal(size=(n, m)),
                p0=np.full(n, 0.95), logit0=np.full(n, 3.0))

@@ -6,7 +6,11 @@ which direction of its area is better, and how the report names it.
     x = curve.x({"morf": areas_morf, "fixed": areas_fixed}, fractions, n_points)      # [N, M, 1, n+1]
 
 Adding a curve is one `Curve(...)` here: the occlude stage draws its masks, the score stage its
-x positions and AUC direction, the report its section, all from this table.
+x positions and AUC direction, the report its section and figure, all from this table. Which
+curve is the study's (`PRIMARY`: realism is measured on it, its ranking against the IoU ranking is
+the plausibility verdict, the power check reads it), which carries the known answer of the graded
+controls (`KNOWN_ANSWER`), which curves the trust checks rank (`ranked`) and which pairs SRG
+combines (`srg_partner`) are properties of the entries, not literals elsewhere.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ class Curve:
     first: int = 0
     area_is_x: bool = False
     uses_fractions: bool = False
+    primary: bool = False  # the study's curve (exactly one)
+    known_answer: bool = False  # the graded controls' known order holds on it (exactly one)
+    ranked: bool = False  # the trust checks compare strategies' rankings on it
+    srg_partner: str | None = None  # the LeRF curve SRG pairs with this MoRF-type curve
+    figure: str | None = None  # the report's deletion-curve figure for it
+    figure_caption: str = ""
 
 
 def _own_x(name: str):
@@ -91,11 +101,15 @@ def _insertion_masks(heat, levels, n_levels, n_masks, fractions):
 CURVES: dict[str, Curve] = {c.name: c for c in (
     Curve("morf", "Deletion AUC per method and strategy (MoRF, x = |Mi|/|M4|)",
           "Lower = the method's most important pixels really drove the prediction.",
-          "removed fraction p_i = |Mi|/|M4|", True, _morf_masks, lambda n, q: n, _own_x("morf")),
+          "removed fraction p_i = |Mi|/|M4|", True, _morf_masks, lambda n, q: n, _own_x("morf"),
+          primary=True, ranked=True, figure="deletion_curves.png",
+          figure_caption="Mean deletion curves per strategy (dashed: controls)."),
     Curve("fixed", "Fixed-fraction deletion AUC (top q of the pixels, same q for every method)",
           "Lower = the method's most important pixels really drove the prediction.",
           "removed fraction q", True, _fixed_masks, lambda n, q: len(q), _fixed_x, area_is_x=True,
-          uses_fractions=True),
+          uses_fractions=True, known_answer=True, ranked=True, srg_partner="fixed_lerf",
+          figure="deletion_curves_fixed.png",
+          figure_caption="Fixed-fraction deletion curves (same q grid for every method)."),
     Curve("fixed_lerf", "Fixed-fraction LeRF AUC (the least important q of the pixels removed first)",
           "Higher = removing the pixels the method calls least important leaves the prediction intact.",
           "removed fraction q (least important first)", False, _fixed_lerf_masks, lambda n, q: len(q), _fixed_x,
@@ -107,6 +121,23 @@ CURVES: dict[str, Curve] = {c.name: c for c in (
           "Higher = putting the method's most important pixels back first restores the prediction fastest.",
           "restored fraction |Mi|/|M4|", False, _insertion_masks, lambda n, q: n + 1, _insertion_x, first=1),
 )}
+
+
+def _one(prop: str) -> str:
+    found = [c.name for c in CURVES.values() if getattr(c, prop)]
+    if len(found) != 1:
+        raise RuntimeError(f"curve registry: exactly one curve must be {prop}, found {found}")
+    return found[0]
+
+
+PRIMARY: str = _one("primary")  # the study's MoRF curve
+KNOWN_ANSWER: str = _one("known_answer")  # the fixed-fraction curve
+RANKED: tuple[str, ...] = tuple(c.name for c in CURVES.values() if c.ranked)
+
+
+def ranked_of(curves) -> tuple[str, ...]:
+    """The ranked curves among `curves` (the trust checks' defaults), in registry order."""
+    return tuple(c for c in RANKED if c in set(curves))
 
 
 def get(name: str) -> Curve:

@@ -2,9 +2,9 @@
 masks are, and how well the combined mask overlaps the annotation (the plausibility GT).
 
     geo = geometry.compute(heat, levels, n_levels, cam_valid, tumor_mask,
-                           curves=("morf", "fixed"), n_masks=4, fractions=(0.1, 0.25, 0.5))
+                           curves=(curve_registry.PRIMARY, curve_registry.KNOWN_ANSWER), n_masks=4, fractions=(0.1, 0.25, 0.5))
     geometry.save(path, geo)      # the occlude stage writes occlude/masks.npz
-    geo = geometry.load(path)     # the score stage reads it; areas(geo, "morf") -> [N, M, n]
+    geo = geometry.load(path)     # the score stage reads it; areas(geo, curve_registry.PRIMARY) -> [N, M, n]
 
 Pixel counts are stored (int32) and divided by H*W on reading, so areas are exact float64 on every
 image size. `valid` [N, M]: the heatmap is usable (CAM map not degenerate, >= 2 importance levels)
@@ -38,7 +38,7 @@ def morf_masks(levels: np.ndarray, n_levels: np.ndarray | None, n_masks: int) ->
 
 
 def compute(heat: np.ndarray, levels: np.ndarray, n_levels: np.ndarray | None, cam_valid: np.ndarray | None,
-            tumor_mask: np.ndarray, *, curves: Sequence[str] = ("morf",), n_masks: int = 4,
+            tumor_mask: np.ndarray, *, curves: Sequence[str] = (curve_registry.PRIMARY,), n_masks: int = 4,
             fractions: Sequence[float] = (), keep_masks: bool = False) -> dict:
     """Geometry of every curve for heat / levels [N, M, H, W] and tumor masks [N, H, W].
 
@@ -56,8 +56,8 @@ def compute(heat: np.ndarray, levels: np.ndarray, n_levels: np.ndarray | None, c
     valid = cam_valid & ~empty
     gt_iou = np.where(valid, ranking.iou(morf[:, :, -1], np.asarray(tumor_mask, bool)[:, None]), np.nan)
     counts = {}
-    for name in dict.fromkeys(("morf", *curves)):
-        if name == "morf":
+    for name in dict.fromkeys((curve_registry.PRIMARY, *curves)):
+        if name == curve_registry.PRIMARY:
             counts[name] = morf.sum(axis=(-2, -1)).astype(np.int32)
             continue
         npts = curve_registry.get(name).n_points(n_masks, fractions)

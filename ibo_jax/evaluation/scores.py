@@ -2,7 +2,7 @@
 ground truth, bootstrap intervals, paired tests, realism, the tidy table.
 
     study = ScoreTable.from_geometry(geo, image_id=..., label=..., methods=..., controls=..., p0=..., logit0=...)
-    study.add("ibo", "morf", rows)          # one (strategy, curve)'s flat rows
+    study.add("ibo", curve_registry.PRIMARY, rows)          # one (strategy, curve)'s flat rows
     summary = study.summarize(n_boot=1000)  # the statistics of score/summary.json (scoring.score_summary)
     study.write_csv(path)                   # score/scores.csv
 
@@ -184,8 +184,8 @@ class ScoreTable:
             s["mard_boot"] = {"mean": float(boot["mard"].mean()), "lo": float(np.quantile(boot["mard"], alpha / 2)),
                               "hi": float(np.quantile(boot["mard"], 1 - alpha / 2))}
             s["mean_curve"] = self.mean_curves(strategy, curve)
-            if curve == "morf":
-                s["area"] = {m: nanmean(np.where(self.valid[:, j, None], self.areas["morf"][:, j], np.nan), 0).tolist()
+            if curve == curve_registry.PRIMARY:
+                s["area"] = {m: nanmean(np.where(self.valid[:, j, None], self.areas[curve_registry.PRIMARY][:, j], np.nan), 0).tolist()
                              for j, m in enumerate(self.methods)}
             s["realism"] = {k: [_ci_one(stats.bootstrap_mean_ci(nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
                                 for i in range(d[k].shape[-1])] for k in self.REALISM if k in d}
@@ -195,7 +195,7 @@ class ScoreTable:
             s["missing"] = int(np.sum(self.valid & scored[:, None] & ~np.isfinite(a["p"])))
             out["strategies"].setdefault(strategy, {})[curve] = s
         for (sa, ca), (sb, cb) in itertools.permutations(aucs, 2):
-            if ca == cb == "morf":
+            if ca == cb == curve_registry.PRIMARY:
                 out["paired_mard_tests"][f"{sa}<{sb}"] = stats.paired_mard_test(
                     aucs[(sa, ca)][:, ri], aucs[(sb, cb)][:, ri], self.gt_iou[:, ri], ranked, n_boot=n_boot, seed=seed, alpha=alpha)
         out["exclusions"]["missing_or_nonfinite"] = int(sum(
@@ -207,7 +207,7 @@ class ScoreTable:
         out = {}
         ranked = np.array([m not in self.controls for m in self.methods])
         for (strategy, curve), d in sorted(self.dense.items()):
-            if "feat" not in d or curve != "morf":
+            if "feat" not in d or curve != curve_registry.PRIMARY:
                 continue
             vals = []
             for i in range(1, d["p"].shape[-1]):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ibo_jax.evaluation import realism
+from ibo_jax.evaluation.curves import PRIMARY
 from ibo_jax.evaluation.predict import to_float
 from ibo_jax.evaluation.scores import ScoreTable
 from ibo_jax.occlusion.store import RESIDUAL, chunk_name
@@ -38,7 +39,7 @@ def score_block(block: Mapping, originals: np.ndarray, predict_fn: PredictFn,
     img = block["image"]
     p, logit, feat = predict_fn(img)
     out.update(p=p, logit=logit, feat=feat.astype(np.float16))
-    if block["curve"] == "morf":  # realism is reported per mask level of the study's curve only
+    if block["curve"] == PRIMARY:  # realism is reported per mask level of the study's curve only
         orig, occ = to_float(originals[pos]), to_float(img)  # [R, H, W, 3] each
         out.update(realism.pair_metrics(orig, occ))
         for name, fn in (lpips_fns or {}).items():

@@ -29,6 +29,7 @@ import numpy as np
 
 from ibo_jax import rng, stats
 from ibo_jax.evaluation import realism
+from ibo_jax.evaluation.curves import PRIMARY
 from ibo_jax.generator.sweep_inputs import SweepInputs, box_masks, rank_setup, rank_summary
 from ibo_jax.repaint.setting import Setting
 
@@ -222,11 +223,11 @@ def assemble(settings: Sequence[Setting], rows: list[dict], *, setup: dict | Non
     for setting, row in zip(settings, rows, strict=True):
         if ranks is None:
             continue
-        s = ranks["strategies"][setting.name]["morf"]
+        s = ranks["strategies"][setting.name][PRIMARY]
         agree = s.get("agreement", {})
         row.update(mard=agree.get("mard", float("nan")), spearman=agree.get("spearman", float("nan")),
                    mard_lo=s["mard_boot"]["lo"], mard_hi=s["mard_boot"]["hi"], ranking=s.get("ranking", {}))
-        cf = (ranks.get("counterfactual") or {}).get("curves", {}).get("morf", {}).get("strategies", {}).get(setting.name)
+        cf = (ranks.get("counterfactual") or {}).get("curves", {}).get(PRIMARY, {}).get("strategies", {}).get(setting.name)
         if cf and "mard" in cf:
             row.update(mard_cf=cf["mard"], mard_cf_lo=cf["mard_boot"]["lo"], mard_cf_hi=cf["mard_boot"]["hi"])
     out = {"rows": rows, "n_images": int(n_images), "mask_fraction": mask_fraction, "twins": bool(twins)}
@@ -243,7 +244,7 @@ def assemble(settings: Sequence[Setting], rows: list[dict], *, setup: dict | Non
         out["rank_agreement"] = {"n_images": int(len(setup["ev"]["index"])), "methods": ranks["methods"],
                                  "gt_ranking": ranks["gt"]["ranking"], "paired_mard_tests": ranks["paired_mard_tests"]}
         if "counterfactual" in ranks:
-            c = ranks["counterfactual"]["curves"]["morf"]
+            c = ranks["counterfactual"]["curves"][PRIMARY]
             out["rank_agreement"].update(counterfactual_ranking=c["reference_ranking"],
                                          paired_mard_tests_counterfactual=c["paired_mard_tests"])
     return out, front

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from ibo_jax import rng
+from ibo_jax.evaluation.curves import PRIMARY
 
 PredictFn = Callable[[np.ndarray], tuple]  # uint8 [N, H, W, 3] -> (p_tumor [N], logit [N], features [N, D])
 
@@ -120,9 +121,9 @@ def rank_summary(setup: dict, results: dict[str, dict], *, n_boot: int, seed: in
     study = ScoreTable.from_geometry(setup["geo"], image_id=ev["index"], label=ev["label"], methods=setup["methods"],
                                 controls=setup["controls"], p0=setup["p0"], logit0=setup["logit0"])
     for name, res in results.items():
-        study.add(name, "morf", {**setup["rows"], "p": res["rank_p"], "logit": res["rank_logit"]})
+        study.add(name, PRIMARY, {**setup["rows"], "p": res["rank_p"], "logit": res["rank_logit"]})
     out = study.summarize(n_boot=n_boot, seed=seed)
     if "cf_p" in setup:
-        study.add(checks.REFERENCE, "morf", {**setup["rows"], "p": setup["cf_p"], "logit": setup["cf_logit"]})
-        out["counterfactual"] = checks.counterfactual_agreement(study, curves=("morf",), n_boot=n_boot, seed=seed)
+        study.add(checks.REFERENCE, PRIMARY, {**setup["rows"], "p": setup["cf_p"], "logit": setup["cf_logit"]})
+        out["counterfactual"] = checks.counterfactual_agreement(study, curves=(PRIMARY,), n_boot=n_boot, seed=seed)
     return out

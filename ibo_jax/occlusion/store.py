@@ -12,7 +12,7 @@ the occlusion package's names for them.
                           draw int16 [R]
 
     layout = store.occluded_layout(workdir / "occlude")
-    for block in store.load_occluded(workdir / "occlude", curve="morf"): ...
+    for block in store.load_occluded(workdir / "occlude", curve=PRIMARY): ...
 """
 
 from __future__ import annotations

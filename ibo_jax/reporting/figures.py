@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ibo_jax.evaluation.curves import CURVES, PRIMARY
 from ibo_jax.io import pyplot, save_figure
 
 DDPM_SETS = (("samples", "DDPM samples"), ("train_normal", "normal training patches (noise floor)"),
              ("test_tumor", "tumor test patches (class gap)"))
 
 
-def figure_deletion_curves(summary: Mapping, path: Path, curve: str = "morf") -> bool:
+def figure_deletion_curves(summary: Mapping, path: Path, curve: str = PRIMARY) -> bool:
     strategies = [s for s in summary["strategies"] if curve in summary["strategies"][s]]
     if not strategies:
         return False
@@ -31,7 +32,7 @@ def figure_deletion_curves(summary: Mapping, path: Path, curve: str = "morf") ->
             style = "--" if m in summary.get("controls", []) else "-"
             ax.plot(c["x"], c["y"], style, marker="o", ms=3, label=m)
         ax.set_title(s)
-        ax.set_xlabel("removed fraction p_i = |Mi|/|M4|" if curve == "morf" else "removed fraction q")
+        ax.set_xlabel(CURVES[curve].x_label)
         ax.set_ylabel("mean p(tumor)")
         ax.set_ylim(-0.02, 1.02)
     for ax in list(axes.flat)[len(strategies):]:
@@ -44,8 +45,8 @@ def figure_deletion_curves(summary: Mapping, path: Path, curve: str = "morf") ->
 
 
 def figure_realism(summary: Mapping, path: Path) -> bool:
-    strategies = [s for s in summary["strategies"] if "morf" in summary["strategies"][s]]
-    metrics = [k for k in ("lpips", "ssim", "psnr") if any(k in summary["strategies"][s]["morf"]["realism"] for s in strategies)]
+    strategies = [s for s in summary["strategies"] if PRIMARY in summary["strategies"][s]]
+    metrics = [k for k in ("lpips", "ssim", "psnr") if any(k in summary["strategies"][s][PRIMARY]["realism"] for s in strategies)]
     kid = summary.get("kid") or {}
     panels = metrics + (["kid"] if kid else [])
     if not panels:
@@ -57,7 +58,7 @@ def figure_realism(summary: Mapping, path: Path) -> bool:
             if k == "kid":
                 y = [np.nan if v is None else v for v in kid.get(s, [])]
             else:
-                y = [np.nan if c["mean"] is None else c["mean"] for c in summary["strategies"][s]["morf"]["realism"].get(k, [])]
+                y = [np.nan if c["mean"] is None else c["mean"] for c in summary["strategies"][s][PRIMARY]["realism"].get(k, [])]
             if y:
                 ax.plot(range(1, len(y) + 1), y, marker="o", label=s)
         ax.set_title({"lpips": "LPIPS (lower = more realistic)", "ssim": "SSIM (higher = closer)",
@@ -70,21 +71,21 @@ def figure_realism(summary: Mapping, path: Path) -> bool:
 
 
 def figure_rank_agreement(summary: Mapping, path: Path) -> bool:
-    strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
+    strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get(PRIMARY, {})]
     gt = summary["gt"]["ranking"]
     if not strategies or not gt:
         return False
     plt = pyplot()
     methods = sorted(gt, key=gt.get)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
-    mard = [summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies]
-    boot = [summary["strategies"][s]["morf"]["mard_boot"] for s in strategies]
+    mard = [summary["strategies"][s][PRIMARY]["agreement"]["mard"] for s in strategies]
+    boot = [summary["strategies"][s][PRIMARY]["mard_boot"] for s in strategies]
     err = np.array([[max(0.0, m - b["lo"]), max(0.0, b["hi"] - m)] for m, b in zip(mard, boot, strict=True)]).T
     ax1.bar(strategies, mard, yerr=err, capsize=4, color="tab:blue")
     ax1.set_ylabel("MARD vs GT ranking (lower = agrees)")
     ax1.set_title("Rank agreement with the ground truth")
     ax1.tick_params(axis="x", rotation=30)
-    grid = np.array([[gt[m] for m in methods]] + [[summary["strategies"][s]["morf"]["ranking"].get(m, np.nan) for m in methods] for s in strategies], float)
+    grid = np.array([[gt[m] for m in methods]] + [[summary["strategies"][s][PRIMARY]["ranking"].get(m, np.nan) for m in methods] for s in strategies], float)
     im = ax2.imshow(grid, cmap="viridis_r", aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
         ax2.text(j, i, "" if np.isnan(v) else int(v), ha="center", va="center", color="w", fontsize=8)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ibo_jax import artifacts
 from ibo_jax import io as ibo_io
-from ibo_jax.evaluation.curves import CURVES
+from ibo_jax.evaluation.curves import CURVES, PRIMARY
 from ibo_jax.reporting import figures as F
 from ibo_jax.reporting import markdown as md
 
@@ -75,7 +75,7 @@ def _section_tables(summary: Mapping) -> list[str]:
                         md.num(a.get("spearman")), md.num(a.get("kendall")), md.num(al.get("mard"))])
         out.append(md.table(["strategy", "MARD", "MARD bootstrap 95% interval", "exact rank matches",
                            "Spearman", "Kendall", "MARD (AUC on logit)"], agr))
-    stab = [s for s in strategies if "rank_freq" in summary["strategies"][s].get("morf", {})]
+    stab = [s for s in strategies if "rank_freq" in summary["strategies"][s].get(PRIMARY, {})]
     if stab:
         out.append("\n## Rank stability (bootstrap over patches)\n\nShare of resamples in which each "
                    "method keeps the rank it has on all patches (MoRF AUC; GT: IoU). Low shares mean the "
@@ -84,14 +84,14 @@ def _section_tables(summary: Mapping) -> list[str]:
         for m in methods:
             row = [m]
             for freq, rank in [(gt.get("rank_freq"), gt["ranking"])] + [
-                    (summary["strategies"][s]["morf"]["rank_freq"], summary["strategies"][s]["morf"].get("ranking", {})) for s in stab]:
+                    (summary["strategies"][s][PRIMARY]["rank_freq"], summary["strategies"][s][PRIMARY].get("ranking", {})) for s in stab]:
                 ok = freq and m in freq and m in rank
                 row.append(f"{100 * freq[m][rank[m] - 1]:.0f}% (rank {rank[m]})" if ok else "n/a")
             rows.append(row)
         out.append(md.table(["method", "GT"] + stab, rows))
-    if any("area" in summary["strategies"][s].get("morf", {}) for s in strategies):
-        s0 = next(s for s in strategies if "area" in summary["strategies"][s].get("morf", {}))
-        area = summary["strategies"][s0]["morf"]["area"]
+    if any("area" in summary["strategies"][s].get(PRIMARY, {}) for s in strategies):
+        s0 = next(s for s in strategies if "area" in summary["strategies"][s].get(PRIMARY, {}))
+        area = summary["strategies"][s0][PRIMARY]["area"]
         out.append("\n## Mask area |Mi| / HW per method\n\nLarger masks can win both the AUC (x is "
                    "normalized by each method's own |M4|) and the IoU on mostly-tumor patches.\n\n")
         n = len(next(iter(area.values())))
@@ -106,7 +106,7 @@ def _section_tables(summary: Mapping) -> list[str]:
                    "`score.lpips_alexnet_weights` to a torchvision AlexNet state dict file).\n\n")
     rows = []
     for s in strategies:
-        d = summary["strategies"][s].get("morf")
+        d = summary["strategies"][s].get(PRIMARY)
         if not d:
             continue
         real, kid = d["realism"], (summary.get("kid") or {}).get(s, [])
@@ -305,8 +305,8 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
     """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
     says what the GT masks are (`ground_truth_kind`); `ddpm_check` the ddpm_check summary;
     `trust` the lines of 'Can this verdict be trusted?' (report_meta.trust_section), which open it."""
-    strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get("morf", {})]
-    mard_of = {s: summary["strategies"][s]["morf"]["agreement"]["mard"] for s in strategies}
+    strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get(PRIMARY, {})]
+    mard_of = {s: summary["strategies"][s][PRIMARY]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
     n_ranked = len(summary.get("gt", {}).get("ranking", {}))
     n_strat = len(summary["strategies"])
@@ -375,10 +375,8 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
             figures.append((artifacts.copy_figure(src, out_dir), cap))
     own = (("levels.png", "Importance levels per method for a few patches (green: GT tumor outline).",
             lambda p: explain is not None and F.figure_levels(*explain, p)),
-           ("deletion_curves.png", "Mean deletion curves per strategy (dashed: controls).",
-            lambda p: F.figure_deletion_curves(summary, p)),
-           ("deletion_curves_fixed.png", "Fixed-fraction deletion curves (same q grid for every method).",
-            lambda p: F.figure_deletion_curves(summary, p, "fixed")),
+           *((c.figure, c.figure_caption, lambda p, c=c.name: F.figure_deletion_curves(summary, p, c))
+             for c in CURVES.values() if c.figure),
            ("realism.png", "Realism of occluded images per mask level and strategy.",
             lambda p: F.figure_realism(summary, p)),
            ("rank_agreement.png", "MARD per strategy (bootstrap 95% interval) and every method's rank.",

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ibo_jax.evaluation.curves import KNOWN_ANSWER, PRIMARY
 from ibo_jax.io import pyplot, save_figure
 from ibo_jax.reporting import markdown as md
 
 
 def figure_known_answer(trust: Mapping, plaus: Mapping, path: Path) -> bool:
-    cf = (trust.get("counterfactual") or {}).get("curves", {}).get("morf")
+    cf = (trust.get("counterfactual") or {}).get("curves", {}).get(PRIMARY)
     if not cf:
         return False
     strategies = [s for s in cf["strategies"] if "mard" in cf["strategies"][s]]
@@ -41,7 +42,7 @@ def figure_known_answer(trust: Mapping, plaus: Mapping, path: Path) -> bool:
     return True
 
 
-def figure_graded(trust: Mapping, path: Path, curve: str = "fixed") -> bool:
+def figure_graded(trust: Mapping, path: Path, curve: str = KNOWN_ANSWER) -> bool:
     g = trust.get("graded_controls") or {}
     res = (g.get("curves") or {}).get(curve)
     if not res:
@@ -110,8 +111,8 @@ def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list
     """The markdown of 'Can this verdict be trusted?' and the figures it drew into out_dir."""
     out = ["## Can this verdict be trusted?\n\n"]
     figures = []
-    plaus = {s: d["morf"]["agreement"]["mard"] for s, d in summary.get("strategies", {}).items()
-             if "agreement" in d.get("morf", {})}
+    plaus = {s: d[PRIMARY]["agreement"]["mard"] for s, d in summary.get("strategies", {}).items()
+             if "agreement" in d.get(PRIMARY, {})}
     cf = trust.get("counterfactual") or {}
     power = trust.get("power") or {}
     for key in ("faithfulness", "plausibility"):
@@ -135,7 +136,7 @@ def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list
             rows = []
             for s, e in c["strategies"].items():
                 rows.append([s, md.num(e.get("mard"), 2), md.interval(e.get("mard_boot"), 2), md.num(e.get("kendall_decided"), 2),
-                             md.num(e.get("patch_spearman_median"), 2), md.num(plaus.get(s), 2) if curve == "morf" else "-"])
+                             md.num(e.get("patch_spearman_median"), 2), md.num(plaus.get(s), 2) if curve == PRIMARY else "-"])
             out.append(f"**{curve}** ({c['n_decided_pairs']} of {c['n_pairs']} method pairs decided by the reference)\n\n")
             out.append(md.table(["strategy", "MARD vs counterfactual", "95% interval", "Kendall (decided pairs)",
                                "per-patch Spearman (median)", "MARD vs IoU (plausibility)"], rows))

@@ -49,7 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # 'counterfactual' (synthetic data with twins only; skipped with its reason otherwise)
     c.strategies = ("blackening", "blurring", "mean", "histogram", "nli", "counterfactual", "ibo")
-    c.curves = ("morf", "fixed")
+    c.curves = curve_registry.RANKED  # the study's MoRF curve and the fixed-fraction one
     c.n_masks = 4
     c.k = 5  # importance levels, only used if explain/heatmaps.npz carries no levels
     c.fractions = (0.1, 0.25, 0.5)  # q grid of the fixed-fraction curve
@@ -219,14 +219,14 @@ def run(ctx) -> dict:
 
     blocks, seconds, rows_done = [], {}, 0
     draws = {s: (int(cfg.n_draws) if s in occlusion.RANDOM else 1) for s in strategies}
-    work = [(s, c) for s in strategies for c in curves if c == "morf" or s in fixed_strats]
+    work = [(s, c) for s in strategies for c in curves if c == curve_registry.PRIMARY or s in fixed_strats]
     if cfg.residual:  # every strategy removes the whole annotated region once per image
         work += [(s, RESIDUAL) for s in strategies]
     residual_blocks = []
     options: dict[str, dict] = {}  # built on first use (loads the DDPM once, only if needed)
     for strategy, curve in work:
         t_s = time.time()
-        limit = int(cfg.curve_images.get(strategy, 0) or 0) if curve not in ("morf", RESIDUAL) else 0
+        limit = int(cfg.curve_images.get(strategy, 0) or 0) if curve not in (curve_registry.PRIMARY, RESIDUAL) else 0
         todo = [[p for p in ch if p < limit] for ch in chunks] if limit else chunks
         todo = [ch for ch in todo if ch]
         for ci, pos_list in enumerate(ctx.progress(todo, desc=f"occlude {strategy}/{curve}", unit="chunk")):
@@ -254,7 +254,7 @@ def run(ctx) -> dict:
               "curve_images": {k: int(v) for k, v in cfg.curve_images.items() if int(v or 0)}}
     if ctx.process_index == 0:
         artifacts.write_layout(ctx.dir, layout)
-        if int(cfg.grid_patches) > 0 and "morf" in curves:
+        if int(cfg.grid_patches) > 0 and curve_registry.PRIMARY in curves:
             grid_figure(ctx.dir, ev["image"], methods, valid, n_patches=int(cfg.grid_patches))
     return {"images": n, "methods": m_count, "valid_pairs": int(valid.sum()),
             "excluded": lv.exclusion_counts(n_levels), "rows_written": rows_done,
@@ -268,13 +268,13 @@ def grid_figure(stage_dir: Path, images: np.ndarray, methods: list[str], valid: 
     plt = pyplot()
     layout = artifacts.read_layout(stage_dir)
     mi = int(np.argmax(valid.sum(0))) if method is None else method  # the method valid most often
-    first = {int(p) for b in artifacts.occluded_blocks(stage_dir, curve="morf", name="c0000") for p in b["pos"]}
+    first = {int(p) for b in artifacts.occluded_blocks(stage_dir, curve=curve_registry.PRIMARY, name="c0000") for p in b["pos"]}
     patches = [int(p) for p in np.flatnonzero(valid[:, mi]) if int(p) in first][:n_patches]
     if not patches:
         return None
     strategies, n_masks = layout["strategies"], int(layout["n_masks"])
     found: dict[tuple[str, int, int], np.ndarray] = {}
-    for block in artifacts.occluded_blocks(stage_dir, curve="morf", name="c0000"):  # written by process 0
+    for block in artifacts.occluded_blocks(stage_dir, curve=curve_registry.PRIMARY, name="c0000"):  # written by process 0
         sel = np.isin(block["pos"], patches) & (block["method"] == mi) & (block["draw"] == 0)
         for r in np.flatnonzero(sel):
             found[(block["strategy"], int(block["pos"][r]), int(block["mask"][r]))] = block["image"][r]

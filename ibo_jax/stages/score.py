@@ -27,6 +27,7 @@ import ml_collections
 
 from ibo_jax import artifacts
 from ibo_jax.evaluation import scoring
+from ibo_jax.evaluation.curves import PRIMARY
 from ibo_jax.evaluation.predict import make_predict_fn
 from ibo_jax.models import loaders
 
@@ -93,8 +94,8 @@ def run(ctx) -> dict:
         n_boot=int(cfg.n_boot), alpha=float(cfg.alpha), seed=int(ctx.config.seed),
         kid_subset_size=int(cfg.kid_subset_size) or None, lpips_available="lpips" in lpips_fns, layout=layout)
     for strategy, curves in summary["strategies"].items():
-        if "agreement" in curves.get("morf", {}):
-            ctx.scalar(f"mard/{strategy}", curves["morf"]["agreement"]["mard"], 0)
+        if "agreement" in curves.get(PRIMARY, {}):
+            ctx.scalar(f"mard/{strategy}", curves[PRIMARY]["agreement"]["mard"], 0)
     study.write_csv(artifacts.SCORES_CSV.path(ctx.dir))
     artifacts.write_summary(ctx.dir, summary)
     p0, _, feat0 = originals

@@ -26,7 +26,7 @@ import numpy as np
 
 from ibo_jax.cam.controls import graded_level
 from ibo_jax.evaluation import realism
-from ibo_jax.evaluation.curves import CURVES
+from ibo_jax.evaluation.curves import CURVES, KNOWN_ANSWER, PRIMARY, RANKED
 from ibo_jax.evaluation.ranking import kendall, rank, spearman
 from ibo_jax.stats import (
     bootstrap_indices,
@@ -72,7 +72,7 @@ def decided_pairs(ref: np.ndarray, idx: np.ndarray, alpha: float) -> list[tuple[
     return out
 
 
-def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Sequence[str] = ("morf", "fixed"),
+def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Sequence[str] = RANKED,
                              n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Per curve and strategy: the strategy's ranking of the CAM methods against the reference's
     (MARD with a paired bootstrap interval, Kendall on all pairs and on the pairs the reference
@@ -155,7 +155,7 @@ def residual_evidence(study, arrays, *, n_boot: int = 1000, seed: int = 0, alpha
     return out
 
 
-def graded_controls(study, *, curves: Sequence[str] = ("fixed", "morf"), n_boot: int = 1000, seed: int = 0,
+def graded_controls(study, *, curves: Sequence[str] = (KNOWN_ANSWER, PRIMARY), n_boot: int = 1000, seed: int = 0,
                     alpha: float = 0.05) -> dict:
     """Per curve and strategy: mean AUC of each graded control (a = share of the oracle made
     random), Kendall's tau between a and the mean AUC (1 = the known order recovered; the
@@ -205,11 +205,13 @@ def _tau_with(levels: np.ndarray, values: np.ndarray) -> float:
     return float(np.mean(s))
 
 
-def srg(study, *, morf_curve: str = "fixed", lerf_curve: str = "fixed_lerf", n_boot: int = 1000, seed: int = 0,
+def srg(study, *, morf_curve: str = KNOWN_ANSWER, lerf_curve: str | None = None, n_boot: int = 1000, seed: int = 0,
         alpha: float = 0.05) -> dict:
     """Symmetric relevance gain (Blücher et al. 2024) per strategy and method: the mean over q of
     p(tumor | least important q removed) - p(tumor | most important q removed) (higher = better),
-    its ranking, and whether the MoRF (fixed-fraction AUC) and LeRF rankings agree."""
+    its ranking, and whether the MoRF (fixed-fraction AUC) and LeRF rankings agree. `lerf_curve`
+    defaults to the registry's partner of `morf_curve` (`Curve.srg_partner`)."""
+    lerf_curve = CURVES[morf_curve].srg_partner if lerf_curve is None else lerf_curve
     names, ri = _ranked(study)
     out = {"curves": [morf_curve, lerf_curve], "strategies": {}}
     for (strategy, c) in sorted(study.dense):
@@ -241,7 +243,7 @@ def _half_width(a, b, ref, names, idx, ascending, ref_ascending) -> float:
     return float((np.quantile(d, 0.975) - np.quantile(d, 0.025)) / 2)
 
 
-def power(study, *, reference: str | None = REFERENCE, curve: str = "morf", n_boot: int = 1000, seed: int = 0,
+def power(study, *, reference: str | None = REFERENCE, curve: str = PRIMARY, n_boot: int = 1000, seed: int = 0,
           alpha: float = 0.05, subsample_repeats: int = 4) -> dict:
     """How finely this run can tell strategies apart, against `reference` (a strategy's ranking, or
     None for the IoU ground truth): per pair of strategies the paired bootstrap interval of their

@@ -40,6 +40,12 @@ from absl import logging
 from ibo_jax import io as ibo_io
 from ibo_jax import parallel, rng
 
+
+def _plain(value: Any) -> Any:
+    """A config section as JSON sees it (keys are sorted where it is written: sort_keys)."""
+    return ibo_io.plain(value, lists=True)
+
+
 GLOBAL_FIELDS = ("seed", "image_size", "num_classes", "class_names", "tumor_class")
 FINGERPRINT_FILE = ".fingerprint"
 MANIFEST_FILE = "manifest.json"
@@ -228,16 +234,6 @@ class StageContext:
             self._writer = None
 
 
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
-        return {k: _to_plain(value[k]) for k in sorted(value.keys())}
-    if isinstance(value, Mapping):
-        return {str(k): _to_plain(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
 def file_hashes(stage: Stage, config: ml_collections.ConfigDict, cache=None) -> dict[str, str]:
     """Content hash of every non-empty file field of the stage's section (`Stage.file_fields`)."""
     from ibo_jax import filehash
@@ -262,8 +258,8 @@ def fingerprint(stage: Stage, config: ml_collections.ConfigDict, upstream: Mappi
         "stage": stage.name,
         "format": FORMAT_VERSION,
         "version": __version__,
-        "section": _to_plain(config.get(stage.name, {})),
-        "globals": {k: _to_plain(config.get(k)) for k in GLOBAL_FIELDS},
+        "section": _plain(config.get(stage.name, {})),
+        "globals": {k: _plain(config.get(k)) for k in GLOBAL_FIELDS},
         "inputs": dict(sorted(upstream.items())),
     }
     if files:  # only when there are file inputs: fingerprints of other stages stay as they were
@@ -444,8 +440,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
             ibo_io.write_json(stage_dir / MANIFEST_FILE, {
                 "stage": stage.name,
                 "fingerprint": fp,
-                "config": _to_plain(config[stage.name]),
-                "globals": {k: _to_plain(config.get(k)) for k in GLOBAL_FIELDS},
+                "config": _plain(config[stage.name]),
+                "globals": {k: _plain(config.get(k)) for k in GLOBAL_FIELDS},
                 "inputs": upstream,
                 "files": files,
                 "versions": library_versions(),

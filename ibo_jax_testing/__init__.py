@@ -45,3 +45,33 @@ def stage_context(name: str, workdir: str | Path, cfg=None, config=None, *,
         key = rng.fold(rng.root_key(seed), name)
     return pipeline.StageContext(name=name, dir=d, workdir=workdir, cfg=cfg, config=config, key=key,
                                  mesh=mesh, inputs=dict(inputs))
+
+
+def write_explained(explain_dir: str | Path, *, image, tumor_mask, heat, methods, controls=(), k: int = 5,
+                    index=None, label=None, twin=None) -> Path:
+    """Writes an explain stage's outputs through `ibo_jax.artifacts`: the evaluation set (uint8
+    images [N, H, W, 3], tumor masks [N, H, W], index default 100.., label default 1) and heatmaps
+    float [N, M, H, W] for `methods` (controls among them named in `controls`), with importance
+    levels computed from the float32 maps (k levels), as the explain stage would. Returns the folder."""
+    import numpy as np
+
+    from ibo_jax import artifacts
+    from ibo_jax.evaluation import levels as lv
+
+    heat = np.asarray(heat, np.float32)
+    n, m, h, w = heat.shape
+    ev = {"index": np.arange(100, 100 + n, dtype=np.int64) if index is None else np.asarray(index, np.int64),
+          "image": np.asarray(image, np.uint8), "label": np.ones(n, np.int32) if label is None else np.asarray(label),
+          "tumor_mask": np.asarray(tumor_mask, bool)}
+    if twin is not None:
+        ev["twin"] = np.asarray(twin, np.uint8)
+    else:
+        ev["twin_unavailable"] = np.asarray("test data without twins")
+    levels, n_levels, valid = lv.importance_levels_info(heat.reshape(n * m, h, w), k)
+    artifacts.write_eval_set(explain_dir, ev)
+    artifacts.write_heatmaps(explain_dir, {
+        "methods": np.asarray(list(methods), dtype=str), "controls": np.asarray(list(controls), dtype=str),
+        "heatmaps": heat.astype(np.float16), "levels": levels.reshape(n, m, h, w).astype(np.int8),
+        "n_levels": n_levels.reshape(n, m).astype(np.int8), "k": np.int32(k), "valid": valid.reshape(n, m),
+        "cam_valid": np.ones((n, m), bool)})
+    return Path(explain_dir)

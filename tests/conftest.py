@@ -96,6 +96,15 @@ def stage_context():
 
 
 @pytest.fixture
+def write_explained():
+    """Factory: write_explained(explain_dir, image=, tumor_mask=, heat=, methods=, controls=(), k=5)
+    writes an explain stage's outputs through ibo_jax.artifacts (ibo_jax_testing.write_explained)."""
+    from ibo_jax_testing import write_explained
+
+    return write_explained
+
+
+@pytest.fixture
 def colour_classifier():
     from ibo_jax_testing.models import colour_classifier
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ibo_jax import cam
+from ibo_jax import artifacts, cam
 from ibo_jax.cam import base as cam_base
 from ibo_jax.models.base import IMAGENET_MEAN, IMAGENET_STD
 
@@ -190,7 +190,6 @@ def test_explain_stage(tmp_path, monkeypatch, stage_context):
 
     import ml_collections
 
-    from ibo_jax import io
     from ibo_jax.stages import explain
 
     n, size = 6, 16
@@ -216,8 +215,7 @@ def test_explain_stage(tmp_path, monkeypatch, stage_context):
     ctx = stage_context("explain", tmp_path, cfg, config, key=jax.random.key(0),
                         inputs={"data": tmp_path, "train_classifier": tmp_path})
     summary = explain.run(ctx)
-    hm = io.read_npz(ctx.dir / "heatmaps.npz")
-    ev = io.read_npz(ctx.dir / "eval_set.npz")
+    ev, hm = artifacts.read_explained(ctx.dir)
     graded = [f"graded_{a}" for a in (0, 25, 50, 75, 100)]
     controls = ["random", "oracle", *graded, "oracle_shifted"]  # the defaults
     assert list(hm["methods"]) == ["gradcam", "ablationcam", *controls] and list(hm["controls"]) == controls
@@ -228,9 +226,9 @@ def test_explain_stage(tmp_path, monkeypatch, stage_context):
     np.testing.assert_array_equal(hm["heatmaps"][:, 3], hm["heatmaps"][:, 4])  # graded_0 is the oracle
     np.testing.assert_array_equal(hm["heatmaps"][:, 2], hm["heatmaps"][:, 8])  # graded_100 is random
     assert np.all(np.diff(ev["index"]) > 0) and ev["image"].shape == (4, size, size, 3)
-    assert (ctx.dir / "heatmaps.png").stat().st_size > 0
+    assert artifacts.figure_path("explain", ctx.dir).stat().st_size > 0
     assert summary["per_method"]["gradcam"]["n_valid"] == 4
     # a rerun in the same folder reuses the chunks and gives the same files
     again = explain.run(ctx)
-    np.testing.assert_array_equal(io.read_npz(ctx.dir / "heatmaps.npz")["levels"], hm["levels"])
+    np.testing.assert_array_equal(artifacts.read_explained(ctx.dir)[1]["levels"], hm["levels"])
     assert again["n_images"] == 4

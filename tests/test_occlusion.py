@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ibo_jax import occlusion
+from ibo_jax import artifacts, occlusion
 from ibo_jax.occlusion import blurring as blur_mod
 from ibo_jax.occlusion import nli as nli_mod
 from ibo_jax.occlusion import store
@@ -189,8 +189,7 @@ def test_nli_matches_pytorch_grad_cam(monkeypatch):
 
 
 def _fake_explain(root, n=5, m=3, size=16):
-    from ibo_jax import io as ibo_io
-    from ibo_jax.evaluation import levels as L
+    from ibo_jax_testing import write_explained
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size] / size
@@ -199,16 +198,9 @@ def _fake_explain(root, n=5, m=3, size=16):
         for _ in range(n)
     ]).astype(np.float32)
     heat[1, -1] = 0.3  # a constant heatmap: excluded
-    flat_lv, flat_nl, flat_valid = L.importance_levels_info(heat.reshape(n * m, size, size), 5)
-    d = root / "explain"
-    ibo_io.write_npz(d / "eval_set.npz", {
-        "index": np.arange(100, 100 + n), "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-        "label": np.ones(n, np.int32), "tumor_mask": np.zeros((n, size, size), bool)})
-    ibo_io.write_npz(d / "heatmaps.npz", {
-        "methods": np.array(["gradcam", "eigencam", "random"][:m]), "heatmaps": heat.astype(np.float16),
-        "levels": flat_lv.reshape(n, m, size, size), "n_levels": flat_nl.reshape(n, m),
-        "valid": flat_valid.reshape(n, m)})
-    return d
+    return write_explained(root / "explain", image=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                           tumor_mask=np.zeros((n, size, size), bool), heat=heat,
+                           methods=["gradcam", "eigencam", "random"][:m])
 
 
 def _ctx(root, cfg):
@@ -231,7 +223,7 @@ def test_stage_occlude_layout_resume_and_reader(tmp_path, monkeypatch):
     d = tmp_path / "occlude"
     layout = store.occluded_layout(d)
     assert layout["draws"] == {"blackening": 1, "histogram": 2, "nli": 2}
-    assert (d / "grid.png").is_file() and (d / "masks.npz").is_file()
+    assert artifacts.figure_path("occlude", d).is_file() and artifacts.GEOMETRY.path(d).is_file()
     blocks = list(store.load_occluded(d))
     assert len(blocks) == 3 * 2 * 3  # strategies x curves x chunks
     rows = {(b["strategy"], b["curve"]): 0 for b in blocks}
@@ -241,7 +233,7 @@ def test_stage_occlude_layout_resume_and_reader(tmp_path, monkeypatch):
     assert rows[("blackening", "morf")] == 14 * 4 and rows[("nli", "fixed")] == 14 * 3 * 2
     from ibo_jax.evaluation import geometry
 
-    geo = geometry.load(d / "masks.npz")
+    geo = artifacts.read_geometry(d)
     np.testing.assert_allclose(geometry.areas(geo, "fixed")[0, 0], [0.1, 0.25, 0.5], atol=1 / 256)
     assert geo["valid"].sum() == 14 and geo["excluded"]["invalid_heatmap"] == 1
     # resume: a deleted chunk is rewritten with the same bytes, the others are kept
@@ -271,8 +263,7 @@ def test_stage_occlude_ibo_with_tiny_eps_model(tmp_path, monkeypatch, toy_eps_mo
     summary = occlude.run(_ctx(tmp_path, cfg))
     assert summary["rows_written"] == (2 * 2 - 1) * 4
     (block,) = list(store.load_occluded(tmp_path / "occlude"))
-    ev = np.load(tmp_path / "explain" / "eval_set.npz")
-    hm = np.load(tmp_path / "explain" / "heatmaps.npz")
+    ev, hm = artifacts.read_explained(tmp_path / "explain")
     removed = hm["levels"][block["pos"], block["method"]] <= block["mask"][:, None, None]
     np.testing.assert_array_equal(block["image"][~removed], ev["image"][block["pos"]][~removed])
 
@@ -307,7 +298,6 @@ def test_stage_rows_independent_of_chunking_and_keys_documented(tmp_path, monkey
 
 def test_stage_occlude_insertion_curve(tmp_path, monkeypatch):
     """Insertion: point 1 has everything removed, point i+1 has M_i back (exact original pixels)."""
-    from ibo_jax import io as ibo_io
     from ibo_jax.stages import occlude
 
     monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
@@ -316,7 +306,7 @@ def test_stage_occlude_insertion_curve(tmp_path, monkeypatch):
     cfg.strategies, cfg.curves, cfg.grid_patches = ("blackening",), ("morf", "insertion"), 0
     summary = occlude.run(_ctx(tmp_path, cfg))
     d = tmp_path / "occlude"
-    ev = ibo_io.read_npz(tmp_path / "explain" / "eval_set.npz")
+    ev, _ = artifacts.read_explained(tmp_path / "explain")
     morf = {(int(p), int(m), int(k)): img for b in store.load_occluded(d, curve="morf")
             for p, m, k, img in zip(b["pos"], b["method"], b["mask"], b["image"])}
     ins = {(int(p), int(m), int(k)): img for b in store.load_occluded(d, curve="insertion")
@@ -330,7 +320,7 @@ def test_stage_occlude_insertion_curve(tmp_path, monkeypatch):
             np.testing.assert_array_equal(img[removed_in_morf], ev["image"][p][removed_in_morf])
     from ibo_jax.evaluation import geometry
 
-    geo = geometry.load(d / "masks.npz")
+    geo = artifacts.read_geometry(d)
     assert np.allclose(geometry.areas(geo, "insertion")[..., 0][geo["valid"]], 1.0)  # point 1 removes everything
 
 
@@ -379,7 +369,6 @@ def test_stage_occlude_ibo_on_two_processes(tmp_path):
 def test_identical_inputs_are_computed_once(tmp_path, monkeypatch):
     """Rows of one patch and draw with the same removed pixels share one result: a method whose
     maps equal another's (graded_0 is the oracle) costs nothing, and its rows equal the other's."""
-    from ibo_jax import io as ibo_io
     from ibo_jax import occlusion
     from ibo_jax.stages import occlude
 
@@ -389,10 +378,12 @@ def test_identical_inputs_are_computed_once(tmp_path, monkeypatch):
 
     monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
     d = _fake_explain(tmp_path, m=2)
-    hm = ibo_io.read_npz(d / "heatmaps.npz")
-    dup = {k: np.concatenate([v, v[:, :1]], axis=1) if k != "methods" else np.array(["gradcam", "eigencam", "copy"])
-           for k, v in hm.items()}
-    ibo_io.write_npz(d / "heatmaps.npz", dup)
+    from ibo_jax_testing import write_explained
+
+    ev, hm = artifacts.read_explained(d)
+    heat = hm["heatmaps"].astype(np.float32)
+    write_explained(d, image=ev["image"], tumor_mask=ev["tumor_mask"], heat=np.concatenate([heat, heat[:, :1]], 1),
+                    methods=["gradcam", "eigencam", "copy"])
     calls = []
     real_apply = occlusion.apply
     monkeypatch.setattr(occlusion, "apply", lambda name, images, *a, **k: calls.append(len(images))

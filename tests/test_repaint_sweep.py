@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 
+from ibo_jax import artifacts, pipeline
 from ibo_jax import io as ibo_io
-from ibo_jax import pipeline
 
 S = 16
 METHODS = ["gradcam", "eigencam", "layercam", "random"]
@@ -26,7 +26,7 @@ def _workdir(root):
     config = _config(root)
     pipeline.run(config, root, stages=["data"])
 
-    from ibo_jax.evaluation import levels as L
+    from ibo_jax_testing import write_explained
 
     n = 6
     r = np.random.default_rng(0)
@@ -45,13 +45,8 @@ def _workdir(root):
         heat[i, 1] = np.exp(-np.hypot(yy - (S - 1 - cy), xx - (S - 1 - cx)) / 3)  # mirrored: off it
         heat[i, 2] = np.exp(-d / 6) + 0.3 * r.random((S, S))  # on it, blurred and noisy
         heat[i, 3] = r.random((S, S))
-    lv, nl, valid = L.importance_levels_info(heat.reshape(-1, S, S), 5)
-    ibo_io.write_npz(root / "explain" / "eval_set.npz", {
-        "index": np.arange(100, 100 + n), "image": np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),
-        "label": np.ones(n, np.int32), "tumor_mask": tumor})
-    ibo_io.write_npz(root / "explain" / "heatmaps.npz", {
-        "methods": np.array(METHODS), "controls": np.array(["random"]), "heatmaps": heat.astype(np.float16),
-        "levels": lv.reshape(n, len(METHODS), S, S), "n_levels": nl.reshape(n, -1), "valid": valid.reshape(n, -1)})
+    write_explained(root / "explain", image=np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), tumor_mask=tumor,
+                    heat=heat, methods=METHODS, controls=["random"])
     return config
 
 
@@ -90,7 +85,7 @@ def test_sweep_rank_agreement_and_resume(sweep_env, sweep_ctx):
         rows = list(csv.DictReader(f))
     assert [r["network_calls"] for r in rows] == ["3", "6"]  # (4, 2, 2): 4 + 2 re-noised steps
     assert [r["sampler"] for r in rows] == ["repaint", "repaint"] and all(float(r["seconds"]) > 0 for r in rows)
-    hm = np.load(root / "explain" / "heatmaps.npz")
+    _, hm = artifacts.read_explained(root / "explain")
     n_valid = int(hm["valid"][:5, :3].sum())  # the ranked methods (not the random control)
     from ibo_jax.evaluation import geometry
 
@@ -100,7 +95,7 @@ def test_sweep_rank_agreement_and_resume(sweep_env, sweep_ctx):
     for r in rows:  # valid (image, method) pairs x M1..M4, identical masks of a patch inpainted once
         assert int(r["rank_inpaintings"]) == distinct <= n_valid * 4
         assert 0.0 <= float(r["mard_lo"]) <= float(r["mard_hi"]) <= 2.0 and 0.0 <= float(r["mard"]) <= 2.0
-    sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
+    sweep = artifacts.read_json(artifacts.SWEEP_JSON, root / "repaint_sweep")
     ra = sweep["rank_agreement"]
     assert ra["methods"] == METHODS[:3] and ra["n_images"] == 5
     assert ra["gt_ranking"]["gradcam"] == 1 and ra["gt_ranking"]["eigencam"] == 3  # on / off the tumor
@@ -115,7 +110,7 @@ def test_sweep_rank_agreement_and_resume(sweep_env, sweep_ctx):
     (root / "repaint_sweep" / "chunks" / "repaint_4_2_2.json").unlink()
     again = repaint_sweep.run(sweep_ctx(root, config))
     assert again["best_mard"] == out["best_mard"]
-    rows2 = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")["rows"]
+    rows2 = artifacts.read_json(artifacts.SWEEP_JSON, root / "repaint_sweep")["rows"]
     for a, b in zip(sweep["rows"], rows2, strict=True):
         assert a["mard"] == b["mard"] and a["ssim"] == pytest.approx(b["ssim"], abs=1e-9)
 
@@ -129,7 +124,7 @@ def test_sweep_without_rank_agreement_and_report_section(sweep_env, sweep_ctx):
     cfg.grid, cfg.n_images, cfg.rank_images, cfg.warm_timing = ((3, 1, 1),), 2, 0, False
     out = repaint_sweep.run(sweep_ctx(root, config))
     assert "best_mard" not in out
-    sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
+    sweep = artifacts.read_json(artifacts.SWEEP_JSON, root / "repaint_sweep")
     assert "rank_agreement" not in sweep and "mard" not in sweep["rows"][0]
     text = "".join(report.sweep_section(sweep))
     assert "| repaint(3,1,1) | 3 |" in text and "MARD" not in text
@@ -239,7 +234,7 @@ def test_sweep_over_samplers_with_a_reference(sweep_env, sweep_ctx):
     cfg.grid, cfg.reference = ((4, 2, 2), ("ddnm", 3, 1, 1), ("ddim_repaint", 3, 1, 1, 0.5)), (4, 2, 2)
     cfg.n_images, cfg.rank_images, cfg.warm_timing, cfg.n_boot = 4, 0, False, 50
     repaint_sweep.run(sweep_ctx(root, config))
-    sweep = ibo_io.read_json(root / "repaint_sweep" / "sweep.json")
+    sweep = artifacts.read_json(artifacts.SWEEP_JSON, root / "repaint_sweep")
     rows = {r["sampler"]: r for r in sweep["rows"]}
     assert set(rows) == {"repaint", "ddnm", "ddim_repaint"} and rows["ddim_repaint"]["eta"] == 0.5
     assert rows["ddnm"]["network_calls"] == 3 and rows["repaint"]["noninferior"]["all"]  # the reference itself

@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ibo_jax import evaluation, io, stats
+from ibo_jax import evaluation, stats
+from ibo_jax import io as ibo_io
 from ibo_jax.evaluation import ranking
 from ibo_jax.evaluation.scores import ScoreTable
 from ibo_jax.reporting import markdown as md
@@ -98,8 +99,8 @@ def test_plain_turns_config_dicts_into_dicts():
     import ml_collections
 
     c = ml_collections.ConfigDict({"a": {"b": (1, 2)}, "c": 3})
-    got = io.plain(c)
+    got = ibo_io.plain(c)
     assert got == {"a": {"b": (1, 2)}, "c": 3} and type(got) is dict and type(got["a"]) is dict
-    assert io.plain(ml_collections.FrozenConfigDict(c))["a"]["b"] == (1, 2)
-    assert io.plain({"x": [(1,), 2]}, lists=True) == {"x": [[1], 2]}  # as JSON reads it back
-    assert io.plain(5) == 5
+    assert ibo_io.plain(ml_collections.FrozenConfigDict(c))["a"]["b"] == (1, 2)
+    assert ibo_io.plain({"x": [(1,), 2]}, lists=True) == {"x": [[1], 2]}  # as JSON reads it back
+    assert ibo_io.plain(5) == 5

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ibo_jax import artifacts
 from ibo_jax import io as ibo_io
 from ibo_jax.data import synthetic
 
 FORMAT = "ibo_jax.patches/1"
-MARKER = "dataset.json"
+MARKER = artifacts.DATASET.file  # "dataset.json"
 SPLITS = ("train", "val", "test")
 TFDS_SUBDIR = "tfds"
 

@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ibo_jax import io
+from ibo_jax import io as ibo_io
 from ibo_jax.models.convert import ARCHS
 from ibo_jax.models.resnet import resnet_small
 from ibo_jax.models.unet import UNet2DModel, UNetConfig
@@ -62,7 +62,7 @@ def classifier_spec(stage_dir: str | Path) -> ModelSpec:
     cfg_path = Path(stage_dir) / "model_config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path}: not found (a finished train_classifier stage has it)")
-    c = io.read_json(cfg_path)
+    c = ibo_io.read_json(cfg_path)
     return ModelSpec(c["arch"], int(c["num_classes"]), c.get("kwargs", {}))
 
 
@@ -141,7 +141,7 @@ def save_eps_model(stage_dir: str | Path, config: UNetConfig, ema_params: Any, *
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(stage_dir / "ema_params", jax.tree.map(np.asarray, nnx.to_pure_dict(ema_params)), force=True)
     ckptr.wait_until_finished()
-    io.write_json(stage_dir / "model.json", {"unet": config.to_dict(), "image_size": int(image_size),
+    ibo_io.write_json(stage_dir / "model.json", {"unet": config.to_dict(), "image_size": int(image_size),
                                           "betas": np.asarray(betas, np.float64).tolist(),
                                           "schedule": schedule or {}, "prediction_type": prediction_type,
                                           **(extra or {})})

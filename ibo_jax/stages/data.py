@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ibo_jax import artifacts
 from ibo_jax import io as ibo_io
 
 
@@ -219,7 +220,7 @@ def run(ctx) -> dict:
         imgs = np.concatenate([ex[1]["image"], ex[0]["image"]])
         masks = np.concatenate([ex[1]["tumor_mask"], ex[0]["tumor_mask"]])
         labels = np.concatenate([ex[1]["label"], ex[0]["label"]])
-        write_examples_png(ctx.dir / "examples.png", imgs, masks, labels)
+        write_examples_png(artifacts.figure_path("data", ctx.dir), imgs, masks, labels)
     empty = {split: empty_split_reason(source, ctx.cfg, split)
              for split, v in info["splits"].items() if v["n"] == 0}
     for split, why in empty.items():
@@ -230,7 +231,7 @@ def run(ctx) -> dict:
     extra = {}
     if getattr(source, "name", "") == "wsi":
         extra = {"slides": len(source.slides), "slides_with_annotation": sum(a is not None for _, a in source.slides),
-                 "slide_summary": str(ctx.dir / "slides" / "slides.json")}
+                 "slide_summary": str(artifacts.SLIDES.path(ctx.dir))}
     return {**extra, "source": ctx.cfg.source, "image_size": info["image_size"], "splits": info["splits"],
             "n_patches": n, "empty_splits": empty, "bytes": info["bytes"], "seconds": seconds,
             "write_seconds": t_write, "patches_per_s": n / max(t_write, 1e-9)}

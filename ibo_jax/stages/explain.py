@@ -28,7 +28,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from ibo_jax import artifacts, cam, io, parallel, rng
+from ibo_jax import artifacts, cam, parallel, rng
+from ibo_jax import io as ibo_io
 from ibo_jax.cam import controls as control_maps
 
 
@@ -105,7 +106,7 @@ def _compute_chunk(fns: dict, state, images: np.ndarray, batch: int, mesh) -> tu
 
 
 def heatmap_figure(path: Path, ev: dict, methods: list[str], heat: np.ndarray, n_patches: int) -> None:
-    plt = io.pyplot()
+    plt = ibo_io.pyplot()
     n = min(n_patches, len(ev["image"]))
     cols = 1 + len(methods)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
@@ -123,7 +124,7 @@ def heatmap_figure(path: Path, ev: dict, methods: list[str], heat: np.ndarray, n
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
-    io.save_figure(fig, path)
+    ibo_io.save_figure(fig, path)
 
 
 def run(ctx) -> dict:
@@ -163,7 +164,7 @@ def run(ctx) -> dict:
         if ctx.chunk_done(name):
             continue
         heat, valid, sec = _compute_chunk(fns, state, ev["image"][s : s + batch], batch, ctx.mesh)
-        io.write_npz(ctx.chunk_path(name), {"heat": heat.astype(np.float16), "valid": valid})
+        ibo_io.write_npz(ctx.chunk_path(name), {"heat": heat.astype(np.float16), "valid": valid})
         for m in methods:
             seconds[m] += sec[m]
     if ctx.process_count > 1:
@@ -173,7 +174,7 @@ def run(ctx) -> dict:
     if ctx.process_index != 0:
         return {}
 
-    parts = [io.read_npz(ctx.chunk_path(f"heat_{s:06d}.npz")) for s in starts] if methods else []
+    parts = [ibo_io.read_npz(ctx.chunk_path(f"heat_{s:06d}.npz")) for s in starts] if methods else []
     heat = np.concatenate([p["heat"] for p in parts]) if methods else np.zeros((n, 0, H, W), np.float16)
     cam_valid = np.concatenate([p["valid"] for p in parts]) if methods else np.zeros((n, 0), bool)
     controls, extra = control_maps.make(

@@ -29,7 +29,8 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ibo_jax import io, parallel
+from ibo_jax import io as ibo_io
+from ibo_jax import parallel
 from ibo_jax.models.loaders import FACTORIES, ModelSpec, load_classifier, restore_pytree  # noqa: F401  (re-exported)
 
 
@@ -241,15 +242,15 @@ def _use_as_is(spec: ModelSpec, cfg: TrainConfig, model: nnx.Module, workdir: Pa
     """epochs = 0: the loaded checkpoint becomes `workdir/model`, scored on the validation set."""
     model.eval()
     _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-    io.write_json(workdir / "model_config.json", spec.to_json())
+    ibo_io.write_json(workdir / "model_config.json", spec.to_json())
     best: dict = {"accuracy": None, "epoch": 0, "loss": None, "used_as_is": True}
     if val is not None:
         probs = predict(model, val[0], batch_size=cfg.eval_batch_size, mesh=mesh)
         vm = classification_metrics(check_labels(val[1], spec.num_classes, name="val labels"), probs, class_names)
         best.update(accuracy=vm["accuracy"], loss=vm["loss"])
     _save(workdir / "model", {"params": params, "stats": stats})
-    io.write_json(workdir / "best.json", best)
-    io.write_json(workdir / "history.json", [])
+    ibo_io.write_json(workdir / "best.json", best)
+    ibo_io.write_json(workdir / "history.json", [])
     return {"steps": 0, "finished": True, "best": best, "history": [], "train_seconds": 0.0,
             "train_images_per_s": None}
 
@@ -299,15 +300,15 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
     tx = make_optimizer(cfg, total)
     state = {"params": params, "stats": stats, "rest": rest, "opt": tx.init(params), "step": jnp.int32(0)}
     ckpt_dir, best_dir = workdir / "checkpoint", workdir / "model"
-    best = io.read_json(workdir / "best.json") if (workdir / "best.json").exists() else {"accuracy": -1.0}
-    history = io.read_json(workdir / "history.json") if (workdir / "history.json").exists() else []
+    best = ibo_io.read_json(workdir / "best.json") if (workdir / "best.json").exists() else {"accuracy": -1.0}
+    history = ibo_io.read_json(workdir / "history.json") if (workdir / "history.json").exists() else []
     if ckpt_dir.exists():
         saved = restore_pytree(ckpt_dir, {k: v for k, v in state.items() if k != "rest"})
         state.update(saved)
     state = parallel.replicate(state, mesh)
     start = int(state["step"])
     step_fn = jax.jit(partial(train_step, graphdef, tx, cfg, spec.num_classes), donate_argnums=0)
-    io.write_json(workdir / "model_config.json", spec.to_json())
+    ibo_io.write_json(workdir / "model_config.json", spec.to_json())
     t0, seen, stopped, step = time.time(), 0, False, start
     for epoch in range(start // steps_per_epoch, cfg.epochs):
         skip = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
@@ -347,9 +348,9 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
         if score > best["accuracy"]:
             _save(best_dir, {"params": state["params"], "stats": state["stats"]})
             best = {"accuracy": score, "epoch": epoch + 1, "loss": entry.get("val_loss")}
-            io.write_json(workdir / "best.json", best)
+            ibo_io.write_json(workdir / "best.json", best)
         history.append(entry)
-        io.write_json(workdir / "history.json", history)
+        ibo_io.write_json(workdir / "history.json", history)
         _save(ckpt_dir, {k: v for k, v in state.items() if k != "rest"})
     seconds = time.time() - t0
     return {"steps": int(state["step"]), "finished": not stopped, "best": best, "history": history,

@@ -64,13 +64,6 @@ class Artifact:
 DATASET = Artifact("data", "dataset.json", "what the patches are: source config, GT kind, split sizes")
 SLIDES = Artifact("data", "slides/slides.json", "whole-slide extraction summary")
 CLASSIFIER_METRICS = Artifact("train_classifier", "metrics.json", "the chosen classifier's validation metrics")
-EVAL_SET = Artifact("explain", "eval_set.npz", "the evaluation set (with counterfactual twins when known)")
-HEATMAPS = Artifact("explain", "heatmaps.npz", "heatmaps, importance levels and validity per method")
-GEOMETRY = Artifact("occlude", "masks.npz", "mask geometry of every curve")
-LAYOUT = Artifact("occlude", "layout.json", "the occluded-image store's table of contents")
-SCORES_CSV = Artifact("score", "scores.csv", "the tidy table: one row per image x method x strategy x curve x mask")
-SCORE_SUMMARY = Artifact("score", "summary.json", "per strategy and curve: AUCs, rankings, agreement")
-SCORE_ARRAYS = Artifact("score", "scores.npz", "dense score arrays, twins' predictions, residual evidence")
 SWEEP_CSV = Artifact("repaint_sweep", "sweep.csv", "one row per sampler setting")
 SWEEP_JSON = Artifact("repaint_sweep", "sweep.json", "the sweep's rows, reference and front")
 
@@ -142,6 +135,9 @@ def _check(path: Path, arrays: Mapping[str, np.ndarray], spec: Mapping[str, tupl
 
 
 # ----------------------------------------------------------------------- the explain stage's files
+
+EVAL_SET = Artifact("explain", "eval_set.npz", "the evaluation set (with counterfactual twins when known)")
+HEATMAPS = Artifact("explain", "heatmaps.npz", "heatmaps, importance levels and validity per method")
 
 _EVAL_SET = {"index": ("iu", 1), "image": ("u", 4), "label": ("iu", 1), "tumor_mask": ("b", 3), "twin": ("u", 4)}
 _HEATMAPS = {"methods": ("U", 1), "controls": ("U", 1), "heatmaps": ("f", 4), "levels": ("iu", 4),
@@ -225,6 +221,9 @@ def dataset_info(data_dir: str | Path) -> dict:
 
 
 # ------------------------------------------------------------------------ the occlude stage's files
+
+GEOMETRY = Artifact("occlude", "masks.npz", "mask geometry of every curve")
+LAYOUT = Artifact("occlude", "layout.json", "the occluded-image store's table of contents")
 
 
 def write_geometry(stage_dir: str | Path, geo: dict, *, methods: Sequence[str]) -> Path:
@@ -321,6 +320,10 @@ def occluded_blocks(stage_dir: str | Path, *, strategy: str | None = None, curve
 
 
 # -------------------------------------------------------------------------- the score stage's files
+
+SCORES_CSV = Artifact("score", "scores.csv", "the tidy table: one row per image x method x strategy x curve x mask")
+SCORE_SUMMARY = Artifact("score", "summary.json", "per strategy and curve: AUCs, rankings, agreement")
+SCORE_ARRAYS = Artifact("score", "scores.npz", "dense score arrays, twins' predictions, residual evidence")
 
 _RESIDUAL_KEYS = ("p", "logit", "ssim_orig", "psnr_orig", "ssim_twin", "psnr_twin")
 

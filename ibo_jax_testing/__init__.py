@@ -75,3 +75,23 @@ def write_explained(explain_dir: str | Path, *, image, tumor_mask, heat, methods
         "n_levels": n_levels.reshape(n, m).astype(np.int8), "k": np.int32(k), "valid": valid.reshape(n, m),
         "cam_valid": np.ones((n, m), bool)})
     return Path(explain_dir)
+
+
+def write_patches_npz(path: str | Path, *, n: int, size: int, splits: Mapping[str, int], seed: int = 0) -> Path:
+    """Your-own-data patches for the `npz` source: alternating normal / tumor patches of random
+    texture, a purple square (the middle half) on the tumor ones, `splits` {split: count} in order."""
+    import numpy as np
+
+    from ibo_jax import io as ibo_io
+
+    rng = np.random.default_rng(seed)
+    label = np.arange(n) % 2
+    tumor = np.zeros((n, size, size), bool)
+    tumor[label == 1, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = True
+    image = rng.integers(60, 200, (n, size, size, 3), dtype=np.uint8)
+    image[tumor] = [150, 40, 120]
+    split = np.array([s for s, k in splits.items() for _ in range(k)])
+    if len(split) != n:
+        raise ValueError(f"splits {dict(splits)} count {len(split)} patches, not n={n}")
+    ibo_io.write_npz(path, {"image": image, "label": label, "tumor_mask": tumor, "split": split})
+    return Path(path)

@@ -20,18 +20,11 @@ def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path, demo_config):
 
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
+    from ibo_jax_testing import write_patches_npz
     from ibo_jax_testing.models import diffusers_pipeline_dir
 
     diffusers_pipeline_dir(tmp_path / "ddpm", size=16)  # a random diffusers DDPM at 16 px
-    rng = np.random.default_rng(0)
-    n = 24
-    label = np.arange(n) % 2
-    tumor = np.zeros((n, S, S), bool)
-    tumor[label == 1, 8:24, 8:24] = True
-    image = rng.integers(60, 200, (n, S, S, 3), dtype=np.uint8)
-    image[tumor] = [150, 40, 120]
-    ibo_io.write_npz(tmp_path / "patches.npz", {"image": image, "label": label, "tumor_mask": tumor,
-                                                "split": np.array(["val"] * 8 + ["test"] * 16)})
+    write_patches_npz(tmp_path / "patches.npz", n=24, size=S, splits={"val": 8, "test": 16})
     norm = {"mean": (0.6, 0.4, 0.6), "std": (0.2, 0.2, 0.2)}
     mine = models.resnet18(num_classes=2, rngs=nnx.Rngs(1), strides=(1, 1, 1, 1), **norm)  # 8x8 CAM maps at 32 px
     np.savez(tmp_path / "classifier.npz", **to_torchvision_state_dict("resnet18", mine))

@@ -7,22 +7,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ibo_jax import io as ibo_io
 from ibo_jax import pipeline
 
 S = 32
-
-
-def _patches(path):
-    rng = np.random.default_rng(0)
-    n = 12
-    label = np.arange(n) % 2
-    tumor = np.zeros((n, S, S), bool)
-    tumor[label == 1, 8:24, 8:24] = True
-    image = rng.integers(60, 200, (n, S, S, 3), dtype=np.uint8)
-    image[tumor] = [150, 40, 120]
-    ibo_io.write_npz(path, {"image": image, "label": label, "tumor_mask": tumor,
-                            "split": np.array(["val"] * 4 + ["test"] * 8)})
 
 
 def _config(tmp_path, weights, tumor_class):
@@ -42,8 +29,9 @@ def test_swapped_head_with_tumor_class_0_scores_like_the_original(tmp_path):
 
     from ibo_jax import models
     from ibo_jax.models.convert import to_torchvision_state_dict
+    from ibo_jax_testing import write_patches_npz
 
-    _patches(tmp_path / "patches.npz")
+    write_patches_npz(tmp_path / "patches.npz", n=12, size=S, splits={"val": 4, "test": 8})
     model = models.resnet18(num_classes=2, rngs=nnx.Rngs(1), strides=(1, 1, 1, 1))
     sd = to_torchvision_state_dict("resnet18", model)
     np.savez(tmp_path / "original.npz", **sd)

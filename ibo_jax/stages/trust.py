@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from ibo_jax import artifacts, cam
+from ibo_jax.data.patches import read_split
 from ibo_jax.evaluation.predict import make_predict_fn
 from ibo_jax.models import loaders
 from ibo_jax.trust import checks, randomization
@@ -47,8 +48,6 @@ def twin_check(twin_p: np.ndarray, normal_p: np.ndarray | None) -> dict:
 
 
 def run(ctx) -> dict:
-    from ibo_jax.data.patches import read_split
-
     t0 = time.time()
     cfg = ctx.cfg
     if ctx.process_index != 0:

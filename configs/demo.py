@@ -15,7 +15,7 @@ Reduced on purpose, and stated in the report:
 - IBO with DDNM (5 network calls per inpainting) instead of the study's RePaint (250, 10, 10),
   which needs 2,410: the cheapest setting that `configs/repaint_sweep.py` found non-inferior to it;
 - 32 tumor patches in the evaluation set (the study used 100); IBO's fixed-fraction curves on 12;
-- a DDPM check with 128 samples and 25 steps (`:full_check`: 256 and 50, the IBO issue's targets);
+- a DDPM check with 128 samples and 25 steps (`:full_check`: 256 and 50);
 - a two-setting sweep (DDNM (5, 1, 1) against RePaint (10, 5, 2), the previous demo default with
   15 calls), its ranks on 8 patches.
 """

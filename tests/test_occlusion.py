@@ -399,3 +399,61 @@ def test_identical_inputs_are_computed_once(tmp_path, monkeypatch):
     assert copies and sum(calls) <= len(rows) - len(copies)
     for p, _, i in copies:
         np.testing.assert_array_equal(rows[(p, 2, i)], rows[(p, 0, i)])
+
+
+def test_strategies_that_store_predictions_or_name_another_model(tmp_path, monkeypatch):
+    """A strategy declares how it is predicted: 'stored' writes p(tumor) and the logit itself (no
+    image), a model name has its images re-predicted by that model; the score library follows."""
+    from ibo_jax.evaluation import scoring
+    from ibo_jax.stages import occlude
+
+    monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
+
+    def token_drop(images, remove_mask, *, key=None):  # stands in for a ViT's token dropping
+        share = np.asarray(remove_mask).mean(axis=(1, 2))
+        return {"p": 1.0 - share, "logit": np.log((1.0 - share + 1e-6) / (share + 1e-6))}
+
+    monkeypatch.setitem(occlusion.REGISTRY, "token_drop", token_drop)
+    monkeypatch.setitem(occlusion.REGISTRY, "retrained", occlusion.REGISTRY["mean"])
+    monkeypatch.setattr(occlusion, "STRATEGIES", (*occlusion.STRATEGIES, "token_drop", "retrained"))
+    monkeypatch.setitem(occlusion.PREDICTED_BY, "token_drop", "stored")
+    monkeypatch.setitem(occlusion.PREDICTED_BY, "retrained", "roar_model")
+    _fake_explain(tmp_path)
+    cfg = occlude.default_config()
+    cfg.strategies, cfg.curves, cfg.grid_patches = ("blackening", "token_drop", "retrained"), ("morf",), 2
+    occlude.run(_ctx(tmp_path, cfg))
+    d = tmp_path / "occlude"
+    layout = artifacts.read_layout(d)
+    assert layout["predicted_by"] == {"blackening": "classifier", "token_drop": "stored", "retrained": "roar_model"}
+    blocks = list(artifacts.occluded_blocks(d))
+    stored = [b for b in blocks if b["strategy"] == "token_drop"]
+    assert stored and all("image" not in b and len(b["p"]) == len(b["pos"]) for b in stored)
+    ev, _ = artifacts.read_explained(tmp_path / "explain")
+
+    def predictor(value):
+        calls = []
+
+        def fn(images):
+            calls.append(len(images))
+            n = len(images)
+            return np.full(n, value, np.float32), np.zeros(n, np.float32), np.zeros((n, 4), np.float32)
+        return fn, calls
+
+    main_fn, main_calls = predictor(0.5)
+    other_fn, other_calls = predictor(0.25)
+    with pytest.raises(ValueError, match="predicted by model 'roar_model'"):
+        scoring.score_occluded(artifacts.occluded_blocks(d), ev["image"], main_fn)
+    main_calls.clear()
+    res = scoring.score_occluded(artifacts.occluded_blocks(d), ev["image"], main_fn,
+                                 model_predict_fns={"roar_model": other_fn})
+    n = {s: sum(len(b["pos"]) for b in blocks if b["strategy"] == s) for s in ("blackening", "token_drop", "retrained")}
+    assert sum(main_calls) == n["blackening"] and sum(other_calls) == n["retrained"]
+    np.testing.assert_array_equal(res[("retrained", "morf")]["p"], 0.25)
+    got = res[("token_drop", "morf")]
+    np.testing.assert_allclose(got["p"], np.concatenate([b["p"] for b in stored]))
+    assert "feat" not in got
+    _, hm = artifacts.read_explained(tmp_path / "explain")
+    table, summary = scoring.summarize_run(ev, artifacts.read_geometry(d), res, main_fn, methods=hm["methods"],
+                                           controls=hm["controls"], n_boot=20)
+    assert set(summary["strategies"]) == {"blackening", "token_drop", "retrained"}
+    assert "token_drop" not in summary["kid"] and table.n_rows > 0

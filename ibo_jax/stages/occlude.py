@@ -161,9 +161,15 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
 
 
 def _apply(name, opts, ev, rows, masks_all, ids, key) -> dict:
+    """One block: uint8 images, or for a strategy predicted_by 'stored' (it returns {'p', 'logit'}
+    [U] for its distinct rows instead of images) the predictions."""
     out = {k: np.asarray(v, np.int32 if k == "pos" else np.int16) for k, v in rows.items()}
+    stored = occlusion.predicted_by(name) == "stored"
     if not masks_all:
-        out["image"] = np.zeros((0,) + ev["image"].shape[1:], np.uint8)
+        if stored:
+            out["p"], out["logit"] = np.zeros(0, np.float32), np.zeros(0, np.float32)
+        else:
+            out["image"] = np.zeros((0,) + ev["image"].shape[1:], np.uint8)
         return out
     remove = np.stack(masks_all)  # [R, H, W]
     first, inverse = occlusion.unique_rows(out["pos"], out["draw"], remove)
@@ -173,6 +179,10 @@ def _apply(name, opts, ev, rows, masks_all, ids, key) -> dict:
     if name == "counterfactual":  # each row's removed pixels come from its own patch's twin
         opts = {**opts, "twin": ev["twin"][pos]}
     occluded = occlusion.apply(name, images, remove[first], key=keys, **opts)
+    if stored:
+        for k in ("p", "logit"):
+            out[k] = np.asarray(occluded[k], np.float32).reshape(-1)[inverse]
+        return out
     out["image"] = occlusion.to_uint8(occluded)[inverse]
     return out
 
@@ -275,6 +285,8 @@ def grid_figure(stage_dir: Path, images: np.ndarray, methods: list[str], valid: 
     strategies, n_masks = layout["strategies"], int(layout["n_masks"])
     found: dict[tuple[str, int, int], np.ndarray] = {}
     for block in artifacts.occluded_blocks(stage_dir, curve=curve_registry.PRIMARY, name="c0000"):  # written by process 0
+        if "image" not in block:  # a strategy that stores predictions, not images
+            continue
         sel = np.isin(block["pos"], patches) & (block["method"] == mi) & (block["draw"] == 0)
         for r in np.flatnonzero(sel):
             found[(block["strategy"], int(block["pos"][r]), int(block["mask"][r]))] = block["image"][r]

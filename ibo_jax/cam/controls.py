@@ -11,7 +11,7 @@
   The oracle is almost binary, so blending it with noise keeps its pixel order up to a blend of
   0.5; replacing it on S_a does not: the expected tumor share of its top-q pixels falls as a
   grows, so under the counterfactual strategy the fixed-fraction deletion AUC must rise with a
-  (docs/method.md). Their known order is the meta-evaluation's test of a strategy.
+  (docs/method.md). Their known order is the trust checks' test of a strategy.
 - `oracle_shifted`: the oracle rolled by half the patch in both axes: plausible-looking but wrong
   (reported beside the graded ones, outside their order).
 """

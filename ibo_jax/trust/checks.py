@@ -1,4 +1,4 @@
-"""Does the verdict hold? Known-answer checks of a scored run (docs/method.md, 'meta-evaluation').
+"""Does the verdict hold? Known-answer checks of a scored run (docs/method.md, 'Knowing whether the verdict is right').
 
 All functions take a `ScoreTable` (the score stage's dense arrays, `artifacts.read_score_arrays`) and
 return plain dicts for trust/summary.json:

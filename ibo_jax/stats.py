@@ -197,3 +197,83 @@ def paired_mard_test(
         "p_value": float(np.mean(d >= 0)),
         "p_two_sided": float(min(1.0, 2.0 * min(np.mean(d >= 0), np.mean(d <= 0)))),
     }
+
+
+# ------------------------------------------------------------------ pairwise verdicts (decisive or not)
+
+#: Equivalence margin of the within-patch rank agreement (Kendall's tau, in [-1, 1]), fixed before
+#: looking at any result: two strategies whose mean agreement differs by less than this order the
+#: methods alike for every practical purpose (a tenth of tau's half-range).
+TAU_MARGIN = 0.1
+
+
+def kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b between the rows of a and b [P, M] (per patch, across the M methods; NaN
+    entries dropped pairwise): [P], NaN where fewer than 2 methods are finite or a row is constant."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.full(a.shape[0], np.nan)
+    iu = np.triu_indices(a.shape[1], 1)
+    for p in range(a.shape[0]):
+        da = np.sign(a[p][:, None] - a[p][None, :])[iu]
+        db = np.sign(b[p][:, None] - b[p][None, :])[iu]
+        ok = np.isfinite(da) & np.isfinite(db)
+        da, db = da[ok], db[ok]
+        na, nb = np.sum(da != 0), np.sum(db != 0)
+        if na and nb:
+            out[p] = float(np.sum(da * db) / np.sqrt(na * nb))
+    return out
+
+
+def crossed_indices(n_seeds: int, n_patches: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap rows for seeds x patches crossed (the same patches under every seed): seeds
+    [n_boot, S] and patches [n_boot, P], resampled independently (a seed level that disagrees
+    widens the interval; with one seed the seed level is fixed)."""
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds)) if n_seeds > 1 else np.zeros((n_boot, 1), np.int64)
+    return seeds, rng.integers(0, n_patches, size=(n_boot, n_patches))
+
+
+def _boot_means(x: np.ndarray, seeds: np.ndarray, patches: np.ndarray) -> np.ndarray:
+    """Means of x [S, P] over resampled seeds and patches: [n_boot] (NaN entries left out)."""
+    out = np.empty(len(seeds))
+    for i, (s, p) in enumerate(zip(seeds, patches)):
+        out[i] = nanmean(x[np.ix_(s, p)].reshape(-1), 0)
+    return out
+
+
+def pairwise_verdicts(values: dict[str, np.ndarray], *, margin: float = TAU_MARGIN, n_boot: int = 1000,
+                      seed: int = 0, alpha: float = 0.05) -> list[dict]:
+    """Every pair of `values` (name -> per-patch statistic [P], or [S, P] for S seeds crossed with
+    the same P patches, higher = better): the paired difference a - b with its 1 - alpha interval
+    (bootstrap over seeds and patches), a two-sided bootstrap p-value, Holm-adjusted over the pairs,
+    and the verdict: 'separated' (Holm-adjusted p < alpha: the interval at the adjusted level
+    excludes 0; wins if equivalence also holds), 'equivalent' (the 1 - 2 alpha interval lies inside
+    +-margin: two one-sided tests) or 'undecided'."""
+    names = list(values)
+    arr = {k: np.atleast_2d(np.asarray(v, np.float64)) for k, v in values.items()}
+    shapes = {v.shape for v in arr.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"pairwise_verdicts: every statistic needs the same [seeds, patches] shape, got {shapes}")
+    (n_seeds, n_patches), = shapes
+    seeds, patches = crossed_indices(n_seeds, n_patches, n_boot, seed)
+    rows = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            a, b = names[i], names[j]
+            d = arr[a] - arr[b]
+            boots = _boot_means(d, seeds, patches)
+            boots = boots[np.isfinite(boots)]
+            est = float(nanmean(d.reshape(-1), 0))
+            if not boots.size or not np.isfinite(est):
+                rows.append({"a": a, "b": b, "difference": None, "p": None, "verdict": "undecided"})
+                continue
+            p = float(min(1.0, 2 * min(np.mean(boots <= 0), np.mean(boots >= 0))))
+            lo90, hi90 = np.quantile(boots, [alpha, 1 - alpha])
+            rows.append({"a": a, "b": b, "difference": est, "lo": float(np.quantile(boots, alpha / 2)),
+                         "hi": float(np.quantile(boots, 1 - alpha / 2)), "lo_equiv": float(lo90),
+                         "hi_equiv": float(hi90), "p": p, "equivalent": bool(-margin < lo90 and hi90 < margin)})
+    tested = [r for r in rows if r["p"] is not None]
+    for r, adj in zip(tested, holm([r["p"] for r in tested])):
+        r["p_holm"] = adj
+        r["verdict"] = "separated" if adj < alpha else "equivalent" if r["equivalent"] else "undecided"
+    return rows

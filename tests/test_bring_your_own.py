@@ -59,7 +59,8 @@ def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path, demo_config):
     assert s["n_images"] == 4 and "train_normal" not in q["kid"]  # no training patches
     assert len(s["gt"]["ranking"]) == 3 and set(s["strategies"]) == {"blackening", "blurring", "ibo"}
     report = (w / "report" / "report.md").read_text()
-    assert "Verdict of this run" in report and "Can this verdict be trusted?" in report
+    assert "Plausibility verdict (IoU with the annotation" in report and "Can this verdict be trusted?" in report
+    assert "Faithfulness verdict" not in report and "no known answer" in report  # own patches: no twins
     m = ibo_io.read_json(w / "trust" / "summary.json")  # not synthetic: no twins, said so
     assert "only synthetic patches" in m["counterfactual"]["unavailable"] and m["randomization"]["steps"]
     assert (w / "report" / "report.md").is_file() and (w / "repaint_sweep" / "sweep.csv").is_file()

@@ -121,7 +121,7 @@ def test_report_without_a_gt_ranking_gives_no_verdict():
     s = st.summarize(n_boot=20)
     assert list(s["gt"]["ranking"]) == [M[0]]
     text = report.render_markdown(s)
-    assert "No verdict in this run:** only 1 method could be ranked" in text and "Verdict of this run" not in text
+    assert "No verdict in this run:** only 1 method could be ranked" in text and "Plausibility verdict" not in text
     assert f"| {M[1]} | n/a | 0 | unranked (no valid patch) |" in text and "| random |" in text
 
 

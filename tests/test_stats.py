@@ -104,3 +104,41 @@ def test_plain_turns_config_dicts_into_dicts():
     assert ibo_io.plain(ml_collections.FrozenConfigDict(c))["a"]["b"] == (1, 2)
     assert ibo_io.plain({"x": [(1,), 2]}, lists=True) == {"x": [[1], 2]}  # as JSON reads it back
     assert ibo_io.plain(5) == 5
+
+
+def test_pairwise_verdicts_separated_equivalent_undecided_where_constructed():
+    r = np.random.default_rng(0)
+    n = 200
+    a = 0.8 + r.normal(0, 0.05, n)
+    values = {"A": a, "B": 0.2 + r.normal(0, 0.05, n),  # far below A: separated
+              "C": a + r.normal(0, 0.01, n),  # A up to tiny noise: equivalent
+              "D": a + 0.05 + r.normal(0, 1.5, n)}  # a small shift under large noise: undecided
+    rows = {(x["a"], x["b"]): x for x in stats.pairwise_verdicts(values, n_boot=500, seed=1)}
+    assert rows[("A", "B")]["verdict"] == "separated" and rows[("A", "B")]["lo"] > 0.5
+    assert rows[("A", "C")]["verdict"] == "equivalent"
+    assert -stats.TAU_MARGIN < rows[("A", "C")]["lo_equiv"] <= rows[("A", "C")]["hi_equiv"] < stats.TAU_MARGIN
+    assert rows[("A", "D")]["verdict"] == "undecided"
+    d = rows[("A", "D")]
+    assert d["lo"] < 0 < d["hi"] and d["hi_equiv"] - d["lo_equiv"] > 2 * stats.TAU_MARGIN  # too wide to be equivalent
+    assert all(x["p_holm"] >= x["p"] for x in rows.values())  # Holm over the six pairs
+
+
+def test_seed_level_widens_the_interval_when_seeds_disagree():
+    r = np.random.default_rng(2)
+    n = 100
+    shift = np.array([0.3, 0.0, -0.2])[:, None]  # the seeds disagree about A - B
+    a = 0.5 + shift + r.normal(0, 0.05, (3, n))
+    b = 0.45 + r.normal(0, 0.05, (3, n))
+    crossed = stats.pairwise_verdicts({"A": a, "B": b}, n_boot=400, seed=0)[0]
+    pooled = stats.pairwise_verdicts({"A": a.reshape(1, -1), "B": b.reshape(1, -1)}, n_boot=400, seed=0)[0]
+    assert crossed["difference"] == pytest.approx(pooled["difference"])
+    assert (crossed["hi"] - crossed["lo"]) > 3 * (pooled["hi"] - pooled["lo"])
+    assert pooled["verdict"] == "separated" and crossed["verdict"] == "undecided"
+
+
+def test_kendall_rows_per_patch():
+    a = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 1.0, 1.0], [1.0, np.nan, 3.0]])
+    b = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [0.0, 5.0, 2.0]])
+    got = stats.kendall_rows(a, b)
+    np.testing.assert_allclose(got[:2], [1.0, -1.0])
+    assert np.isnan(got[2]) and got[3] == pytest.approx(1.0)  # constant row; the NaN method left out

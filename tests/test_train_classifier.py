@@ -155,3 +155,20 @@ def test_stage_with_your_own_classifier(tmp_path):
     tcfg.input_std = (0.2, 0.2)
     with pytest.raises(ValueError, match=r"train_classifier.input_std: expected 3 values"):
         pipeline.run(config, tmp_path / "w", stages=["train_classifier"])
+
+
+def test_classifier_seed_is_its_own_and_defaults_to_the_global(tmp_path, stage_context):
+    import jax
+
+    from ibo_jax import pipeline, rng
+    from ibo_jax.stages import train_classifier
+
+    config = pipeline.default_config(("data", "train_classifier"))
+    config.seed = 3
+    ctx = stage_context("train_classifier", tmp_path, config=config, seed=3)
+    seed, key = train_classifier.training_seed_and_key(ctx)
+    assert seed == 3 and (jax.random.key_data(key) == jax.random.key_data(ctx.key)).all()
+    config.train_classifier.seed = 7  # the data and the evaluation set keep the global seed 3
+    seed, key = train_classifier.training_seed_and_key(ctx)
+    want = rng.fold(rng.root_key(7), "train_classifier")
+    assert seed == 7 and (jax.random.key_data(key) == jax.random.key_data(want)).all()

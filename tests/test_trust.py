@@ -121,3 +121,27 @@ def test_resolution_shrinks_as_patches_are_added():
     entry = cf["curves"]["morf"]["strategies"]["a"]
     assert set(cf["curves"]["morf"]["strategies"]) == {"a", "b"} and 0 <= entry["mard"] <= 6
     assert "a<b" in cf["curves"]["morf"]["paired_mard_tests"]
+    within = entry["within_patch"]
+    assert -1 <= within["lo"] <= within["mean"] <= within["hi"] <= 1 and within["n"] == 24
+    pw = cf["curves"]["morf"]["pairwise"]
+    (row,) = pw["rows"]
+    assert {row["a"], row["b"]} == {"a", "b"} and row["verdict"] in ("separated", "equivalent", "undecided")
+    assert sum(pw["counts"].values()) == 1 and pw["margin"] == pytest.approx(0.1)
+
+
+def test_report_opens_with_the_faithfulness_verdict_when_there_is_a_known_answer():
+    from ibo_jax.reporting import report
+
+    trust = {"counterfactual": {"curves": {"morf": {
+        "strategies": {"ibo": {"within_patch": {"mean": 0.6}, "mard": 0.5},
+                       "blackening": {"within_patch": {"mean": -0.2}, "mard": 2.1},
+                       "mean": {"within_patch": {"mean": 0.55}, "mard": 0.6}},
+        "pairwise": {"rows": [{"a": "blackening", "b": "ibo", "difference": -0.8, "verdict": "separated"},
+                              {"a": "blackening", "b": "mean", "difference": -0.75, "verdict": "separated"},
+                              {"a": "ibo", "b": "mean", "difference": 0.05, "verdict": "equivalent"}],
+                     "counts": {"separated": 2, "equivalent": 1, "undecided": 0}}}}}}
+    line = report.faithfulness_verdict(trust)
+    assert "comes from **ibo** (within-patch Kendall's tau 0.60, MARD 0.50)" in line
+    assert "separated from 1 of the 2 other strategies (blackening)" in line
+    assert "2 are separated, 1 equivalent, 0 undecided" in line and "Order: ibo 0.60, mean 0.55, blackening -0.20" in line
+    assert report.faithfulness_verdict({"counterfactual": {"unavailable": "no twins"}}) == ""

@@ -44,7 +44,7 @@ def compute(heat: np.ndarray, levels: np.ndarray, n_levels: np.ndarray | None, c
 
     Returns counts {curve: int32 [N, M, n]}, hw, valid bool [N, M], gt_iou [N, M], n_levels int32
     [N, M] and excluded {'invalid_heatmap', 'empty_m4'} counts; with keep_masks also morf_masks
-    bool [N, M, n, H, W]. `heat` is only read for curves other than 'morf'.
+    bool [N, M, n, H, W]. `heat` is only read for curves other than the primary (MoRF) one.
     """
     n, m, h, w = levels.shape
     if n_levels is None:

@@ -40,7 +40,7 @@ class ScoreTable:
     label: np.ndarray  # [N]
     methods: list[str]
     controls: list[str]
-    areas: Mapping[str, np.ndarray]  # curve -> [N, M, n] |mask| / HW ('morf' always)
+    areas: Mapping[str, np.ndarray]  # curve -> [N, M, n] |mask| / HW (the primary curve always)
     valid: np.ndarray  # [N, M] heatmap usable and M_n non-empty
     gt_iou: np.ndarray  # [N, M] IoU(M_n, tumor mask), NaN if excluded
     p0: np.ndarray  # [N] p(tumor) of the originals

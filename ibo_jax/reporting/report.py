@@ -297,40 +297,91 @@ def ground_truth_kind(dataset: Mapping | str | Path | None) -> str:
     return f"tumor masks from {name or 'the patch dataset'}"
 
 
+def _introduction(summary: Mapping, config: Mapping | None) -> str:
+    """What this run did, in words, from what it did (methods, strategies, controls, sampler)."""
+    methods = [m for m in summary.get("methods", []) if m not in set(summary.get("controls", []))]
+    controls = list(summary.get("controls", []))
+    strategies = list(summary["strategies"])
+    text = (f"A classifier labels histopathology patches as tumor or normal. {len(methods)} explanation "
+            f"method{'' if len(methods) == 1 else 's'} ({', '.join(methods)}) produce heatmaps saying which pixels "
+            "drove the *tumor* prediction. To test a heatmap its most important pixels are **deleted** step by step "
+            "and p(tumor) is watched: the faster it falls, the more faithful the explanation (lower area under the "
+            f"curve, AUC). *How* pixels are deleted matters; this run used {', '.join(strategies)}.")
+    if "ibo" in strategies:
+        ibo = ((config or {}).get("occlude") or {}).get("ibo") or {}
+        setting = tuple(ibo.get("setting") or ()) or tuple(ibo.get(k) for k in ("sampler", "t_T", "jump_length",
+                                                                                   "jump_n_sample") if k in ibo)
+        text += (" **IBO** regenerates the removed pixels with a diffusion model trained on normal tissue only"
+                 + (f" (sampler setting {', '.join(str(v) for v in setting)})." if setting else "."))
+    if "counterfactual" in strategies:
+        text += (" **counterfactual** pastes the patch's tumor-free twin: the known answer other strategies are "
+                 "scored against (faithfulness).")
+    text += (" The annotation gives a second ranking, by how well each method's largest mask overlaps the tumor "
+             "outline (IoU): it measures **plausibility**, not faithfulness. MARD is the mean absolute difference "
+             "between two rankings (0 = identical).")
+    if controls:
+        text += f" Controls of known quality ({', '.join(controls)}) are scored but never ranked."
+    return text + "\n\n"
+
+
+def faithfulness_verdict(trust: Mapping | None) -> str:
+    """The opening line when the run has a known answer: which strategy's ranking of the methods is
+    closest to the counterfactual's (within-patch Kendall's tau, MARD) and how decided that is."""
+    cf = ((trust or {}).get("counterfactual") or {}).get("curves", {}).get(PRIMARY)
+    if not cf or not cf.get("strategies"):
+        return ""
+    tau = {s: (e.get("within_patch") or {}).get("mean") for s, e in cf["strategies"].items()}
+    tau = {s: v for s, v in tau.items() if v is not None}
+    if not tau:
+        return ""
+    best = max(tau, key=tau.get)
+    rows = (cf.get("pairwise") or {}).get("rows") or []
+    vs = [r for r in rows if best in (r["a"], r["b"])]
+    beaten = [r["b"] if r["a"] == best else r["a"] for r in vs if r["verdict"] == "separated"
+              and ((r["difference"] > 0) == (r["a"] == best))]
+    n = (cf.get("pairwise") or {}).get("counts") or {}
+    mard = cf["strategies"][best].get("mard")
+    text = (f"**Faithfulness verdict (known answer):** the ranking of the methods closest to the counterfactual "
+            f"reference's comes from **{best}** (within-patch Kendall's tau {tau[best]:.2f}"
+            + (f", MARD {mard:.2f}" if mard is not None else "") + "). ")
+    if vs:
+        text += (f"It is separated from {len(beaten)} of the {len(vs)} other strategies"
+                 + (f" ({', '.join(beaten)})" if beaten else "") + "; over all pairs of strategies "
+                 f"{n.get('separated', 0)} are separated, {n.get('equivalent', 0)} equivalent, "
+                 f"{n.get('undecided', 0)} undecided.")
+    ordered = sorted(tau, key=tau.get, reverse=True)
+    return text + " Order: " + ", ".join(f"{s} {tau[s]:.2f}" for s in ordered) + ".\n\n"
+
+
 def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = None,
                     config: Mapping | None = None, figures: Sequence[tuple[str, str]] = (),
                     ground_truth: str | None = None, sweep: Mapping | None = None,
                     ddpm_check: Mapping | None = None, trust: Sequence[str] = (),
-                    slides: Mapping | None = None) -> str:
+                    slides: Mapping | None = None, trust_summary: Mapping | None = None) -> str:
     """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
     says what the GT masks are (`ground_truth_kind`); `ddpm_check` the ddpm_check summary;
-    `trust` the lines of 'Can this verdict be trusted?' (report_meta.trust_section), which open it."""
+    `trust` the lines of 'Can this verdict be trusted?' (reporting.trust.trust_section), which
+    follow the verdicts; `trust_summary` (trust/summary.json) gives the faithfulness verdict."""
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get(PRIMARY, {})]
     mard_of = {s: summary["strategies"][s][PRIMARY]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
     n_ranked = len(summary.get("gt", {}).get("ranking", {}))
     n_strat = len(summary["strategies"])
     out = [f"# Which CAM explanation can we trust? Deletion tests under {n_strat} occlusion "
-           f"strateg{'y' if n_strat == 1 else 'ies'}\n\n",
-           "A classifier labels histopathology patches as tumor or normal. CAM methods (Grad-CAM and six "
-           "others) produce heatmaps saying which pixels drove the *tumor* prediction. To test a heatmap we "
-           "**delete** its most important pixels step by step (masks M1 ⊂ M2 ⊂ M3 ⊂ M4 from 1-D k-means "
-           "levels of the heatmap) and watch p(tumor) fall: the faster it falls, the more faithful the "
-           "explanation (lower area under the curve, AUC). *How* pixels are deleted matters: blackening or "
-           "blurring creates unnatural images the classifier may react to. **IBO** regenerates the removed "
-           "pixels with a diffusion model (RePaint) trained on normal tissue only. Each strategy ranks the "
-           "methods by mean AUC; the **ground truth** ranks them by how well M4 overlaps the pathologists' "
-           "tumor annotation (IoU). MARD is the mean absolute difference between a strategy's ranks and "
-           "the GT ranks (0 = identical rankings). Controls: `random` (a random heatmap) and `oracle` (the "
-           "annotation itself) show what bad and ideal scores look like.\n\n"]
+           f"strateg{'y' if n_strat == 1 else 'ies'}\n\n", _introduction(summary, config)]
+    faithful = faithfulness_verdict(trust_summary)
+    if faithful:
+        out.append(faithful)
     if best is not None and n_ranked < 2:
         out.append(f"**No verdict in this run:** only {n_ranked} method{'' if n_ranked == 1 else 's'} could be "
-                   "ranked against the ground truth (see the exclusions below), so rankings cannot disagree.\n\n")
+                   "ranked against the annotation (see the exclusions below), so rankings cannot disagree.\n\n")
     elif best is not None:
-        mards = ", ".join(f"{s} {summary['strategies'][s]['morf']['agreement']['mard']:.3f}" for s in strategies)
-        out.append(f"**Verdict of this run:** the ranking that agrees best with the GT comes from "
-                   f"**{' and '.join(best)}**{' (tied)' if len(best) > 1 else ''} (MARD: {mards}). Check the bootstrap intervals and paired tests below before "
-                   "trusting a difference.\n\n")
+        mards = ", ".join(f"{s} {mard_of[s]:.3f}" for s in strategies)
+        out.append(f"**Plausibility verdict (IoU with the annotation, not faithfulness):** the ranking closest to the "
+                   f"IoU ranking comes from **{' and '.join(best)}**{' (tied)' if len(best) > 1 else ''} (MARD: {mards}). "
+                   + ("A plausible ranking need not be faithful; the known answer above decides that. "
+                      if faithful else "This run has no known answer, so it cannot say which ranking is faithful. ")
+                   + "Check the bootstrap intervals and paired tests below before trusting a difference.\n\n")
     out.extend(trust)
     out.append("## This run\n\n")
     facts = [["evaluation set", f"{summary.get('n_images', 'n/a')} tumor patches"],
@@ -396,6 +447,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
         trust_lines, trust_figures = trust_section(checks, summary, out_dir)
         figures = trust_figures + figures
     text = render_markdown(summary, classifier_metrics=classifier_metrics, config=config, figures=figures,
-                           ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check, trust=trust_lines, slides=slides)
+                           ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check, trust=trust_lines, slides=slides,
+                           trust_summary=checks)
     ibo_io.write_text(out_dir / "report.md", text)
     return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

@@ -107,6 +107,24 @@ def figure_power(trust: Mapping, path: Path) -> bool:
     return True
 
 
+def pairwise_sentence(pw: Mapping) -> str:
+    """The pairwise verdicts between strategies on the within-patch agreement, in words."""
+    rows = pw.get("rows") or []
+    if not rows:
+        return ""
+    n = pw.get("counts") or {}
+    text = (f"Pairs of strategies on the within-patch agreement (Kendall's tau per patch, paired bootstrap, Holm over "
+            f"{len(rows)} pairs; equivalent = the 90% interval of the difference inside +-{pw.get('margin')}): "
+            f"{n.get('separated', 0)} separated, {n.get('equivalent', 0)} equivalent, {n.get('undecided', 0)} undecided.")
+    ibo = [r for r in rows if "ibo" in (r["a"], r["b"])]
+    if ibo:
+        text += " With IBO: " + "; ".join(
+            f"{r['b'] if r['a'] == 'ibo' else r['a']} {r['verdict']}"
+            + (f" ({md.num(r['difference'] if r['a'] == 'ibo' else -r['difference'], 2)})" if r.get("difference") is not None else "")
+            for r in ibo) + " (IBO minus the other)."
+    return text + "\n\n"
+
+
 def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """The markdown of 'Can this verdict be trusted?' and the figures it drew into out_dir."""
     out = ["## Can this verdict be trusted?\n\n"]
@@ -136,11 +154,14 @@ def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list
             rows = []
             for s, e in c["strategies"].items():
                 rows.append([s, md.num(e.get("mard"), 2), md.interval(e.get("mard_boot"), 2), md.num(e.get("kendall_decided"), 2),
+                             md.mean_interval(e.get("within_patch"), 2),
                              md.num(e.get("patch_spearman_median"), 2), md.num(plaus.get(s), 2) if curve == PRIMARY else "-"])
             out.append(f"**{curve}** ({c['n_decided_pairs']} of {c['n_pairs']} method pairs decided by the reference)\n\n")
             out.append(md.table(["strategy", "MARD vs counterfactual", "95% interval", "Kendall (decided pairs)",
-                               "per-patch Spearman (median)", "MARD vs IoU (plausibility)"], rows))
+                               "within-patch Kendall [95%]", "per-patch Spearman (median)",
+                               "MARD vs IoU (plausibility)"], rows))
             out.append("\n")
+            out.append(pairwise_sentence(c.get("pairwise") or {}))
         res = cf.get("residual") or {}
         if res.get("strategies"):
             out.append("**Residual evidence**: p(tumor) after removing the whole annotated region, against the "

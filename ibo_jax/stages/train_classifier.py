@@ -39,7 +39,22 @@ def default_config() -> ml_collections.ConfigDict:
     #                           with epochs = 0 it is the classifier, used as is (bring your own model)
     c.input_mean = ()         # the input normalization the weights expect, RGB for images in [0, 1];
     c.input_std = ()          # () = the architecture's default (ImageNet's mean/std)
+    # the classifier's own seed (initialization, batch order, augmentation); -1 = the global seed.
+    # The data, the evaluation set and the DDPM keep the global seed, so classifier seeds can be
+    # compared on the same patches.
+    c.seed = -1
     return c
+
+
+def training_seed_and_key(ctx) -> tuple[int, object]:
+    """(seed of the batch order, key of the initialization and augmentation) of this classifier:
+    the global seed and the stage's key, or those of `train_classifier.seed` when it is >= 0."""
+    from ibo_jax import rng
+
+    own = int(ctx.cfg.get("seed", -1))
+    if own < 0:
+        return int(ctx.config.seed), ctx.key
+    return own, rng.fold(rng.root_key(own), ctx.name)
 
 
 def _train_config(cfg: ml_collections.ConfigDict) -> tc.TrainConfig:
@@ -72,16 +87,18 @@ def run(ctx) -> dict:
     local_bs = global_bs // ctx.process_count
     steps_per_epoch = n_train // global_bs
 
+    seed, key = training_seed_and_key(ctx)
+
     def train_batches(epoch: int):
         loader = make_loader(data_dir, "train", batch_size=local_bs, shuffle=True,
-                             seed=int(config.seed) * 1009 + epoch, num_epochs=1,
+                             seed=seed * 1009 + epoch, num_epochs=1,
                              shard_index=ctx.process_index, shard_count=ctx.process_count,
                              drop_remainder=True)
         return loader
 
     val = read_split(data_dir, "val")
     summary = tc.train(spec, tcfg, train_batches=train_batches, steps_per_epoch=steps_per_epoch,
-                       workdir=ctx.dir, key=ctx.key, val=(val["image"], val["label"]), mesh=ctx.mesh,
+                       workdir=ctx.dir, key=key, val=(val["image"], val["label"]), mesh=ctx.mesh,
                        progress=ctx.progress, scalar=ctx.scalar, class_names=class_names,
                        init_weights=str(cfg.init_weights) or None)
     model = tc.load_classifier(ctx.dir)

@@ -29,13 +29,16 @@ from ibo_jax.evaluation import realism
 from ibo_jax.evaluation.curves import CURVES, KNOWN_ANSWER, PRIMARY, RANKED
 from ibo_jax.evaluation.ranking import kendall, rank, spearman
 from ibo_jax.stats import (
+    TAU_MARGIN,
     bootstrap_indices,
     col_means,
     holm,
     interval,
+    kendall_rows,
     mean_ci,
     nanmean,
     paired_mard_test,
+    pairwise_verdicts,
     rank_step,
     rankdata,
     ranks_array,
@@ -72,12 +75,20 @@ def decided_pairs(ref: np.ndarray, idx: np.ndarray, alpha: float) -> list[tuple[
     return out
 
 
+def verdict_counts(rows: Sequence[dict]) -> dict[str, int]:
+    """How many pairs came out separated, equivalent, undecided."""
+    return {v: sum(r["verdict"] == v for r in rows) for v in ("separated", "equivalent", "undecided")}
+
+
 def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Sequence[str] = RANKED,
                              n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Per curve and strategy: the strategy's ranking of the CAM methods against the reference's
     (MARD with a paired bootstrap interval, Kendall on all pairs and on the pairs the reference
-    decides, per-patch Spearman of AUCs per method and its median), paired MARD tests between
-    strategies, and the plausibility MARD (against the IoU ranking) beside it."""
+    decides, per-patch Spearman of AUCs per method and its median), the within-patch rank
+    agreement (Kendall's tau between the strategy's and the reference's AUCs across the methods,
+    per patch: `within_patch`, mean with interval) and the pairwise verdicts between strategies on
+    it (`stats.pairwise_verdicts`: separated / equivalent within `stats.TAU_MARGIN` / undecided,
+    Holm over the pairs), paired MARD tests between strategies."""
     names, ri = _ranked(study)
     out = {"reference": reference, "curves": {}}
     for curve in curves:
@@ -91,6 +102,7 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
         pairs = decided_pairs(ref, idx, alpha)
         strategies = {}
         aucs = {}
+        within = {}
         for (strategy, c) in sorted(study.dense):
             if c != curve or strategy == reference:
                 continue
@@ -115,14 +127,19 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
                     per_method[m] = float(np.corrcoef(rankdata(a[ok, j]), rankdata(ref[ok, j]))[0, 1])
             entry["patch_spearman"] = per_method
             entry["patch_spearman_median"] = float(np.median(list(per_method.values()))) if per_method else None
+            within[strategy] = kendall_rows(a, ref)  # [P]
+            entry["within_patch"] = mean_ci(within[strategy], idx, alpha)
             strategies[strategy] = entry
         tests = {}
         for sa, sb in itertools.permutations(aucs, 2):
             tests[f"{sa}<{sb}"] = paired_mard_test(aucs[sa], aucs[sb], ref, names, n_boot=n_boot, seed=seed,
                                                    alpha=alpha, ascending=lower, gt_ascending=lower)
+        verdicts = pairwise_verdicts(within, n_boot=n_boot, seed=seed, alpha=alpha) if len(within) >= 2 else []
         out["curves"][curve] = {"reference_ranking": ref_rank, "n_decided_pairs": len(pairs),
                                 "n_pairs": len(names) * (len(names) - 1) // 2, "strategies": strategies,
-                                "paired_mard_tests": tests}
+                                "paired_mard_tests": tests,
+                                "pairwise": {"statistic": "within_patch_kendall", "margin": TAU_MARGIN,
+                                             "rows": verdicts, "counts": verdict_counts(verdicts)}}
     return out
 
 

@@ -48,10 +48,9 @@ def twin_check(twin_p: np.ndarray, normal_p: np.ndarray | None) -> dict:
 
 
 def run(ctx) -> dict:
-    t0 = time.time()
-    cfg = ctx.cfg
-    if ctx.process_index != 0:
+    if ctx.process_index != 0:  # the checks are cheap: process 0 runs them all
         return {"skipped": "not process 0"}
+    t0, cfg = time.time(), ctx.cfg
     kw = {"n_boot": int(cfg.n_boot), "seed": int(ctx.config.seed), "alpha": float(cfg.alpha)}
     arrays = artifacts.read_score_arrays(ctx.input_dir("score"))
     study = arrays.table

@@ -254,3 +254,21 @@ def test_figures_in_report_order(tmp_path):
     found = artifacts.figures({s: tmp_path / s for s in ("data", "explain", "occlude")})
     assert [p.parent.name for p, _ in found] == ["data", "occlude"]
     assert artifacts.copy_figure(found[0][0], tmp_path) == "data_examples.png"
+
+
+def test_residual_of_a_strategy_without_features_round_trips(tmp_path):
+    """A strategy that stores its own predictions has no classifier features: its residual rows
+    are kept (pos, p) with NaN features beside the others' real ones."""
+    from ibo_jax.evaluation import scoring
+
+    arrays = _score_arrays()
+    rows = {"pos": np.array([0, 2]), "draw": np.zeros(2, np.int64), "p": np.array([0.3, 0.4])}
+    r = scoring.residual_arrays(rows, N)
+    assert r["feat"].shape == (2, 0)
+    arrays.residual["token_drop"] = artifacts.Residual({"p": r["p"]}, r["feat"], r["pos"])
+    artifacts.write_score_arrays(tmp_path, arrays)
+    back = artifacts.read_score_arrays(tmp_path)
+    td = back.residual["token_drop"]
+    assert td.pos.tolist() == [0, 2] and np.isnan(td.feat).all() and td.get("ssim_twin") is None
+    np.testing.assert_array_equal(td.get("p")[[0, 2], 0], [0.3, 0.4])
+    assert np.isfinite(back.residual["ibo"].feat).all()

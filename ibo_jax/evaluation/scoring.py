@@ -115,7 +115,9 @@ def residual_arrays(rows: Mapping[str, np.ndarray], n_images: int) -> dict[str, 
             a = np.full((n_images, n_draw), np.nan)
             a[pos, draw] = rows[k]
             out[k] = a
-    out["feat"], out["pos"] = np.asarray(rows["feat"], np.float32), pos
+    # a strategy that stores its own predictions has no classifier features: [R, 0]
+    out["feat"] = np.asarray(rows["feat"], np.float32) if "feat" in rows else np.zeros((len(pos), 0), np.float32)
+    out["pos"] = pos
     return out
 
 

@@ -212,14 +212,6 @@ def twins_of(data_dir: str | Path, index: np.ndarray, images: np.ndarray) -> tup
     return counterfactual_twins(data_dir, index, images)
 
 
-def dataset_info(data_dir: str | Path) -> dict:
-    """data/dataset.json."""
-    out = read_json(DATASET, data_dir)
-    if not isinstance(out, dict):
-        raise ArtifactError(f"{DATASET.path(data_dir)}: expected a JSON object")
-    return out
-
-
 # ------------------------------------------------------------------------ the occlude stage's files
 
 GEOMETRY = Artifact("occlude", "masks.npz", "mask geometry of every curve")
@@ -322,7 +314,6 @@ def occluded_blocks(stage_dir: str | Path, *, strategy: str | None = None, curve
 # -------------------------------------------------------------------------- the score stage's files
 
 SCORES_CSV = Artifact("score", "scores.csv", "the tidy table: one row per image x method x strategy x curve x mask")
-SCORE_SUMMARY = Artifact("score", "summary.json", "per strategy and curve: AUCs, rankings, agreement")
 SCORE_ARRAYS = Artifact("score", "scores.npz", "dense score arrays, twins' predictions, residual evidence")
 
 _RESIDUAL_KEYS = ("p", "logit", "ssim_orig", "psnr_orig", "ssim_twin", "psnr_twin")

@@ -135,11 +135,6 @@ KNOWN_ANSWER: str = _one("known_answer")  # the fixed-fraction curve
 RANKED: tuple[str, ...] = tuple(c.name for c in CURVES.values() if c.ranked)
 
 
-def ranked_of(curves) -> tuple[str, ...]:
-    """The ranked curves among `curves` (the trust checks' defaults), in registry order."""
-    return tuple(c for c in RANKED if c in set(curves))
-
-
 def get(name: str) -> Curve:
     if name not in CURVES:
         raise ValueError(f"unknown curve {name!r}; expected one of {tuple(CURVES)}")

@@ -8,6 +8,10 @@ Flags:
   --distributed             call jax.distributed.initialize() (multi-host GPU/TPU; one process per host)
   --verbose                 library log lines (orbax, TFDS, JAX) and full tracebacks on the console
 
+A config with a `grid` section (configs/benchmark.py) runs a benchmark grid instead
+(`ibo_jax.grid`): every cell under <workdir>/cells/, shared stages under <workdir>/store/, then
+<workdir>/aggregate/. Several processes may run the same command at once: they share the cells.
+
 The launcher turns on JAX's persistent compilation cache (`config.jax_cache_dir`), builds the
 device mesh and runs the pipeline: one line per stage and the stages' progress bars on stderr, the
 run summary as JSON on stdout at the end. Any error ends the run with one line,
@@ -173,6 +177,16 @@ def main(argv) -> None:
         import jax
 
         echo = (lambda line: print(line, file=sys.stderr, flush=True)) if jax.process_index() == 0 else None
+        if "grid" in config:  # a benchmark grid (configs/benchmark.py): cells, then the aggregate
+            if stages:
+                raise pipeline.PipelineError("--stages: a grid config runs whole cells; drop --stages")
+            from ibo_jax import grid
+
+            result = grid.run(config, workdir, echo=echo)
+            print(json.dumps({"workdir": str(Path(workdir).resolve()), "seconds": round(result["seconds"], 1),
+                              "cells": len(result["cells"]),
+                              "goal": (result["aggregate"] or {}).get("goal")}, indent=1))
+            return
         summary = pipeline.run(config, workdir, stages=stages, echo=echo)
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume")

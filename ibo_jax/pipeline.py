@@ -14,6 +14,15 @@ whose folder carries the same fingerprint but no manifest was killed mid-way: it
 same folder and skips its finished chunks. Any other folder is cleared first, so results of
 different configs are never mixed, and everything downstream of a changed stage reruns.
 
+A stage that declares a `content_key` is keyed on the content of what it reads from an input
+instead of that input's fingerprint (`train_ddpm`: the normal training patches).
+
+With a `store` (`run(..., store=dir)`, what a benchmark grid uses), a stage's folder is
+`store/<stage>/<fingerprint>/` and `workdir/<stage>` is a link to it: runs whose stage inputs are
+identical share one folder, computed once. A file lock per folder (`<fingerprint>.lock`, released
+when its process ends, also by a kill) lets concurrent processes wait for a stage instead of
+computing it twice.
+
 A stage is a module with `default_config() -> ConfigDict` and `run(ctx: StageContext) -> dict`.
 """
 
@@ -75,6 +84,11 @@ class Stage:
     # Config fields of the stage's section that name input files or folders: they enter the
     # fingerprint by content (ibo_jax.filehash), so a file changed in place reruns the stage.
     file_fields: tuple[str, ...] = ()
+    # "module:function" (inputs: {dep: folder}, config) -> {dep: digest}: what the stage actually
+    # reads from those inputs, by content. The digest replaces the dep's fingerprint in this stage's
+    # fingerprint, so upstream config changes that leave what it reads unchanged do not rerun it
+    # (e.g. `train_ddpm` reads only the normal training patches of `data`).
+    content_key: str = ""
 
     def load(self):
         return importlib.import_module(self.module)
@@ -88,7 +102,8 @@ STAGES: dict[str, Stage] = {
               file_fields=("npz_path", "slides_dir", "annotations_dir", "pcam_dir")),
         Stage("train_classifier", "ibo_jax.stages.train_classifier", deps=("data",),
               file_fields=("init_weights",)),
-        Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",), file_fields=("init_weights",)),
+        Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",), file_fields=("init_weights",),
+              content_key="ibo_jax.stages.train_ddpm:input_key"),
         # The DDPM's samples against held-out normal patches (needs the classifier's features).
         Stage("ddpm_check", "ibo_jax.stages.ddpm_check", deps=("data", "train_classifier", "train_ddpm")),
         Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
@@ -315,6 +330,7 @@ def read_manifest(stage_dir: Path) -> dict | None:
 
 def _prepare_dir(stage_dir: Path, fp: str) -> bool:
     """Makes `stage_dir` hold only work for fingerprint `fp`. Returns True when resuming."""
+    stage_dir = stage_dir.resolve()  # a store link: prepare the folder it points to
     marker = stage_dir / FINGERPRINT_FILE
     if stage_dir.exists():
         if marker.exists() and marker.read_text().strip() == fp:
@@ -340,6 +356,82 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+CONTENT_KEY_FILE = ".content_key.{stage}.json"
+
+
+def content_keys(stage: Stage, config: ml_collections.ConfigDict, dirs: Mapping[str, Path],
+                 fingerprints: Mapping[str, str]) -> dict[str, str]:
+    """{dep: 'content:<digest>'} for the inputs `stage.content_key` reads, where they are finished with
+    their current fingerprint (else nothing: the chained fingerprint stands, and a stage that needs
+    them finished says so). Cached beside the input's manifest, per input fingerprint."""
+    if not stage.content_key:
+        return {}
+    deps = [d for d in stage.deps if d in dirs]
+    done = {}
+    for d in deps:
+        m = read_manifest(dirs[d])
+        if m is None or m.get("fingerprint") != fingerprints.get(d):
+            return {}
+        done[d] = dirs[d]
+    cache = dirs[deps[0]] / CONTENT_KEY_FILE.format(stage=stage.name) if deps else None
+    if cache is not None and cache.is_file():
+        try:
+            cached = ibo_io.read_json(cache)
+            if cached.get("inputs") == {d: fingerprints[d] for d in done}:
+                return {d: "content:" + v for d, v in cached["keys"].items()}
+        except ValueError:
+            pass
+    module, _, fn = stage.content_key.partition(":")
+    keys = getattr(importlib.import_module(module), fn)(done, config)
+    if cache is not None and jax.process_index() == 0:
+        ibo_io.write_json(cache, {"inputs": {d: fingerprints[d] for d in done}, "keys": keys})
+    return {d: "content:" + v for d, v in keys.items()}
+
+
+class _StoreLock:
+    """An exclusive flock on `path` (blocking), or nothing when `path` is None."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.fd = path, None
+
+    def __enter__(self):
+        if self.path is not None:
+            import fcntl
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
+def _link_stage(workdir: Path, name: str, target: Path) -> Path:
+    """Makes `workdir/name` a relative link to `target` (a store folder); replaces an older link or
+    moves aside a real folder left by a run without the store. Returns the link."""
+    link = workdir / name
+    rel = os.path.relpath(target, workdir)
+    if link.is_symlink():
+        if os.readlink(link) == rel:
+            return link
+    elif link.exists():
+        trash = link.with_name(f".{name}.old.{os.getpid()}.{time.time_ns()}")
+        link.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    tmp = link.with_name(f".{name}.link.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(rel, tmp)
+    os.replace(tmp, link)
+    return link
+
+
 def select(stages: Mapping[str, Stage], names: Sequence[str] | None) -> list[Stage]:
     if not names:
         return list(stages.values())
@@ -363,11 +455,13 @@ def failed_stage(exc: BaseException) -> str | None:
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         stages: Sequence[str] | None = None,
         registry: Mapping[str, Stage] | None = None, mesh=None,
-        echo: Callable[[str], None] | None = None) -> dict:
+        echo: Callable[[str], None] | None = None, store: str | os.PathLike | None = None) -> dict:
     """Runs the selected stages in registry order, skipping finished ones. Returns the run summary.
 
     `echo`, if given, receives one line per stage (skipped / running / done in N s), for the
-    console. An exception raised by a stage carries the stage's name (`failed_stage(exc)`)."""
+    console. An exception raised by a stage carries the stage's name (`failed_stage(exc)`).
+    `store`: the folder of shared stage folders (see the module docstring); one JAX process only
+    (the grid runs cells in separate processes)."""
     say = echo or (lambda _line: None)
     registry = STAGES if registry is None else registry
     check_config(config)
@@ -382,6 +476,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     else:  # every registered stage the config has a section for
         chosen = [s for s in registry.values() if s.name in config]
     root = rng.root_key(config.seed)
+    if store is not None:
+        if jax.process_count() > 1:
+            raise PipelineError("a shared stage store needs one JAX process per run (the grid's processes "
+                                "each run their own cells); run without --distributed")
+        store = Path(store).resolve()
 
     fingerprints: dict[str, str] = {}
     records = []
@@ -395,12 +494,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
             upstream[dep] = fingerprints[dep]
         if stage.name not in config:
             continue
+        upstream.update(content_keys(stage, config, {d: workdir / d for d in deps}, fingerprints))
         files = file_hashes(stage, config)
         fp = fingerprint(stage, config, upstream, files)
         fingerprints[stage.name] = fp
         if stage not in chosen:
             continue
         stage_dir = workdir / stage.name
+        if store is not None:
+            stage_dir = _link_stage(workdir, stage.name, store / stage.name / fp)
+            stage_dir.resolve().mkdir(parents=True, exist_ok=True)
         for dep in deps:
             m = read_manifest(workdir / dep)
             if m is None or m.get("fingerprint") != fingerprints[dep]:
@@ -408,62 +511,68 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                     f"stage {stage.name!r} needs stage {dep!r} finished with the current config; "
                     f"run it first (add it to --stages)"
                 )
-        manifest = read_manifest(stage_dir)
-        if manifest is not None and manifest.get("fingerprint") == fp:
-            logging.info("stage %s: up to date (%s), skipped", stage.name, fp)
-            say(f"stage {stage.name}: up to date, skipped")
-            records.append({"stage": stage.name, "status": "skipped", "fingerprint": fp,
-                            "seconds": manifest.get("seconds"), "bytes": _dir_bytes(stage_dir)})
-            continue
-        resuming = False
-        if jax.process_index() == 0:
-            resuming = _prepare_dir(stage_dir, fp)
-        _barrier(f"prepare-{stage.name}")
-        logging.info("stage %s: %s (%s)", stage.name, "resuming" if resuming else "running", fp)
-        say(f"stage {stage.name}: {'resuming' if resuming else 'running'}")
-        ctx = StageContext(
-            name=stage.name, dir=stage_dir, workdir=workdir, cfg=config[stage.name], config=config,
-            key=rng.fold(root, stage.name), mesh=mesh,
-            inputs={d: workdir / d for d in deps},
-        )
-        started = time.time()
-        try:
-            summary = stage.load().run(ctx) or {}
-        except Exception as e:
-            e.add_note(_STAGE_NOTE + stage.name)
-            raise
-        finally:
-            ctx.close()
-        seconds = time.time() - started
-        _barrier(f"finish-{stage.name}")
-        if jax.process_index() == 0:
-            ibo_io.write_json(stage_dir / MANIFEST_FILE, {
-                "stage": stage.name,
-                "fingerprint": fp,
-                "config": _plain(config[stage.name]),
-                "globals": {k: _plain(config.get(k)) for k in GLOBAL_FIELDS},
-                "inputs": upstream,
-                "files": files,
-                "versions": library_versions(),
-                "host": socket.gethostname(),
-                "process_count": jax.process_count(),
-                "devices": [str(d) for d in jax.devices()],
-                "started": started,
-                "finished": time.time(),
-                "seconds": seconds,
-                "resumed": resuming,
-                "summary": summary,
-            })
-        logging.info("stage %s: done in %.1f s", stage.name, seconds)
-        say(f"stage {stage.name}: done in {seconds:.1f} s")
-        records.append({"stage": stage.name, "status": "resumed" if resuming else "ran",
-                        "fingerprint": fp, "seconds": seconds, "bytes": _dir_bytes(stage_dir),
-                        "summary": summary})
+        with _StoreLock(store / stage.name / f"{fp}.lock" if store is not None else None):
+            record = _run_stage(stage, config, fp, stage_dir, workdir, deps, upstream, files, root, mesh, say)
+        records.append(record)
     run_summary = {"workdir": str(workdir), "seconds": time.time() - t_run, "stages": records,
                    "registered": list(registry), "versions": library_versions()}
     if jax.process_index() == 0:
         ibo_io.write_json(workdir / "run_summary.json", run_summary)
     return run_summary
+
+
+def _run_stage(stage: Stage, config, fp: str, stage_dir: Path, workdir: Path, deps, upstream, files, root, mesh,
+               say) -> dict:
+    """One stage: skipped when its manifest carries `fp`, else (re)run in `stage_dir`. The record."""
+    manifest = read_manifest(stage_dir)
+    if manifest is not None and manifest.get("fingerprint") == fp:
+        logging.info("stage %s: up to date (%s), skipped", stage.name, fp)
+        say(f"stage {stage.name}: up to date, skipped")
+        return {"stage": stage.name, "status": "skipped", "fingerprint": fp,
+                "seconds": manifest.get("seconds"), "bytes": _dir_bytes(stage_dir)}
+    resuming = False
+    if jax.process_index() == 0:
+        resuming = _prepare_dir(stage_dir, fp)
+    _barrier(f"prepare-{stage.name}")
+    logging.info("stage %s: %s (%s)", stage.name, "resuming" if resuming else "running", fp)
+    say(f"stage {stage.name}: {'resuming' if resuming else 'running'}")
+    ctx = StageContext(
+        name=stage.name, dir=stage_dir, workdir=workdir, cfg=config[stage.name], config=config,
+        key=rng.fold(root, stage.name), mesh=mesh,
+        inputs={d: workdir / d for d in deps},
+    )
+    started = time.time()
+    try:
+        summary = stage.load().run(ctx) or {}
+    except Exception as e:
+        e.add_note(_STAGE_NOTE + stage.name)
+        raise
+    finally:
+        ctx.close()
+    seconds = time.time() - started
+    _barrier(f"finish-{stage.name}")
+    if jax.process_index() == 0:
+        ibo_io.write_json(stage_dir / MANIFEST_FILE, {
+            "stage": stage.name,
+            "fingerprint": fp,
+            "config": _plain(config[stage.name]),
+            "globals": {k: _plain(config.get(k)) for k in GLOBAL_FIELDS},
+            "inputs": upstream,
+            "files": files,
+            "versions": library_versions(),
+            "host": socket.gethostname(),
+            "process_count": jax.process_count(),
+            "devices": [str(d) for d in jax.devices()],
+            "started": started,
+            "finished": time.time(),
+            "seconds": seconds,
+            "resumed": resuming,
+            "summary": summary,
+        })
+    logging.info("stage %s: done in %.1f s", stage.name, seconds)
+    say(f"stage {stage.name}: done in {seconds:.1f} s")
+    return {"stage": stage.name, "status": "resumed" if resuming else "ran",
+            "fingerprint": fp, "seconds": seconds, "bytes": _dir_bytes(stage_dir), "summary": summary}
 
 
 def default_config(stages: Sequence[str] = STUDY_STAGES) -> ml_collections.ConfigDict:

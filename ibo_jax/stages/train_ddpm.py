@@ -70,6 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.ema_decay = 0.995
     c.bf16 = False
     c.augment = True
+    # the DDPM's own seed (initialization, noise, batch order); -1 = the global seed. A second DDPM
+    # on the same normal patches: the same config with another seed.
+    c.seed = -1
     # bookkeeping
     c.log_every = 10
     c.checkpoint_every = 100
@@ -129,10 +132,37 @@ def _resize(x, size: int):
                                      antialias=True), 0.0, 1.0)
 
 
+def input_key(inputs, config) -> dict[str, str]:
+    """What this stage reads from `data`, by content: the normal training patches (index and pixels).
+    The pipeline keys the stage on it instead of the data stage's fingerprint, so data configs
+    that differ only in their tumor patches (e.g. `data.cue`) share one DDPM."""
+    import hashlib
+
+    from ibo_jax.data.patches import read_split
+
+    normal = read_split(inputs["data"], "train", label=0)
+    h = hashlib.sha256()
+    for k in ("index", "image"):
+        a = np.ascontiguousarray(normal[k])
+        h.update(f"{k}{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return {"data": h.hexdigest()[:16]}
+
+
+def seed_and_key(ctx) -> tuple[int, jax.Array]:
+    """(seed of the data stream, key of initialization, noise and samples): the global seed and the
+    stage's key, or those of `train_ddpm.seed` when it is >= 0 (a second DDPM on the same data)."""
+    own = int(ctx.cfg.get("seed", -1))
+    if own < 0:
+        return int(ctx.config.seed), ctx.key
+    return own, rng.fold(rng.root_key(own), ctx.name)
+
+
 def run(ctx) -> dict:
     from ibo_jax.data.patches import make_loader
 
     c, t0 = ctx.cfg, time.time()
+    seed, key = seed_and_key(ctx)
     data_size = int(ctx.config.image_size)
     dtype = jnp.bfloat16 if c.bf16 else None
     schedule = {"kind": c.beta_schedule, "T": int(c.T), "beta_start": float(c.beta_start),
@@ -151,7 +181,7 @@ def run(ctx) -> dict:
         model = unet2d(tuple(c.block_out_channels), c.layers_per_block, attention_levels=tuple(c.attention_levels),
                        mid_attention=c.mid_attention, attention_head_dim=c.attention_head_dim or None,
                        norm_num_groups=c.norm_num_groups, dropout=c.dropout, sample_size=int(c.image_size) or data_size,
-                       dtype=dtype, rngs=nnx.Rngs(rng.fold(ctx.key, "init")))
+                       dtype=dtype, rngs=nnx.Rngs(rng.fold(key, "init")))
         size, dropout = int(c.image_size) or data_size, float(c.dropout)
     if size > data_size:
         raise ValueError(f"train_ddpm.image_size={size}{' (the init_weights model sample_size)' if c.init_weights else ''} "
@@ -188,7 +218,7 @@ def run(ctx) -> dict:
                              image_size=size)
 
     def write_samples(st, step):
-        x = np.asarray(ddpm.sample(eps_model(st), rng.fold(ctx.key, "samples"), c.n_samples,
+        x = np.asarray(ddpm.sample(eps_model(st), rng.fold(key, "samples"), c.n_samples,
                                    num_steps=c.sample_steps))
         if main:
             grid = _grid(x, int(np.ceil(np.sqrt(c.n_samples))))
@@ -198,7 +228,7 @@ def run(ctx) -> dict:
 
     # no training left (finished, or an imported model used as is): no training data needed
     loader = make_loader(ctx.input_dir("data"), "train", batch_size=c.batch_size // ctx.process_count,
-                         shuffle=True, seed=rng.stable_int(f"{ctx.config.seed}/ddpm/{start}"), num_epochs=None,
+                         shuffle=True, seed=rng.stable_int(f"{seed}/ddpm/{start}"), num_epochs=None,
                          label=0, shard_index=ctx.process_index, shard_count=ctx.process_count,
                          drop_remainder=True) if start < c.num_steps else ()
     log_file = ctx.dir / "loss.csv"
@@ -211,7 +241,7 @@ def run(ctx) -> dict:
         images = np.asarray(to_size(np.asarray(next(it)["image"], np.float32)))  # [b, S, S, 3] in [0, 1]
         if real_batch is None:
             real_batch = images
-        state, metrics = step_fn(state, parallel.shard_batch(images, mesh), rng.fold(ctx.key, "step", step))
+        state, metrics = step_fn(state, parallel.shard_batch(images, mesh), rng.fold(key, "step", step))
         losses.append(metrics["loss"])
         if t_first is None:
             jax.block_until_ready(metrics["loss"])

@@ -1,0 +1,342 @@
+"""The grid's aggregate: agreement with the known answer per (regime, arch, curve, strategy) over
+classifier seeds x patches crossed, pairwise verdicts between strategies, power curves, the
+variant cells' checks and the time per stage. Writes `aggregate/summary.json` and
+`aggregate/report.md` (`ibo_jax.reporting.grid`).
+
+Statistics (per patch and seed, from each cell's `score/scores.npz`; the counterfactual strategy's
+AUCs are the known answer, the annotation IoU the plausibility reference):
+  kendall     within-patch rank agreement: Kendall's tau-b between the strategy's and the
+              reference's deletion AUCs across the ranked methods of one patch (ties within
+              `grid.tie_tol`, so near-ties that swap between CPUs count as ties)
+  decided     the same on the method pairs the reference decides in that patch (|difference| >
+              tie_tol): (concordant - discordant) / decided pairs
+  mard        the study's statistic: mean absolute rank difference between the strategy's ranking
+              of the methods (mean AUC over seeds and patches) and the reference's; lower is better
+  plausibility  within-patch Kendall's tau against the IoU ranking (what the study called GT)
+Verdicts (`stats.pairwise_verdicts`, `stats.pairwise_mard`): separated / equivalent (margin
+`stats.TAU_MARGIN` in tau units, `stats.MARD_MARGIN` in ranks) / undecided, Holm over the pairs of
+a cell, bootstrap over seeds and patches crossed. A verdict counts as decisive only if it is the
+same with ties at 0 and at ten times `tie_tol` (`stable`); otherwise it is reported undecided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ibo_jax import artifacts, pipeline, stats
+from ibo_jax import io as ibo_io
+from ibo_jax.evaluation import curves as curve_registry
+from ibo_jax.evaluation import deletion
+
+REFERENCE = "counterfactual"
+IBO = "ibo"
+STATISTICS = ("kendall", "decided")
+SUMMARY = artifacts.summary_artifact("aggregate")
+REPORT = artifacts.Artifact("aggregate", "report.md", "the grid's verdict table and findings")
+DECISIVE = ("separated", "equivalent")
+
+
+class GridError(ValueError):
+    """A cell of the grid is missing or inconsistent (the message names it)."""
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def _cell_tables(workdir: Path, cell) -> dict:
+    """What the aggregate reads from one finished cell."""
+    d = workdir / "cells" / cell.name
+    score = d / "score"
+    if not (score / pipeline.MANIFEST_FILE).is_file():
+        raise GridError(f"cell {cell.name}: {score} is not finished; rerun the grid to complete it")
+    arrays = artifacts.read_score_arrays(score)
+    metrics = artifacts.read_json(artifacts.CLASSIFIER_METRICS, d / "train_classifier", required=False) or {}
+    return {"table": arrays.table, "test_accuracy": (metrics.get("test") or {}).get("accuracy")}
+
+
+def _per_draw_aucs(table, strategy: str, curve: str) -> np.ndarray:
+    """AUC on p per image, method and draw [N, M, D] (NaN where excluded)."""
+    d = table.dense[(strategy, curve)]
+    x = table.x(curve, d["p"].shape[-1] - 1)
+    first = curve_registry.get(curve).first
+    return np.where(table.valid[..., None], deletion.curve_auc(d["p"][..., first:], x[..., first:]), np.nan)
+
+
+def _ranked_index(table) -> tuple[list[str], list[int]]:
+    names = [m for m in table.methods if m not in table.controls]
+    return names, [table.methods.index(m) for m in names]
+
+
+def _stack(tables: Sequence, what: Callable) -> np.ndarray:
+    return np.stack([what(t) for t in tables])  # [S, ...]
+
+
+# --------------------------------------------------------------------------------- statistics
+
+
+def per_patch(stat: str, a: np.ndarray, ref: np.ndarray, tie_tol: float) -> np.ndarray:
+    """The per-patch agreement [S, P] of AUCs a [S, P, M] with the reference's [S, P, M]."""
+    fn = {"kendall": stats.kendall_rows, "decided": stats.decided_rows}[stat]
+    return np.stack([fn(a[s], ref[s], tie_tol=tie_tol) for s in range(a.shape[0])])
+
+
+def _estimate(values: np.ndarray, n_boot: int, seed: int, alpha: float) -> dict:
+    """Mean over seeds x patches with a crossed bootstrap interval."""
+    s_idx, p_idx = stats.crossed_indices(values.shape[0], values.shape[1], n_boot, seed)
+    boots = stats._boot_means(values, s_idx, p_idx)
+    boots = boots[np.isfinite(boots)]
+    est = stats.nanmean(values.reshape(-1), 0)
+    if not boots.size or not np.isfinite(est):
+        return {"estimate": None, "lo": None, "hi": None}
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return {"estimate": float(est), "lo": float(lo), "hi": float(hi)}
+
+
+def _mard_estimate(a: np.ndarray, ref: np.ndarray, n_boot: int, seed: int, alpha: float) -> dict:
+    """MARD of a's ranking of the methods (mean AUC over seeds x patches) against the reference's."""
+    names = [str(i) for i in range(a.shape[-1])]
+
+    def mard(sa, sr):
+        ra = stats.ranks_array(stats.col_means(sa), names, True)
+        rr = stats.ranks_array(stats.col_means(sr), names, True)
+        return float(np.mean(np.abs(ra - rr)))
+
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+    est = mard(flat(a), flat(ref))
+    s_idx, p_idx = stats.crossed_indices(a.shape[0], a.shape[1], n_boot, seed)
+    boots = np.array([mard(flat(a[np.ix_(s, p)]), flat(ref[np.ix_(s, p)])) for s, p in zip(s_idx, p_idx)])
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return {"estimate": est, "lo": float(lo), "hi": float(hi)}
+
+
+def stable_verdicts(aucs: dict[str, np.ndarray], ref: np.ndarray, stat: str, *, tie_tol: float, n_boot: int,
+                    seed: int, alpha: float, margin: float) -> list[dict]:
+    """Pairwise verdicts on `stat` at tie_tol, each marked `stable` when the verdict is the same with
+    ties at 0 and at 10 x tie_tol; an unstable decisive verdict becomes 'undecided'."""
+    runs = [stats.pairwise_verdicts({k: per_patch(stat, v, ref, t) for k, v in aucs.items()}, margin=margin,
+                                    n_boot=n_boot, seed=seed, alpha=alpha)
+            for t in (tie_tol, 0.0, 10 * tie_tol)]
+    out = []
+    for row, *others in zip(*runs):
+        stable = all(o["verdict"] == row["verdict"] for o in others)
+        out.append({**row, "stable": stable, "verdict_raw": row["verdict"],
+                    "verdict": row["verdict"] if stable or row["verdict"] == "undecided" else "undecided"})
+    return out
+
+
+def _round(rows: list[dict], digits: int = 4) -> list[dict]:
+    return [{k: (round(v, digits) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+
+def _pair_rows(rows: list[dict], keys: dict, statistic: str) -> list[dict]:
+    keep = ("a", "b", "verdict", "difference", "lo", "hi", "lo_equiv", "hi_equiv", "p_holm", "stable")
+    return _round([{**keys, "statistic": statistic, **{k: r.get(k) for k in keep if k in r}} for r in rows])
+
+
+# ------------------------------------------------------------------------------------ timings
+
+
+def stage_seconds(workdir: Path, cell_names: Sequence[str]) -> dict:
+    """Seconds per stage, each shared folder counted once (from the manifests), and per cell."""
+    seen, per_stage, per_cell, fills = {}, {}, {}, {}
+    for name in cell_names:
+        cell_total = 0.0
+        for link in sorted((workdir / "cells" / name).iterdir()):
+            m = pipeline.read_manifest(link) if link.is_dir() else None
+            if m is None:
+                continue
+            real = str(link.resolve())
+            secs = float(m.get("seconds") or 0.0)
+            cell_total += secs if real not in seen else 0.0
+            if real in seen:
+                continue
+            seen[real] = secs
+            per_stage.setdefault(m["stage"], {"seconds": 0.0, "runs": 0})
+            per_stage[m["stage"]]["seconds"] += secs
+            per_stage[m["stage"]]["runs"] += 1
+            if m["stage"] == "occlude":
+                for k, v in (m.get("summary") or {}).get("seconds_per_strategy", {}).items():
+                    fills.setdefault(k, 0.0)
+                    fills[k] += float(v)
+        per_cell[name] = round(cell_total, 1)
+    total = sum(seen.values())
+    return {"per_stage": {k: {"seconds": round(v["seconds"], 1), "runs": v["runs"]} for k, v in per_stage.items()},
+            "stages_total": round(total, 1), "per_cell_own": per_cell,
+            "occlude_seconds_per_strategy": {k: round(v, 1) for k, v in sorted(fills.items())}}
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+def _fingerprint(config, workdir: Path, cells) -> str:
+    fps = {}
+    for c in cells:
+        m = pipeline.read_manifest(workdir / "cells" / c.name / "score")
+        fps[c.name] = m.get("fingerprint") if m else None
+    blob = json.dumps({"grid": ibo_io.plain(config.grid, lists=True), "cells": fps, "format": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run(config, workdir: str | Path, cells, *, say=lambda _l: None) -> dict:
+    """Aggregates the finished cells into `workdir/aggregate/` (skipped when up to date)."""
+    workdir = Path(workdir)
+    out_dir = workdir / "aggregate"
+    fp = _fingerprint(config, workdir, cells)
+    m = pipeline.read_manifest(out_dir)
+    if m is not None and m.get("fingerprint") == fp:
+        say("aggregate: up to date, skipped")
+        return m["summary"]
+    say("aggregate: running")
+    t0 = time.time()
+    summary = aggregate(config, workdir, cells)
+    summary["seconds"]["aggregate"] = round(time.time() - t0, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.write_summary(out_dir, summary)
+    from ibo_jax.reporting import grid as grid_report
+
+    ibo_io.write_text(REPORT.path(out_dir), grid_report.markdown(summary))
+    grid_report.figures(summary, out_dir)
+    ibo_io.write_json(out_dir / pipeline.MANIFEST_FILE, {"stage": "aggregate", "fingerprint": fp,
+                                                          "seconds": time.time() - t0,
+                                                          "summary": {k: summary[k] for k in ("goal", "seconds")}})
+    say(f"aggregate: done in {time.time() - t0:.1f} s ({out_dir / 'report.md'})")
+    return summary
+
+
+def aggregate(config, workdir: Path, cells) -> dict:
+    g = config.grid
+    kw = {"n_boot": int(g.n_boot), "seed": int(config.seed), "alpha": float(g.alpha)}
+    tie = float(g.tie_tol)
+    primary = str(g.statistic)
+    if primary not in STATISTICS:
+        raise GridError(f"config.grid.statistic: expected one of {STATISTICS}, got {primary!r}")
+    base = [c for c in cells if not c.variant]
+    loaded = {c.name: _cell_tables(workdir, c) for c in cells}
+    agreement, pairwise, per_seed, power, goal, fills, per_seed_agreement = [], [], [], [], [], [], []
+    groups = {}
+    for c in base:
+        groups.setdefault((c.regime, c.arch), []).append(c)
+    for (regime, arch), members in groups.items():
+        members = sorted(members, key=lambda c: c.seed)
+        tables = [loaded[c.name]["table"] for c in members]
+        idx0 = tables[0].image_id
+        for c, t in zip(members, tables):
+            if not np.array_equal(t.image_id, idx0):
+                raise GridError(f"cell {c.name}: its evaluation patches differ from {members[0].name}'s; seeds "
+                                f"must share the patches (train_classifier.seed, not the global seed, varies)")
+        names, ri = _ranked_index(tables[0])
+        for curve in g.curves:
+            have = [s for (s, cv) in tables[0].dense if cv == curve]
+            if REFERENCE not in have:
+                raise GridError(f"cell {members[0].name}: no '{REFERENCE}' strategy on curve {curve!r} "
+                                f"(occlude.strategies / occlude.curves); the grid needs the known answer")
+            strategies = [s for s in have if s != REFERENCE]
+            aucs = {s: _stack(tables, lambda t, s=s: t.aucs(s, curve)["p"][:, ri]) for s in strategies}
+            ref = _stack(tables, lambda t: t.aucs(REFERENCE, curve)["p"][:, ri])
+            iou = _stack(tables, lambda t: -t.gt_iou[:, ri])  # higher IoU = more important = lower "AUC"
+            keys = {"regime": regime, "arch": arch, "curve": curve}
+            n_s, n_p = ref.shape[:2]
+            for s in strategies:
+                for stat in STATISTICS:
+                    agreement.append({**keys, "strategy": s, "statistic": stat, "n_seeds": n_s, "n_patches": n_p,
+                                      **_estimate(per_patch(stat, aucs[s], ref, tie), **kw)})
+                agreement.append({**keys, "strategy": s, "statistic": "mard", "n_seeds": n_s, "n_patches": n_p,
+                                  **_mard_estimate(aucs[s], ref, **kw)})
+                agreement.append({**keys, "strategy": s, "statistic": "plausibility", "n_seeds": n_s,
+                                  "n_patches": n_p, **_estimate(per_patch("kendall", aucs[s], iou, tie), **kw)})
+            for stat in STATISTICS:
+                rows = stable_verdicts(aucs, ref, stat, tie_tol=tie, margin=stats.TAU_MARGIN, **kw)
+                pairwise += _pair_rows(rows, keys, stat)
+            pairwise += _pair_rows(stats.pairwise_mard(aucs, ref, **kw), keys, "mard")
+            if n_s > 1:
+                for i, c in enumerate(members):
+                    for s in strategies:
+                        v = per_patch(primary, aucs[s][i:i + 1], ref[i:i + 1], tie)
+                        per_seed_agreement.append({**keys, "seed": c.seed, "strategy": s, "statistic": primary,
+                                                   **_estimate(v, **kw)})
+                    one = {k: v[i:i + 1] for k, v in aucs.items()}
+                    rows = stable_verdicts(one, ref[i:i + 1], primary, tie_tol=tie, margin=stats.TAU_MARGIN, **kw)
+                    per_seed += _pair_rows(rows, {**keys, "seed": c.seed}, primary)
+            mine = [r for r in pairwise if r["statistic"] == primary and all(r[k] == v for k, v in keys.items())
+                    and IBO in (r["a"], r["b"])]
+            if mine:
+                decided = sum(r["verdict"] in DECISIVE for r in mine)
+                goal.append({**keys, "statistic": primary, "ibo_pairs": len(mine), "decided": decided,
+                             "share": round(decided / len(mine), 3), "met": decided / len(mine) >= 0.8})
+            ns = [n for n in g.power_ns if n < n_p] + [n_p]
+            for stat in (*STATISTICS, "mard"):
+                def verdict_fn(sub, stat=stat):
+                    a_sub = {k: v[:, sub] for k, v in aucs.items()}
+                    if stat == "mard":
+                        return stats.pairwise_mard(a_sub, ref[:, sub], n_boot=200, seed=kw["seed"], alpha=kw["alpha"])
+                    return stats.pairwise_verdicts({k: per_patch(stat, v, ref[:, sub], tie) for k, v in a_sub.items()},
+                                                   n_boot=200, seed=kw["seed"], alpha=kw["alpha"])
+                for row in stats.power_curve(verdict_fn, n_p, ns, repeats=int(g.power_repeats), seed=kw["seed"],
+                                             focus=IBO if IBO in strategies else None):
+                    power.append({**keys, "statistic": stat, **_round([row])[0]})
+            for s in strategies:
+                secs, n = 0.0, 0
+                for c, t in zip(members, tables):
+                    m = pipeline.read_manifest(workdir / "cells" / c.name / "occlude") or {}
+                    secs += float((m.get("summary") or {}).get("seconds_per_strategy", {}).get(f"{s}/{curve}", 0.0))
+                    n += int(np.isfinite(t.dense[(s, curve)]["p"][..., 1:]).sum())
+                fills.append({**keys, "strategy": s, "fills": n, "seconds": round(secs, 2),
+                              "seconds_per_fill": round(secs / n, 5) if n else None})
+    variants = _variants(config, cells, loaded, tie, kw)
+    seconds = stage_seconds(workdir, [c.name for c in cells])
+    return {
+        "seeds": [int(s) for s in g.seeds],
+        "regimes": list(g.regimes), "archs": list(g.archs), "curves": list(g.curves),
+        "statistic": primary, "tie_tol": tie, "margin": {"kendall": stats.TAU_MARGIN, "decided": stats.TAU_MARGIN,
+                                                          "mard": stats.MARD_MARGIN},
+        "n_boot": kw["n_boot"], "alpha": kw["alpha"],
+        "draws_per_mask": int(config.occlude.n_draws),
+        "cells": [{"name": c.name, "regime": c.regime, "arch": c.arch, "seed": c.seed, "variant": c.variant,
+                   "test_accuracy": loaded[c.name]["test_accuracy"],
+                   "n_patches": int(len(loaded[c.name]["table"].image_id))} for c in cells],
+        "agreement": _round(agreement), "pairwise": pairwise, "per_seed_pairwise": per_seed,
+        "per_seed_agreement": _round(per_seed_agreement),
+        "goal": goal, "power": power, "fills": fills, "variants": variants, "seconds": seconds,
+    }
+
+
+def _variants(config, cells, loaded, tie: float, kw: dict) -> list[dict]:
+    """Each variant cell against its base cell: every strategy both ran, agreement (primary
+    statistic) in each with the paired difference; with several draws per mask, also one draw
+    against their mean."""
+    by_name = {c.name: c for c in cells}
+    stat = str(config.grid.statistic)
+    out = []
+    for c in cells:
+        if not c.variant:
+            continue
+        base = by_name[c.base]
+        tv, tb = loaded[c.name]["table"], loaded[base.name]["table"]
+        names, ri = _ranked_index(tb)
+        for curve in config.grid.curves:
+            if (REFERENCE, curve) not in tv.dense:
+                continue
+            ref_v = tv.aucs(REFERENCE, curve)["p"][None, :, ri]
+            ref_b = tb.aucs(REFERENCE, curve)["p"][None, :, ri]
+            for s in sorted({s for s, cv in tv.dense if cv == curve and s != REFERENCE}):
+                if (s, curve) not in tb.dense:
+                    continue
+                v = per_patch(stat, tv.aucs(s, curve)["p"][None, :, ri], ref_v, tie)
+                b = per_patch(stat, tb.aucs(s, curve)["p"][None, :, ri], ref_b, tie)
+                row = {"variant": c.variant, "cell": c.name, "base": base.name, "curve": curve, "strategy": s,
+                       "statistic": stat, "base_estimate": _estimate(b, **kw), "variant_estimate": _estimate(v, **kw)}
+                row["difference"] = stats.pairwise_verdicts({"variant": v, "base": b}, **kw)[0]
+                per_draw = _per_draw_aucs(tv, s, curve)[:, ri]  # [P, M, D]
+                if per_draw.shape[-1] > 1:
+                    one = per_patch(stat, per_draw[None, ..., 0], ref_v, tie)
+                    row["draws"] = int(per_draw.shape[-1])
+                    row["one_draw_estimate"] = _estimate(one, **kw)
+                    row["one_draw_vs_mean"] = stats.pairwise_verdicts({"one_draw": one, "mean_of_draws": v}, **kw)[0]
+                out.append(json.loads(json.dumps(row, default=float)))
+    return out

@@ -2,6 +2,7 @@
 
     model = models.resnet50(num_classes=2, rngs=nnx.Rngs(0))       # also resnet18/34/101, vgg16, inception_v3
     model = models.resnet_small(num_classes=2)                      # demo net: 64x64 -> 8x8 features
+    model = models.cnn_small(num_classes=2)                         # its plain-CNN (no skips) counterpart
     model = models.from_torchvision("resnet50", "weights.pth", num_classes=2)
 
 Every classifier implements `models.base.Classifier`. Importing this package needs neither torch
@@ -21,15 +22,16 @@ from ibo_jax.models.convert import (
     to_torchvision_state_dict,
 )
 from ibo_jax.models.inception import InceptionV3, inception_v3
+from ibo_jax.models.plain import PlainCNN, cnn_small
 from ibo_jax.models.resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet_small
 from ibo_jax.models.vgg import VGG, vgg16
 
 _LAZY = {"unet2d": "unet", "UNet2DModel": "unet", "from_diffusers_unet": "unet_convert"}
 
 __all__ = [
-    "ARCHS", "Classifier", "InceptionV3", "ResNet", "VGG", "check_images", "from_torchvision",
-    "inception_v3", "load_state_dict", "resnet18", "resnet34", "resnet50", "resnet101", "resnet_small",
-    "to_torchvision_state_dict", "vgg16", *_LAZY,
+    "ARCHS", "Classifier", "InceptionV3", "PlainCNN", "ResNet", "VGG", "check_images", "cnn_small",
+    "from_torchvision", "inception_v3", "load_state_dict", "resnet18", "resnet34", "resnet50",
+    "resnet101", "resnet_small", "to_torchvision_state_dict", "vgg16", *_LAZY,
 ]
 
 

@@ -24,10 +24,11 @@ from flax import nnx
 
 from ibo_jax import io as ibo_io
 from ibo_jax.models.convert import ARCHS
+from ibo_jax.models.plain import cnn_small
 from ibo_jax.models.resnet import resnet_small
 from ibo_jax.models.unet import UNet2DModel, UNetConfig
 
-FACTORIES: dict[str, Callable[..., nnx.Module]] = {**ARCHS, "resnet_small": resnet_small}
+FACTORIES: dict[str, Callable[..., nnx.Module]] = {**ARCHS, "resnet_small": resnet_small, "cnn_small": cnn_small}
 
 
 @dataclasses.dataclass(frozen=True)

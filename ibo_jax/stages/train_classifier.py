@@ -30,7 +30,8 @@ from ibo_jax.train import classifier as tc
 def default_config() -> ml_collections.ConfigDict:
     """Demo-sized: a stride-8 ResNet (64x64 patches -> 8x8 CAM maps)."""
     c = ml_collections.ConfigDict()
-    c.arch = "resnet_small"   # or resnet18/34/50/101, vgg16, inception_v3
+    c.arch = "resnet_small"   # or resnet18/34/50/101, vgg16, inception_v3, or cnn_small (plain CNN,
+    #                           no skips; model_kwargs widths/convs/strides instead of layers)
     c.model_kwargs = ml_collections.ConfigDict({"widths": (16, 32, 64), "layers": (1, 1, 1),
                                                 "strides": (2, 2, 2)})
     c.update(dataclasses.asdict(tc.TrainConfig()))  # one set of training defaults: TrainConfig's

@@ -45,13 +45,12 @@ def get_config(arg=None):
         config[section] = demo[section]
     config.grid = grid.default_config()
 
-    config.explain.n_images = 96  # tumor test patches per cell (the same for every seed)
+    config.explain.n_images = 64  # tumor test patches per cell (the same for every seed)
     config.explain.controls = ()  # the verdicts use the ranked methods only
     config.occlude.curves = ("morf",)
     config.occlude.fixed_strategies = ()
     config.occlude.curve_images = {"ibo": 0}
     config.occlude.residual = False
-    config.occlude.ibo.batch_size = 64
     config.trust.randomization_images = 0
     config.grid.variants = {
         "ddpm_seed1": {"cell": "local-resnet_small-s0", "train_ddpm": {"seed": 1},
@@ -83,7 +82,7 @@ def get_config(arg=None):
         config.train_ddpm.sample_steps = 2
         config.train_ddpm.checkpoint_every = 100
         config.explain.n_images = 6
-        config.explain.methods = ("gradcam", "gradcampp", "xgradcam", "layercam")
+        config.explain.methods = ("gradcam", "gradcam++", "xgradcam", "layercam")
         config.occlude.n_masks = 3
         config.occlude.strategies = ("blackening", "mean", "counterfactual", "ibo")
         config.grid.seeds = (0, 1)

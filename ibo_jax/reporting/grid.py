@@ -116,7 +116,7 @@ def markdown(s: Mapping) -> str:
             "ground truth) beside its tau with the counterfactual ranking. Where the two disagree, agreement "
             "with the annotation is not evidence of faithfulness.", ""]
     for curve in s["curves"]:
-        header = ["strategy"] + [f"{r} / {a}: faithful | plausible" for r, a in _cols(s)]
+        header = ["strategy"] + [f"{r} / {a}: faithful · plausible" for r, a in _cols(s)]
         rows = []
         for st in _strategies(s):
             row = [st]
@@ -124,7 +124,7 @@ def markdown(s: Mapping) -> str:
                 keys = {"regime": regime, "arch": arch, "curve": curve, "strategy": st}
                 f = _one(s["agreement"], **keys, statistic="kendall")
                 p = _one(s["agreement"], **keys, statistic="plausibility")
-                row.append(f"{num(f and f['estimate'], 2)} | {num(p and p['estimate'], 2)}")
+                row.append(f"{num(f and f['estimate'], 2)} · {num(p and p['estimate'], 2)}")
             rows.append(row)
         out.append(table(header, rows))
     out += ["", "## In-distribution scores against agreement", "",

@@ -10,7 +10,8 @@ from ibo_jax import pipeline
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.py"))
 VARIANTS = ([(p, None) for p in CONFIGS] + [(p, "full") for p in CONFIGS if p.stem == "repaint_sweep"]
-            + [(p, "cpu") for p in CONFIGS if p.stem == "own_models"])
+            + [(p, "cpu") for p in CONFIGS if p.stem == "own_models"]
+            + [(p, a) for p in CONFIGS if p.stem == "benchmark" for a in ("gpu", "tiny")])
 
 
 def _load(path, arg=None):
@@ -40,9 +41,23 @@ def test_config_sets_only_known_fields(path, arg):
         assert name in config, f"{path.name}: stages lists {name!r}, which has no section"
         missing = [d for d in pipeline.STAGES[name].deps if d not in listed]
         assert not missing, f"{path.name}: stages lists {name!r} but not its inputs {missing}"
-    unknown = set(_leaves(config)) - set(_leaves(pipeline.default_config(stages)))
-    unknown = {k for k in unknown if not k.startswith("train_classifier.model_kwargs.")}
+    known = set(_leaves(pipeline.default_config(stages)))
+    if "grid" in config:  # a benchmark grid: its own section, and every cell a valid study config
+        from ibo_jax import grid
+
+        known |= {f"grid.{k}" for k in _leaves(grid.default_config())}
+        for cell in grid.cells(config):
+            extra = set(_leaves(cell.config)) - known
+            assert not {k for k in extra if not k.startswith("train_classifier.model_kwargs.")}, (cell.name, extra)
+    free = ("train_classifier.model_kwargs.", "grid.variants.", "grid.arch_kwargs.")
+    unknown = {k for k in set(_leaves(config)) - known if not k.startswith(free)}
     assert not unknown, f"{path.name}: fields no stage defines: {sorted(unknown)}"
+
+
+def test_benchmark_roar_is_refused_with_the_reason():
+    path = next(p for p in CONFIGS if p.stem == "benchmark")
+    with pytest.raises(ValueError, match="ROAR / KAR retraining is not built yet"):
+        _load(path, "roar")
 
 
 def test_pcam_config_classifier_gives_6x6_maps():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +71,6 @@ def _per_draw_aucs(table, strategy: str, curve: str) -> np.ndarray:
 def _ranked_index(table) -> tuple[list[str], list[int]]:
     names = [m for m in table.methods if m not in table.controls]
     return names, [table.methods.index(m) for m in names]
-
-
-def _stack(tables: Sequence, what: Callable) -> np.ndarray:
-    return np.stack([what(t) for t in tables])  # [S, ...]
 
 
 # --------------------------------------------------------------------------------- statistics
@@ -183,8 +179,9 @@ def _fingerprint(config, workdir: Path, cells) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run(config, workdir: str | Path, cells, *, say=lambda _l: None) -> dict:
-    """Aggregates the finished cells into `workdir/aggregate/` (skipped when up to date)."""
+def run(config, workdir: str | Path, cells, *, say=lambda _l: None, started: float | None = None) -> dict:
+    """Aggregates the finished cells into `workdir/aggregate/` (skipped when up to date). `started`:
+    when this process began the grid (the report gives the wall time from then)."""
     workdir = Path(workdir)
     out_dir = workdir / "aggregate"
     fp = _fingerprint(config, workdir, cells)
@@ -196,6 +193,8 @@ def run(config, workdir: str | Path, cells, *, say=lambda _l: None) -> dict:
     t0 = time.time()
     summary = aggregate(config, workdir, cells)
     summary["seconds"]["aggregate"] = round(time.time() - t0, 1)
+    if started is not None:
+        summary["seconds"]["wall"] = round(time.time() - started, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts.write_summary(out_dir, summary)
     from ibo_jax.reporting import grid as grid_report
@@ -237,9 +236,9 @@ def aggregate(config, workdir: Path, cells) -> dict:
                 raise GridError(f"cell {members[0].name}: no '{REFERENCE}' strategy on curve {curve!r} "
                                 f"(occlude.strategies / occlude.curves); the grid needs the known answer")
             strategies = [s for s in have if s != REFERENCE]
-            aucs = {s: _stack(tables, lambda t, s=s: t.aucs(s, curve)["p"][:, ri]) for s in strategies}
-            ref = _stack(tables, lambda t: t.aucs(REFERENCE, curve)["p"][:, ri])
-            iou = _stack(tables, lambda t: -t.gt_iou[:, ri])  # higher IoU = more important = lower "AUC"
+            aucs = {s: np.stack([t.aucs(s, curve)["p"][:, ri] for t in tables]) for s in strategies}  # [S, P, M]
+            ref = np.stack([t.aucs(REFERENCE, curve)["p"][:, ri] for t in tables])
+            iou = np.stack([-t.gt_iou[:, ri] for t in tables])  # higher IoU = more important = lower "AUC"
             keys = {"regime": regime, "arch": arch, "curve": curve}
             n_s, n_p = ref.shape[:2]
             for s in strategies:
@@ -271,7 +270,7 @@ def aggregate(config, workdir: Path, cells) -> dict:
                              "share": round(decided / len(mine), 3), "met": decided / len(mine) >= 0.8})
             ns = [n for n in g.power_ns if n < n_p] + [n_p]
             for stat in (*STATISTICS, "mard"):
-                def verdict_fn(sub, stat=stat):
+                def verdict_fn(sub, stat=stat, aucs=aucs, ref=ref):
                     a_sub = {k: v[:, sub] for k, v in aucs.items()}
                     if stat == "mard":
                         return stats.pairwise_mard(a_sub, ref[:, sub], n_boot=200, seed=kw["seed"], alpha=kw["alpha"])

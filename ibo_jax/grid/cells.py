@@ -207,5 +207,5 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, regist
     summary = None
     if aggregate:
         with Claim(workdir / "aggregate.lock", wait=True):
-            summary = agg.run(config, workdir, all_cells, say=say)
+            summary = agg.run(config, workdir, all_cells, say=say, started=t0)
     return {"cells": done, "aggregate": summary, "seconds": time.time() - t0}

@@ -190,7 +190,8 @@ def markdown(s: Mapping) -> str:
         out.append(table(header, rows))
     sec = s["seconds"]
     out += ["", "## Time", "", f"Stage seconds, each shared stage counted once; {sec['stages_total']:.0f} s in "
-            f"stages, {sec.get('wall', 0):.0f} s wall for the whole grid (all processes)." if sec.get("wall") else
+            f"stages, {sec.get('wall', 0):.0f} s wall from the start of the process that aggregated (this run; a "
+            f"resumed grid counts only its last run)." if sec.get("wall") else
             f"Stage seconds, each shared stage counted once; {sec['stages_total']:.0f} s in stages.", ""]
     out.append(table(["stage", "runs", "seconds"], [[k, v["runs"], f"{v['seconds']:.0f}"]
                                                     for k, v in sec["per_stage"].items()]))

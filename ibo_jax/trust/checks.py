@@ -81,14 +81,15 @@ def verdict_counts(rows: Sequence[dict]) -> dict[str, int]:
 
 
 def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Sequence[str] = RANKED,
-                             n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+                             n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, tie_tol: float = 0.0) -> dict:
     """Per curve and strategy: the strategy's ranking of the CAM methods against the reference's
     (MARD with a paired bootstrap interval, Kendall on all pairs and on the pairs the reference
     decides, per-patch Spearman of AUCs per method and its median), the within-patch rank
     agreement (Kendall's tau between the strategy's and the reference's AUCs across the methods,
     per patch: `within_patch`, mean with interval) and the pairwise verdicts between strategies on
     it (`stats.pairwise_verdicts`: separated / equivalent within `stats.TAU_MARGIN` / undecided,
-    Holm over the pairs), paired MARD tests between strategies."""
+    Holm over the pairs), paired MARD tests between strategies. `tie_tol`: AUC differences within
+    it count as ties in the within-patch agreement (near-ties that could swap between CPUs)."""
     names, ri = _ranked(study)
     out = {"reference": reference, "curves": {}}
     for curve in curves:
@@ -127,7 +128,7 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
                     per_method[m] = float(np.corrcoef(rankdata(a[ok, j]), rankdata(ref[ok, j]))[0, 1])
             entry["patch_spearman"] = per_method
             entry["patch_spearman_median"] = float(np.median(list(per_method.values()))) if per_method else None
-            within[strategy] = kendall_rows(a, ref)  # [P]
+            within[strategy] = kendall_rows(a, ref, tie_tol=tie_tol)  # [P]
             entry["within_patch"] = mean_ci(within[strategy], idx, alpha)
             strategies[strategy] = entry
         tests = {}
@@ -138,7 +139,7 @@ def counterfactual_agreement(study, *, reference: str = REFERENCE, curves: Seque
         out["curves"][curve] = {"reference_ranking": ref_rank, "n_decided_pairs": len(pairs),
                                 "n_pairs": len(names) * (len(names) - 1) // 2, "strategies": strategies,
                                 "paired_mard_tests": tests,
-                                "pairwise": {"statistic": "within_patch_kendall", "margin": TAU_MARGIN,
+                                "pairwise": {"statistic": "within_patch_kendall", "margin": TAU_MARGIN, "tie_tol": tie_tol,
                                              "rows": verdicts, "counts": verdict_counts(verdicts)}}
     return out
 

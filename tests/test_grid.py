@@ -1,0 +1,142 @@
+"""The benchmark grid: cells, stages shared by content and computed once, cell claiming by
+concurrent processes, resume, and (slow) the real grid at toy size, one process against two."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ibo_jax import grid, pipeline
+from ibo_jax_testing import ROOT, grid_toy
+from ibo_jax_testing.procs import run_workers, worker_env
+
+
+def _log_counts(path: Path) -> Counter:
+    lines = path.read_text().split("\n") if path.exists() else []
+    return Counter(tuple(line.split()[:2]) for line in lines if line)
+
+
+def _results(workdir: Path) -> dict:
+    return {d.name: json.loads((d / "score" / "result.json").read_text())
+            for d in sorted((workdir / "cells").iterdir())}
+
+
+def test_cells_expand_the_grid_and_name_bad_variants():
+    c = grid_toy.config()
+    c.grid.variants = {"second": {"cell": "local-a-s0", "train_ddpm": {"seed": 1}}}
+    cells = grid.cells(c)
+    assert [x.name for x in cells][:3] == ["local-a-s0", "local-a-s1", "local-b-s0"]
+    assert len(cells) == 2 * 2 * 2 + 1 and cells[-1].name == "local-a-s0+second"
+    assert cells[-1].config.train_ddpm.seed == 1 and cells[0].config.train_ddpm.seed == -1
+    assert {x.config.data.cue for x in cells if x.regime == "global"} == {"global"}
+    assert [x.config.train_classifier.seed for x in cells[:2]] == [0, 1]
+    assert "grid" not in cells[0].config
+    c.grid.variants = {"second": {"cell": "nowhere-a-s0"}}
+    with pytest.raises(ValueError, match=r"config.grid.variants.second.cell: expected one of"):
+        grid.cells(c)
+    c.grid.variants = {"second": {"cell": "local-a-s0", "train_ddpm": {"stepz": 1}}}
+    with pytest.raises(ValueError, match=r"config.grid.variants.second: config.train_ddpm has no field 'stepz'"):
+        grid.cells(c)
+
+
+def test_shared_stages_run_once_and_a_rerun_runs_nothing(tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("IBO_JAX_TOY_LOG", str(log))
+    c = grid_toy.config()
+    grid.run(c, tmp_path / "g", registry=grid_toy.REGISTRY, aggregate=False)
+    runs = _log_counts(log)
+    assert max(runs.values()) == 1  # no stage folder computed twice
+    per_stage = Counter(stage for stage, _ in runs)
+    # data once per regime; the DDPM once for both regimes (it reads only the normal patches,
+    # identical in both); the classifier and everything after it once per cell
+    assert per_stage == {"data": 2, "train_ddpm": 1, "train_classifier": 8, "score": 8}
+    links = {(tmp_path / "g" / "cells" / n / "train_ddpm").resolve() for n in ("local-a-s0", "global-b-s1")}
+    assert len(links) == 1
+    before = log.read_text()
+    grid.run(c, tmp_path / "g", registry=grid_toy.REGISTRY, aggregate=False)
+    assert log.read_text() == before
+    # what the DDPM reads changes -> it runs again (content key, not the data config)
+    c.data.n = 17
+    grid.run(c, tmp_path / "g", registry=grid_toy.REGISTRY, aggregate=False)
+    assert Counter(s for s, _ in _log_counts(log))["train_ddpm"] == 2
+
+
+def test_chained_fingerprint_would_not_share(tmp_path, monkeypatch):
+    """The control: without the content key the DDPM runs once per regime."""
+    log = tmp_path / "log"
+    monkeypatch.setenv("IBO_JAX_TOY_LOG", str(log))
+    reg = dict(grid_toy.REGISTRY)
+    reg["train_ddpm"] = pipeline.Stage("train_ddpm", grid_toy.__name__, deps=("data",))
+    grid.run(grid_toy.config(), tmp_path / "g", registry=reg, aggregate=False)
+    assert Counter(s for s, _ in _log_counts(log))["train_ddpm"] == 2
+
+
+def test_a_killed_stage_resumes_and_gives_the_same_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("IBO_JAX_TOY_FAIL", f"train_classifier:{tmp_path / 'failed'}")
+    with pytest.raises(RuntimeError, match="toy: killed mid-stage"):
+        grid.run(grid_toy.config(), tmp_path / "a", registry=grid_toy.REGISTRY, aggregate=False)
+    partial = list((tmp_path / "a" / "store" / "train_classifier").glob("*/partial.npy"))
+    assert len(partial) == 1
+    grid.run(grid_toy.config(), tmp_path / "a", registry=grid_toy.REGISTRY, aggregate=False)  # resumes
+    assert partial[0].exists()  # the same folder went on (resumed, not cleared)
+    monkeypatch.delenv("IBO_JAX_TOY_FAIL")
+    grid.run(grid_toy.config(), tmp_path / "b", registry=grid_toy.REGISTRY, aggregate=False)
+    assert _results(tmp_path / "a") == _results(tmp_path / "b")
+
+
+_WORKER = """
+import sys
+from ibo_jax import grid
+from ibo_jax_testing import grid_toy
+grid.run(grid_toy.config(), sys.argv[1], registry=grid_toy.REGISTRY, aggregate=False)
+print("{}")
+"""
+
+
+def test_two_processes_share_the_cells_and_equal_one_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    log = tmp_path / "log"
+    env = worker_env(IBO_JAX_TOY_LOG=str(log), IBO_JAX_TOY_SLEEP="0.15")
+    run_workers([[sys.executable, str(script), str(tmp_path / "two")]] * 2, env)
+    lines = [ln.split() for ln in log.read_text().split("\n") if ln]
+    assert max(Counter((s, fp) for s, fp, _ in lines).values()) == 1  # every folder computed once
+    assert len({pid for *_, pid in lines}) == 2  # both processes computed cells
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=worker_env(), check=True,
+                   capture_output=True)
+    assert _results(tmp_path / "two") == _results(tmp_path / "one")
+
+
+@pytest.mark.slow
+def test_real_grid_two_processes_equal_one(tmp_path):
+    """configs/benchmark.py:tiny (2 regimes x 1 arch x 2 seeds) through the launcher: one process,
+    then two (`grid.workers=2`) in a fresh work directory; the same aggregate tables."""
+    base = [sys.executable, "-m", "ibo_jax.launch", f"--config={ROOT / 'configs' / 'benchmark.py'}:tiny",
+            "--config.grid.archs=('resnet_small',)", "--config.grid.variants={}"]
+    env = worker_env(IBO_JAX_NO_PROGRESS="1")
+    out = {}
+    for name, extra in (("one", []), ("two", ["--config.grid.workers=2"])):
+        r = subprocess.run([*base, f"--workdir={tmp_path / name}", *extra], env=env, capture_output=True, text=True,
+                           cwd=tmp_path, timeout=1500)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[name] = json.loads((tmp_path / name / "aggregate" / "summary.json").read_text())
+    one, two = out["one"], out["two"]
+    assert one["seeds"] == [0, 1]
+    for key in ("agreement", "pairwise", "per_seed_pairwise", "goal", "power"):
+        assert one[key] == two[key], key
+    row = one["agreement"][0]
+    assert {"regime", "arch", "curve", "strategy", "statistic", "estimate", "lo", "hi"} <= set(row)
+    assert {r["verdict"] for r in one["pairwise"]} <= {"separated", "equivalent", "undecided"}
+    assert {r["statistic"] for r in one["agreement"]} == {"kendall", "decided", "mard", "plausibility"}
+    runs = one["seconds"]["per_stage"]
+    assert runs["data"]["runs"] == 2 and runs["train_ddpm"]["runs"] == 1 and runs["train_classifier"]["runs"] == 4
+    report = (tmp_path / "one" / "aggregate" / "report.md").read_text()
+    assert report.startswith("# Benchmark grid") and "## Verdict table (morf)" in report
+    cells = {c["name"] for c in json.loads((tmp_path / "two" / "grid.json").read_text())["cells"]}
+    assert cells == {"local-resnet_small-s0", "local-resnet_small-s1", "global-resnet_small-s0",
+                     "global-resnet_small-s1"}

@@ -130,3 +130,11 @@ def test_profile_kinds():
     assert kind_of("loop_convert_multiply_fusion_3") == "fusion"
     assert kind_of("input_reduce_fusion") == "fusion"
     assert kind_of("ynn_fusion.12") == "ynnpack_conv_or_dot"
+
+
+def test_grid_fills_smoke():
+    out = _run("grid_fills.py", "--smoke")
+    assert set(out["fills_per_s"]) >= {"blackening", "nli", "ibo_b32", "ibo_b64", "ibo_b32_bf16"}
+    assert all(v > 0 for v in out["fills_per_s"].values())
+    demo, bench = out["fills_per_patch"]["demo"], out["fills_per_patch"]["benchmark"]
+    assert bench["ibo"] < demo["ibo"]  # the grid computes fewer fills per patch than the demo

@@ -330,7 +330,7 @@ def read_manifest(stage_dir: Path) -> dict | None:
 
 def _prepare_dir(stage_dir: Path, fp: str) -> bool:
     """Makes `stage_dir` hold only work for fingerprint `fp`. Returns True when resuming."""
-    stage_dir = stage_dir.resolve()  # a store link: prepare the folder it points to
+    stage_dir = stage_dir.resolve()  # a store link: prepare the folder it points to (named by `fp`)
     marker = stage_dir / FINGERPRINT_FILE
     if stage_dir.exists():
         if marker.exists() and marker.read_text().strip() == fp:
@@ -340,7 +340,7 @@ def _prepare_dir(stage_dir: Path, fp: str) -> bool:
         trash = stage_dir.with_name(f".{stage_dir.name}.old.{os.getpid()}.{time.time_ns()}")
         stage_dir.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
-    stage_dir.mkdir(parents=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)
     ibo_io.write_text(marker, fp + "\n")
     return False
 
@@ -503,7 +503,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         stage_dir = workdir / stage.name
         if store is not None:
             stage_dir = _link_stage(workdir, stage.name, store / stage.name / fp)
-            stage_dir.resolve().mkdir(parents=True, exist_ok=True)
+        elif stage_dir.is_symlink():  # a grid cell's folder run without the store: never touch the store
+            stage_dir.unlink()
         for dep in deps:
             m = read_manifest(workdir / dep)
             if m is None or m.get("fingerprint") != fingerprints[dep]:

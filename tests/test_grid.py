@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ibo_jax import grid, pipeline
@@ -90,9 +91,13 @@ def test_a_killed_stage_resumes_and_gives_the_same_results(tmp_path, monkeypatch
 
 
 _WORKER = """
-import sys
+import os, sys, time
 from ibo_jax import grid
 from ibo_jax_testing import grid_toy
+if len(sys.argv) > 2:  # a start barrier: every worker has imported everything before any starts
+    open(os.path.join(sys.argv[2], str(os.getpid())), "w").close()
+    while len(os.listdir(sys.argv[2])) < 2:
+        time.sleep(0.05)
 grid.run(grid_toy.config(), sys.argv[1], registry=grid_toy.REGISTRY, aggregate=False)
 print("{}")
 """
@@ -103,13 +108,42 @@ def test_two_processes_share_the_cells_and_equal_one_process(tmp_path):
     script.write_text(_WORKER)
     log = tmp_path / "log"
     env = worker_env(IBO_JAX_TOY_LOG=str(log), IBO_JAX_TOY_SLEEP="0.15")
-    run_workers([[sys.executable, str(script), str(tmp_path / "two")]] * 2, env)
+    (tmp_path / "barrier").mkdir()
+    run_workers([[sys.executable, str(script), str(tmp_path / "two"), str(tmp_path / "barrier")]] * 2, env)
     lines = [ln.split() for ln in log.read_text().split("\n") if ln]
     assert max(Counter((s, fp) for s, fp, _ in lines).values()) == 1  # every folder computed once
     assert len({pid for *_, pid in lines}) == 2  # both processes computed cells
     subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=worker_env(), check=True,
                    capture_output=True)
     assert _results(tmp_path / "two") == _results(tmp_path / "one")
+
+
+def test_sigkill_while_holding_a_stage_lock_then_rerun(tmp_path):
+    """A process killed (SIGKILL) in the middle of a shared stage, holding its lock: the kernel frees
+    the lock, a rerun resumes that folder and gives the results of an uninterrupted grid."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    work = tmp_path / "g"
+    proc = subprocess.Popen([sys.executable, str(script), str(work)], env=worker_env(IBO_JAX_TOY_SLEEP="60"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not list((work / "store" / "data").glob("*/.fingerprint")):  # inside the first stage
+            assert proc.poll() is None and time.time() < deadline, "the worker did not reach its first stage"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not list((work / "store" / "data").glob("*/manifest.json"))
+    subprocess.run([sys.executable, str(script), str(work)], env=worker_env(), check=True, capture_output=True,
+                   timeout=300)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "fresh")], env=worker_env(), check=True,
+                   capture_output=True, timeout=300)
+    assert _results(work) == _results(tmp_path / "fresh")
 
 
 @pytest.mark.slow
@@ -140,3 +174,44 @@ def test_real_grid_two_processes_equal_one(tmp_path):
     cells = {c["name"] for c in json.loads((tmp_path / "two" / "grid.json").read_text())["cells"]}
     assert cells == {"local-resnet_small-s0", "local-resnet_small-s1", "global-resnet_small-s0",
                      "global-resnet_small-s1"}
+
+
+def _orders(rng, n_patches, m, gap, noise=0.0):
+    """AUC tables [1, P, M] whose methods are ordered 0 < 1 < ... with steps `gap` (plus noise)."""
+    base = np.arange(m) * gap + 0.3
+    return (base + rng.normal(0, noise, size=(n_patches, m)))[None] if noise else np.broadcast_to(base, (n_patches, m))[None].copy()
+
+
+def test_a_verdict_resting_on_near_ties_is_reported_undecided():
+    from ibo_jax.grid import aggregate
+
+    rng = np.random.default_rng(0)
+    p, m, tol = 40, 6, 1e-3
+    ref = _orders(rng, p, m, 0.05)
+    fragile = _orders(rng, p, m, 1.01 * tol)  # the right order, by steps barely above the tie threshold
+    solid = ref + rng.normal(0, 0.04, size=ref.shape)  # the right order, noisily, by large steps
+    inverted = ref[..., ::-1].copy()
+    rows = aggregate.stable_verdicts({"fragile": fragile, "solid": solid, "inverted": inverted}, ref, "kendall",
+                                     tie_tol=tol, n_boot=300, seed=0, alpha=0.05, margin=0.1)
+    by = {(r["a"], r["b"]): r for r in rows}
+    assert by[("fragile", "solid")]["verdict_raw"] == "separated"  # tau 1 against ~0.6, unperturbed
+    assert not by[("fragile", "solid")]["stable"] and by[("fragile", "solid")]["verdict"] == "undecided"
+    assert by[("solid", "inverted")]["stable"] and by[("solid", "inverted")]["verdict"] == "separated"
+    mard = aggregate.stable_verdicts({"solid": solid, "inverted": inverted}, ref, "mard", tie_tol=tol, n_boot=300,
+                                     seed=0, alpha=0.05, margin=0.5)
+    assert mard[0]["verdict"] == "separated" and mard[0]["difference"] < 0  # lower MARD = better
+
+
+def test_patches_needed_extrapolates_at_holms_strictest_level():
+    from statistics import NormalDist
+
+    from ibo_jax.grid import aggregate
+
+    z = NormalDist().inv_cdf(0.975)
+    row = {"difference": 0.2, "lo": 0.2 - z * 0.1, "hi": 0.2 + z * 0.1, "verdict_raw": "undecided"}  # se 0.1
+    z15 = NormalDist().inv_cdf(1 - 0.05 / 30)
+    want = int(np.ceil(32 * (z15 * 0.1 / 0.2) ** 2))
+    assert aggregate.patches_needed(row, 32, margin=0.1, n_pairs=15) == want
+    assert aggregate.patches_needed({**row, "verdict_raw": "separated"}, 32, margin=0.1, n_pairs=15) is None
+    tiny = {"difference": 0.0, "lo": -0.05, "hi": 0.05, "verdict_raw": "undecided"}  # equivalence is reachable
+    assert aggregate.patches_needed(tiny, 32, margin=0.1, n_pairs=15) >= 33

@@ -111,19 +111,67 @@ def _mard_estimate(a: np.ndarray, ref: np.ndarray, n_boot: int, seed: int, alpha
     return {"estimate": est, "lo": float(lo), "hi": float(hi)}
 
 
+JITTERS = 2  # perturbed recomputations behind `stable`
+
+
+def _jittered(aucs: dict[str, np.ndarray], ref: np.ndarray, eps: float, k: int) -> tuple[dict, np.ndarray]:
+    """Every AUC moved by uniform noise in [-eps, eps] (draw k): near-ties resolved another way, as
+    another CPU's rounding could."""
+    rng = np.random.default_rng(10_007 + k)
+    move = lambda x: x + rng.uniform(-eps, eps, size=x.shape)  # noqa: E731
+    return {n: move(v) for n, v in aucs.items()}, move(ref)
+
+
+def _same(row: dict, other: dict) -> bool:
+    """Same verdict, and for separated pairs the same sign of the difference."""
+    if row["verdict"] != other["verdict"]:
+        return False
+    return row["verdict"] != "separated" or np.sign(row["difference"]) == np.sign(other["difference"])
+
+
 def stable_verdicts(aucs: dict[str, np.ndarray], ref: np.ndarray, stat: str, *, tie_tol: float, n_boot: int,
                     seed: int, alpha: float, margin: float) -> list[dict]:
-    """Pairwise verdicts on `stat` at tie_tol, each marked `stable` when the verdict is the same with
-    ties at 0 and at 10 x tie_tol; an unstable decisive verdict becomes 'undecided'."""
-    runs = [stats.pairwise_verdicts({k: per_patch(stat, v, ref, t) for k, v in aucs.items()}, margin=margin,
-                                    n_boot=n_boot, seed=seed, alpha=alpha)
-            for t in (tie_tol, 0.0, 10 * tie_tol)]
+    """Pairwise verdicts on `stat` (or 'mard') at tie_tol, each marked `stable` when recomputing them
+    with every AUC moved by up to max(tie_tol, 1e-6) (`JITTERS` draws: near-ties resolved otherwise,
+    as another CPU could) gives the same verdict and sign; an unstable decisive verdict becomes
+    'undecided' (`verdict_raw` keeps the unperturbed one)."""
+    def verdicts(a, r):
+        if stat == "mard":
+            return stats.pairwise_mard(a, r, n_boot=n_boot, seed=seed, alpha=alpha, margin=margin)
+        return stats.pairwise_verdicts({k: per_patch(stat, v, r, tie_tol) for k, v in a.items()}, margin=margin,
+                                       n_boot=n_boot, seed=seed, alpha=alpha)
+
+    eps = max(tie_tol, 1e-6)
+    runs = [verdicts(aucs, ref)] + [verdicts(*_jittered(aucs, ref, eps, k)) for k in range(JITTERS)]
     out = []
     for row, *others in zip(*runs):
-        stable = all(o["verdict"] == row["verdict"] for o in others)
+        stable = all(_same(row, o) for o in others)
         out.append({**row, "stable": stable, "verdict_raw": row["verdict"],
                     "verdict": row["verdict"] if stable or row["verdict"] == "undecided" else "undecided"})
     return out
+
+
+def patches_needed(row: dict, n_patches: int, margin: float, n_pairs: int, alpha: float = 0.05) -> int | None:
+    """For an undecided pair: patches per seed at which it would be separated (Holm's strictest level,
+    alpha / n_pairs) or equivalent (the 90% interval inside the margin), whichever comes first, if
+    its interval kept shrinking as 1/sqrt(n) around the observed difference. None when no size
+    would (a zero difference at or beyond the margin) or when the pair is undecided only because
+    its verdict did not survive the near-tie check. An extrapolation: resolution can have a floor
+    (near-tied methods), so read it as a lower bound."""
+    from statistics import NormalDist
+
+    d, lo, hi = row.get("difference"), row.get("lo"), row.get("hi")
+    if d is None or lo is None or hi is None or row.get("verdict_raw", "undecided") != "undecided":
+        return None
+    sd = (hi - lo) / (2 * NormalDist().inv_cdf(1 - alpha / 2))  # the bootstrap standard error
+    z_sep = NormalDist().inv_cdf(1 - alpha / (2 * max(n_pairs, 1)))
+    z_eq = NormalDist().inv_cdf(1 - alpha)
+    need = []
+    if abs(d) > 0:
+        need.append(n_patches * (z_sep * sd / abs(d)) ** 2)
+    if abs(d) < margin:
+        need.append(n_patches * (z_eq * sd / (margin - abs(d))) ** 2)
+    return max(int(np.ceil(min(need))), n_patches + 1) if need else None
 
 
 def _round(rows: list[dict], digits: int = 4) -> list[dict]:
@@ -131,7 +179,7 @@ def _round(rows: list[dict], digits: int = 4) -> list[dict]:
 
 
 def _pair_rows(rows: list[dict], keys: dict, statistic: str) -> list[dict]:
-    keep = ("a", "b", "verdict", "difference", "lo", "hi", "lo_equiv", "hi_equiv", "p_holm", "stable")
+    keep = ("a", "b", "verdict", "difference", "lo", "hi", "lo_equiv", "hi_equiv", "p_holm", "stable", "verdict_raw")
     return _round([{**keys, "statistic": statistic, **{k: r.get(k) for k in keep if k in r}} for r in rows])
 
 
@@ -175,7 +223,13 @@ def _fingerprint(config, workdir: Path, cells) -> str:
     for c in cells:
         m = pipeline.read_manifest(workdir / "cells" / c.name / "score")
         fps[c.name] = m.get("fingerprint") if m else None
-    blob = json.dumps({"grid": ibo_io.plain(config.grid, lists=True), "cells": fps, "format": 1}, sort_keys=True)
+    from ibo_jax import __version__
+
+    code = hashlib.sha256()  # the aggregate's own code: a change recomputes it
+    for mod in (Path(__file__), Path(stats.__file__), Path(__file__).parent.parent / "reporting" / "grid.py"):
+        code.update(mod.read_bytes())
+    blob = json.dumps({"grid": ibo_io.plain(config.grid, lists=True), "cells": fps, "format": 1,
+                       "version": __version__, "code": code.hexdigest()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -218,6 +272,7 @@ def aggregate(config, workdir: Path, cells) -> dict:
     base = [c for c in cells if not c.variant]
     loaded = {c.name: _cell_tables(workdir, c) for c in cells}
     agreement, pairwise, per_seed, power, goal, fills, per_seed_agreement = [], [], [], [], [], [], []
+    skipped, undecided = [], []
     groups = {}
     for c in base:
         groups.setdefault((c.regime, c.arch), []).append(c)
@@ -230,16 +285,26 @@ def aggregate(config, workdir: Path, cells) -> dict:
                 raise GridError(f"cell {c.name}: its evaluation patches differ from {members[0].name}'s; seeds "
                                 f"must share the patches (train_classifier.seed, not the global seed, varies)")
         names, ri = _ranked_index(tables[0])
+        for c, t in zip(members, tables):
+            if _ranked_index(t)[0] != names:
+                raise GridError(f"cell {c.name}: its ranked methods {_ranked_index(t)[0]} differ from "
+                                f"{members[0].name}'s {names}")
         for curve in g.curves:
-            have = [s for (s, cv) in tables[0].dense if cv == curve]
-            if REFERENCE not in have:
-                raise GridError(f"cell {members[0].name}: no '{REFERENCE}' strategy on curve {curve!r} "
-                                f"(occlude.strategies / occlude.curves); the grid needs the known answer")
-            strategies = [s for s in have if s != REFERENCE]
+            present = [{s for (s, cv) in t.dense if cv == curve} for t in tables]
+            for c, have in zip(members, present):
+                if REFERENCE not in have:
+                    raise GridError(f"cell {c.name}: no '{REFERENCE}' strategy on curve {curve!r} "
+                                    f"(occlude.strategies / occlude.curves); the grid needs the known answer")
+            strategies = sorted(set.intersection(*present) - {REFERENCE})
+            missing = sorted(set.union(*present) - set.intersection(*present))
             aucs = {s: np.stack([t.aucs(s, curve)["p"][:, ri] for t in tables]) for s in strategies}  # [S, P, M]
             ref = np.stack([t.aucs(REFERENCE, curve)["p"][:, ri] for t in tables])
-            iou = np.stack([-t.gt_iou[:, ri] for t in tables])  # higher IoU = more important = lower "AUC"
+            # the IoU ranking in the curve's own direction (deletion: lower AUC = more important)
+            sign = -1.0 if curve_registry.get(curve).lower_is_better else 1.0
+            iou = np.stack([sign * t.gt_iou[:, ri] for t in tables])
             keys = {"regime": regime, "arch": arch, "curve": curve}
+            if missing:
+                skipped.append({**keys, "strategies": missing, "why": "not run in every seed's cell"})
             n_s, n_p = ref.shape[:2]
             for s in strategies:
                 for stat in STATISTICS:
@@ -249,10 +314,21 @@ def aggregate(config, workdir: Path, cells) -> dict:
                                   **_mard_estimate(aucs[s], ref, **kw)})
                 agreement.append({**keys, "strategy": s, "statistic": "plausibility", "n_seeds": n_s,
                                   "n_patches": n_p, **_estimate(per_patch("kendall", aucs[s], iou, tie), **kw)})
+            # the known answer's own agreement with the IoU ranking: how far plausibility is from faithfulness
+            agreement.append({**keys, "strategy": REFERENCE, "statistic": "plausibility", "n_seeds": n_s,
+                              "n_patches": n_p, **_estimate(per_patch("kendall", ref, iou, tie), **kw)})
             for stat in STATISTICS:
                 rows = stable_verdicts(aucs, ref, stat, tie_tol=tie, margin=stats.TAU_MARGIN, **kw)
                 pairwise += _pair_rows(rows, keys, stat)
-            pairwise += _pair_rows(stats.pairwise_mard(aucs, ref, **kw), keys, "mard")
+                if stat == primary:
+                    for r in rows:
+                        if r["verdict"] == "undecided" and IBO in (r["a"], r["b"]):
+                            undecided.append({**keys, "statistic": stat, "a": r["a"], "b": r["b"],
+                                              "patches_per_seed_needed": patches_needed(
+                                                  r, n_p, stats.TAU_MARGIN, len(rows), kw["alpha"]),
+                                              "n_patches": n_p, "n_seeds": n_s})
+            pairwise += _pair_rows(stable_verdicts(aucs, ref, "mard", tie_tol=tie, margin=stats.MARD_MARGIN, **kw),
+                                   keys, "mard")
             if n_s > 1:
                 for i, c in enumerate(members):
                     for s in strategies:
@@ -281,12 +357,15 @@ def aggregate(config, workdir: Path, cells) -> dict:
                     power.append({**keys, "statistic": stat, **_round([row])[0]})
             for s in strategies:
                 secs, n = 0.0, 0
+                resumed = False
                 for c, t in zip(members, tables):
                     m = pipeline.read_manifest(workdir / "cells" / c.name / "occlude") or {}
                     secs += float((m.get("summary") or {}).get("seconds_per_strategy", {}).get(f"{s}/{curve}", 0.0))
+                    resumed |= bool(m.get("resumed"))
                     n += int(np.isfinite(t.dense[(s, curve)]["p"][..., 1:]).sum())
-                fills.append({**keys, "strategy": s, "fills": n, "seconds": round(secs, 2),
-                              "seconds_per_fill": round(secs / n, 5) if n else None})
+                # a resumed occlude stage timed only its last run: its seconds per fill are too low
+                fills.append({**keys, "strategy": s, "fills": n, "seconds": round(secs, 2), "resumed": resumed,
+                              "seconds_per_fill": round(secs / n, 5) if n and not resumed else None})
     variants = _variants(config, cells, loaded, tie, kw)
     seconds = stage_seconds(workdir, [c.name for c in cells])
     return {
@@ -301,7 +380,7 @@ def aggregate(config, workdir: Path, cells) -> dict:
                    "n_patches": int(len(loaded[c.name]["table"].image_id))} for c in cells],
         "agreement": _round(agreement), "pairwise": pairwise, "per_seed_pairwise": per_seed,
         "per_seed_agreement": _round(per_seed_agreement),
-        "goal": goal, "power": power, "fills": fills, "variants": variants, "seconds": seconds,
+        "goal": goal, "power": power, "fills": fills, "undecided_ibo_pairs": undecided, "skipped": skipped, "variants": variants, "seconds": seconds,
     }
 
 
@@ -318,6 +397,8 @@ def _variants(config, cells, loaded, tie: float, kw: dict) -> list[dict]:
         base = by_name[c.base]
         tv, tb = loaded[c.name]["table"], loaded[base.name]["table"]
         names, ri = _ranked_index(tb)
+        if _ranked_index(tv)[0] != names or not np.array_equal(tv.image_id, tb.image_id):
+            raise GridError(f"cell {c.name}: its methods or evaluation patches differ from its base cell {base.name}'s")
         for curve in config.grid.curves:
             if (REFERENCE, curve) not in tv.dense:
                 continue
@@ -338,4 +419,17 @@ def _variants(config, cells, loaded, tie: float, kw: dict) -> list[dict]:
                     row["one_draw_estimate"] = _estimate(one, **kw)
                     row["one_draw_vs_mean"] = stats.pairwise_verdicts({"one_draw": one, "mean_of_draws": v}, **kw)[0]
                 out.append(json.loads(json.dumps(row, default=float)))
+            # with several draws per mask: the pairwise verdicts from one draw against those from their mean
+            ss = sorted({s for s, cv in tv.dense if cv == curve and s != REFERENCE})
+            draws = {s: _per_draw_aucs(tv, s, curve)[:, ri] for s in ss}
+            if len(ss) >= 2 and min(d.shape[-1] for d in draws.values()) > 1:
+                one = stats.pairwise_verdicts({s: per_patch(stat, d[None, ..., 0], ref_v, tie) for s, d in draws.items()},
+                                              **kw)
+                mean = stats.pairwise_verdicts({s: per_patch(stat, tv.aucs(s, curve)["p"][None, :, ri], ref_v, tie)
+                                                for s in ss}, **kw)
+                for r1, rm in zip(one, mean):
+                    out.append({"variant": c.variant, "cell": c.name, "curve": curve, "statistic": stat,
+                                "pair": [r1["a"], r1["b"]], "draws": int(min(d.shape[-1] for d in draws.values())),
+                                "one_draw": {k: r1.get(k) for k in ("verdict", "difference", "lo", "hi")},
+                                "mean_of_draws": {k: rm.get(k) for k in ("verdict", "difference", "lo", "hi")}})
     return out

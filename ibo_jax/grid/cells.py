@@ -180,13 +180,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, regist
         echo: Callable[[str], None] | None = None, aggregate: bool = True) -> dict:
     """Runs every cell not finished yet (claiming cells against concurrent processes), then the
     aggregate. Returns {"cells": {name: run summary}, "aggregate": summary or None, "seconds"}."""
-    from ibo_jax.grid import aggregate as agg
-
     say = echo or (lambda _line: None)
     workdir = pipeline.check_workdir(workdir)
     all_cells = cells(config)
     t0 = time.time()
     workers = _start_workers(int(config.grid.workers), say)
+    try:
+        return _run(config, workdir, all_cells, workers, registry, say, aggregate, t0)
+    finally:
+        for w in workers:  # this process failed or was interrupted: no orphans left running
+            if w.poll() is None:
+                w.terminate()
+
+
+def _run(config, workdir: Path, all_cells, workers, registry, say, aggregate: bool, t0: float) -> dict:
+    from ibo_jax.grid import aggregate as agg
+
     ibo_io.write_json(workdir / "grid.json", {
         "cells": [{"name": c.name, "regime": c.regime, "arch": c.arch, "seed": c.seed, "variant": c.variant}
                   for c in all_cells], "grid": ibo_io.plain(config.grid, lists=True)})

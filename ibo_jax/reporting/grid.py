@@ -12,6 +12,7 @@ from ibo_jax import io as ibo_io
 from ibo_jax.reporting.markdown import bracket, num, table
 
 IBO = "ibo"
+REFERENCE = "counterfactual"
 SYMBOL = {"separated": "sep", "equivalent": "equiv", "undecided": "undec"}
 
 
@@ -37,7 +38,7 @@ def _versus(pairwise, keys: Mapping, strategy: str, other: str = IBO) -> str:
             d = r.get("difference")
             d = -d if (d is not None and r["a"] == other) else d
             sign = "" if d is None else f" {d:+.2f}"
-            near = "" if r.get("stable", True) else " (near-ties)"
+            near = f" (near-ties: {SYMBOL[r['verdict_raw']]} unperturbed)" if r.get("verdict_raw", r["verdict"]) != r["verdict"] else ""
             return SYMBOL[r["verdict"]] + (sign if r["verdict"] == "separated" else "") + near
     return ""
 
@@ -46,12 +47,13 @@ def _cols(s: Mapping) -> list[tuple[str, str]]:
     return [(r, a) for r in s["regimes"] for a in s["archs"]]
 
 
-def _strategies(s: Mapping) -> list[str]:
+def _strategies(s: Mapping, reference: bool = False) -> list[str]:
+    """The strategies of the agreement table, IBO first (the known answer itself only if asked)."""
     out = []
     for r in s["agreement"]:
-        if r["strategy"] not in out:
+        if r["strategy"] not in out and (reference or r["strategy"] != REFERENCE):
             out.append(r["strategy"])
-    return sorted(out, key=lambda x: (x != IBO, x))
+    return sorted(out, key=lambda x: (x == REFERENCE, x != IBO, x))
 
 
 def verdict_table(s: Mapping, curve: str) -> str:
@@ -110,7 +112,22 @@ def markdown(s: Mapping) -> str:
     out += ["", "## Verdict", ""] + opening(s)
     for curve in s["curves"]:
         out += ["", f"## Verdict table ({curve}): agreement [95% CI] · verdict vs IBO · time per fill", "",
-                verdict_table(s, curve)]
+                verdict_table(s, curve),
+                "The intervals are the unadjusted 95% ones; a verdict is Holm-adjusted over the pairs of its "
+                "column, so an interval that excludes 0 can still read undec. With 3 seeds the seed level is "
+                "resampled from 3 values (10 distinct sets): its spread is underestimated by about (S-1)/S."]
+        und = [u for u in s.get("undecided_ibo_pairs", []) if u["curve"] == curve]
+        if und:
+            out += ["", "Undecided pairs with IBO, and the patches per seed that would decide them if the interval "
+                    "kept shrinking as 1/sqrt(n) at Holm's strictest level (a lower bound: near-tied methods put a "
+                    "floor under the resolution; n/a: no size would, or undecided by the near-tie check):", ""]
+            out.append(table(["regime / arch", "pair", "patches now", "patches needed"],
+                             [[f"{u['regime']} / {u['arch']}", f"{u['a']} vs {u['b']}", u["n_patches"],
+                               u["patches_per_seed_needed"] if u["patches_per_seed_needed"] is not None else "n/a"]
+                              for u in und]))
+    for sk in s.get("skipped", []):
+        out.append(f"\nLeft out of {sk['regime']} / {sk['arch']} ({sk['curve']}): {', '.join(sk['strategies'])} "
+                   f"({sk['why']}).")
     out += ["", "## Plausibility (IoU ranking) against faithfulness (known answer)", "",
             "Within-patch Kendall's tau of each strategy's ranking with the IoU ranking (what the study called "
             "ground truth) beside its tau with the counterfactual ranking. Where the two disagree, agreement "
@@ -118,13 +135,14 @@ def markdown(s: Mapping) -> str:
     for curve in s["curves"]:
         header = ["strategy"] + [f"{r} / {a}: faithful · plausible" for r, a in _cols(s)]
         rows = []
-        for st in _strategies(s):
+        for st in _strategies(s, reference=True):
             row = [st]
             for regime, arch in _cols(s):
                 keys = {"regime": regime, "arch": arch, "curve": curve, "strategy": st}
                 f = _one(s["agreement"], **keys, statistic="kendall")
                 p = _one(s["agreement"], **keys, statistic="plausibility")
-                row.append(f"{num(f and f['estimate'], 2)} · {num(p and p['estimate'], 2)}")
+                faithful = "1 (itself)" if st == REFERENCE else num(f and f["estimate"], 2)
+                row.append(f"{faithful} · {num(p and p['estimate'], 2)}")
             rows.append(row)
         out.append(table(header, rows))
     out += ["", "## In-distribution scores against agreement", "",
@@ -153,7 +171,9 @@ def markdown(s: Mapping) -> str:
             out += ["Pairwise verdicts per seed alone (patches resampled):", "", table(header, rows)]
     else:
         out.append("One classifier seed: no seed level.")
-    out += ["", "## MARD beside (the study's statistic; lower is better)", ""]
+    out += ["", "## MARD beside (the study's statistic; lower is better)", "",
+            "Verdicts against IBO as above; here a positive separated difference means the strategy's MARD is "
+            "higher (worse) than IBO's.", ""]
     for curve in s["curves"]:
         header = ["strategy"] + [f"{r} / {a}" for r, a in _cols(s)]
         rows = [[st] + [_est(_one(s["agreement"], regime=r, arch=a, curve=curve, strategy=st, statistic="mard"))
@@ -175,19 +195,25 @@ def markdown(s: Mapping) -> str:
                     f"{num(pr[n]['decided_share'], 2)} (±{num(pr[n]['half_width_median'], 2)})" if n in pr else ""
                     for n in sorted({r["n"] for r in s["power"]})])
         out.append(table(header, rows))
-    if s.get("variants"):
-        out += ["", "## Variant cells", ""]
-        header = ["variant", "strategy", "base cell", "variant cell", "difference [95% CI]", "verdict",
-                  "one draw", "one draw vs mean"]
+    agree = [v for v in s.get("variants", []) if "strategy" in v]
+    pairs = [v for v in s.get("variants", []) if "pair" in v]
+    if agree:
+        out += ["", "## Variant cells", "", "Each variant cell against its base cell (same classifier and patches): "
+                "the strategy's agreement in each and their paired difference.", ""]
+        header = ["variant", "strategy", "base cell", "variant cell", "difference [95% CI]", "verdict"]
         rows = []
-        for v in s["variants"]:
+        for v in agree:
             d = v["difference"]
-            od = v.get("one_draw_vs_mean")
             rows.append([v["variant"], v["strategy"], _est(v["base_estimate"]), _est(v["variant_estimate"]),
-                         f"{num(d.get('difference'), 3)} {bracket(d.get('lo'), d.get('hi'), 3)}", d["verdict"],
-                         _est(v.get("one_draw_estimate")) if od else "",
-                         f"{od['verdict']} ({num(od.get('difference'), 3)})" if od else ""])
+                         f"{num(d.get('difference'), 3)} {bracket(d.get('lo'), d.get('hi'), 3)}", d["verdict"]])
         out.append(table(header, rows))
+    if pairs:
+        out += ["", f"Pairwise verdicts from one draw per mask against the mean of {pairs[0]['draws']} draws:", ""]
+        out.append(table(["variant", "pair", "one draw", "mean of draws"],
+                         [[v["variant"], " vs ".join(v["pair"]),
+                           f"{v['one_draw']['verdict']} ({num(v['one_draw'].get('difference'), 3)})",
+                           f"{v['mean_of_draws']['verdict']} ({num(v['mean_of_draws'].get('difference'), 3)})"]
+                          for v in pairs]))
     sec = s["seconds"]
     out += ["", "## Time", "", f"Stage seconds, each shared stage counted once; {sec['stages_total']:.0f} s in "
             f"stages, {sec.get('wall', 0):.0f} s wall from the start of the process that aggregated (this run; a "
@@ -195,6 +221,12 @@ def markdown(s: Mapping) -> str:
             f"Stage seconds, each shared stage counted once; {sec['stages_total']:.0f} s in stages.", ""]
     out.append(table(["stage", "runs", "seconds"], [[k, v["runs"], f"{v['seconds']:.0f}"]
                                                     for k, v in sec["per_stage"].items()]))
+    n_ddpm = sec["per_stage"].get("train_ddpm", {}).get("runs", 0)
+    n_var = len({v["variant"] for v in s.get("variants", []) if "train_ddpm" in v.get("variant", "")
+                 or "ddpm" in v.get("variant", "")})
+    if n_ddpm > 1 + n_var:
+        out.append(f"\nNote: {n_ddpm} DDPMs were trained; the regimes' normal patches were expected to be identical "
+                   f"(one DDPM, plus one per DDPM-seed variant): check `data` for a difference.")
     if s.get("fills"):
         by = {}
         for f in s["fills"]:

@@ -12,6 +12,10 @@ Output: `trust/summary.json` with
   randomization     model-parameter randomization: map similarity per cascade step and floor
   srg               symmetric relevance gain on the fixed-fraction MoRF/LeRF curves
   power             resolution, Holm-adjusted paired tests, decisive or not, patches needed
+  in_distribution   how in-distribution each fill is (`ibo_jax.trust.in_distribution`): the
+                    Mahalanobis percentile of its filled images' classifier features among real
+                    test patches (`ood`) and R-OMS against the counterfactual fill (`r_oms`);
+                    `strategies.<s>.ood_percentile` / `.r_oms` the public per-strategy numbers
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ibo_jax import artifacts, cam
 from ibo_jax.data.patches import read_split
 from ibo_jax.evaluation.predict import make_predict_fn
 from ibo_jax.models import loaders
-from ibo_jax.trust import checks, randomization
+from ibo_jax.trust import checks, in_distribution, randomization
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -38,6 +42,11 @@ def default_config() -> ml_collections.ConfigDict:
     # deletion-AUC differences within this count as ties in the within-patch rank agreement with
     # the known answer (the benchmark grid's statistic, `grid.tie_tol`): near-ties can swap between CPUs
     c.tie_tol = 1e-3
+    # in-distribution section: training patches (half per label) whose classifier features fit the
+    # class-conditional Gaussians (0 = skip the section), and real test patches (both labels, half
+    # each) whose Mahalanobis distances are the reference of the percentiles
+    c.ood_train_patches = 512
+    c.ood_test_patches = 256
     return c
 
 
@@ -48,6 +57,43 @@ def twin_check(twin_p: np.ndarray, normal_p: np.ndarray | None) -> dict:
         out.update(normal_test_patches=int(len(normal_p)), share_normal_called_normal=float(np.mean(normal_p < 0.5)))
         out["difference_points"] = 100.0 * (out["share_twins_called_normal"] - out["share_normal_called_normal"])
     return out
+
+
+def _per_label(data_dir, split: str, n: int) -> dict:
+    """Up to n patches of a split, half of each label (the first by index), concatenated."""
+    parts = [read_split(data_dir, split, label=lab, limit=k) for lab, k in ((0, n - n // 2), (1, n // 2)) if k > 0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
+
+
+def in_distribution_section(ctx, cfg, arrays, *, n_boot: int, seed: int, alpha: float) -> dict:
+    """summary['in_distribution']: class-conditional Gaussians fitted to the classifier's pooled
+    target-layer features of `ood_train_patches` training patches, the Mahalanobis percentile of
+    each strategy's filled images among `ood_test_patches` real test patches, R-OMS against the
+    counterfactual fill."""
+    n_train, n_test = int(cfg.get("ood_train_patches", 512)), int(cfg.get("ood_test_patches", 256))
+    if n_train <= 0:
+        return {"skipped": "trust.ood_train_patches = 0"}
+    kw = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
+    roms = in_distribution.r_oms(arrays.table, **kw)
+    try:
+        train = _per_label(ctx.input_dir("data"), "train", n_train)
+        test = _per_label(ctx.input_dir("data"), "test", n_test) if n_test > 0 else {"image": np.zeros((0,))}
+    except ValueError as e:  # a data folder without a train or test split
+        train, test, why = {"image": np.zeros((0,))}, {"image": np.zeros((0,))}, str(e)
+    else:
+        why = f"{len(train['image'])} training and {len(test['image'])} test patches read (need 3 and 1)"
+    if len(train["image"]) < 3 or not len(test["image"]):
+        ood = {"unavailable": why}
+        return {"ood": ood, "r_oms": roms, "strategies": in_distribution.per_strategy(ood, roms),
+                "reference_test_patches": int(len(test["image"]))}
+    model = loaders.load_classifier(ctx.input_dir("train_classifier"))
+    predict = make_predict_fn(model, tumor_class=ctx.tumor_class, batch_size=int(cfg.batch_size))
+    fit = in_distribution.fit_gaussians(predict(train["image"])[2], train["label"])
+    reference_d = in_distribution.mahalanobis(predict(test["image"])[2], fit)
+    ood = in_distribution.ood_scores(arrays.table, fit, reference_d, feat0=arrays.feat0, **kw)
+    return {"ood": ood, "r_oms": roms, "strategies": in_distribution.per_strategy(ood, roms),
+            "reference_test_patches": int(len(test["image"])), "train_patches": int(len(train["image"])),
+            "fit": fit.summary()}
 
 
 def run(ctx) -> dict:
@@ -89,6 +135,7 @@ def run(ctx) -> dict:
             method_options={m: cam.resolve_options(opts.get(m, {})) for m in methods})
     else:
         summary["randomization"] = {"skipped": "trust.randomization_images = 0"}
+    summary["in_distribution"] = in_distribution_section(ctx, cfg, arrays, **kw)
     artifacts.write_summary(ctx.dir, summary)
     out = {"seconds": round(time.time() - t0, 2), "counterfactual": has_cf}
     if has_cf:

@@ -57,7 +57,9 @@ def _cell_tables(workdir: Path, cell) -> dict:
         raise GridError(f"cell {cell.name}: {score} is not finished; rerun the grid to complete it")
     arrays = artifacts.read_score_arrays(score)
     metrics = artifacts.read_json(artifacts.CLASSIFIER_METRICS, d / "train_classifier", required=False) or {}
-    return {"table": arrays.table, "test_accuracy": (metrics.get("test") or {}).get("accuracy")}
+    trust = artifacts.read_summary(d / "trust", required=False) if (d / "trust").is_dir() else None
+    return {"table": arrays.table, "test_accuracy": (metrics.get("test") or {}).get("accuracy"),
+            "in_distribution": ((trust or {}).get("in_distribution") or {}).get("strategies")}
 
 
 def _per_draw_aucs(table, strategy: str, curve: str) -> np.ndarray:
@@ -272,7 +274,7 @@ def aggregate(config, workdir: Path, cells) -> dict:
     base = [c for c in cells if not c.variant]
     loaded = {c.name: _cell_tables(workdir, c) for c in cells}
     agreement, pairwise, per_seed, power, goal, fills, per_seed_agreement = [], [], [], [], [], [], []
-    skipped, undecided = [], []
+    skipped, undecided, in_dist = [], [], []
     groups = {}
     for c in base:
         groups.setdefault((c.regime, c.arch), []).append(c)
@@ -355,6 +357,13 @@ def aggregate(config, workdir: Path, cells) -> dict:
                 for row in stats.power_curve(verdict_fn, n_p, ns, repeats=int(g.power_repeats), seed=kw["seed"],
                                              focus=IBO if IBO in strategies else None):
                     power.append({**keys, "statistic": stat, **_round([row])[0]})
+            ind = [loaded[c.name]["in_distribution"] for c in members]
+            if all(ind):  # the trust stage's reference-free scores, mean over the seeds' classifiers
+                for s in strategies + [REFERENCE]:
+                    vals = {k: [x[s][k] for x in ind if s in x and x[s].get(k) is not None]
+                            for k in ("ood_percentile", "r_oms")}
+                    in_dist.append({**keys, "strategy": s, **{k: (float(np.mean(v)) if v else None)
+                                                              for k, v in vals.items()}})
             for s in strategies:
                 secs, n = 0.0, 0
                 resumed = False
@@ -380,7 +389,8 @@ def aggregate(config, workdir: Path, cells) -> dict:
                    "n_patches": int(len(loaded[c.name]["table"].image_id))} for c in cells],
         "agreement": _round(agreement), "pairwise": pairwise, "per_seed_pairwise": per_seed,
         "per_seed_agreement": _round(per_seed_agreement),
-        "goal": goal, "power": power, "fills": fills, "undecided_ibo_pairs": undecided, "skipped": skipped, "variants": variants, "seconds": seconds,
+        "goal": goal, "power": power, "fills": fills, "undecided_ibo_pairs": undecided, "skipped": skipped,
+        "in_distribution": _round(in_dist), "variants": variants, "seconds": seconds,
     }
 
 

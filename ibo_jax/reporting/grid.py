@@ -327,4 +327,25 @@ def figures(s: Mapping, out_dir: str | Path) -> list[Path]:
         ibo_io.save_figure(fig, p, dpi=110)
         plt.close(fig)
         paths.append(p)
+    ind = s.get("in_distribution") or []
+    if ind:
+        fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.8), squeeze=False, sharey=True)
+        for ax, (regime, arch) in zip(axes[0], cols):
+            for st in strategies:
+                r = _one(ind, regime=regime, arch=arch, curve=curve, strategy=st)
+                ag = _one(s["agreement"], regime=regime, arch=arch, curve=curve, strategy=st, statistic=stat)
+                if r and r.get("ood_percentile") is not None and ag and ag.get("estimate") is not None:
+                    ax.errorbar(r["ood_percentile"], ag["estimate"], yerr=[[ag["estimate"] - ag["lo"]],
+                                                                           [ag["hi"] - ag["estimate"]]],
+                                fmt="o", color="C3" if st == IBO else "C0", capsize=2)
+                    ax.annotate(st, (r["ood_percentile"], ag["estimate"]), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+            ax.set_title(f"{regime} / {arch}", fontsize=9)
+            ax.set_xlabel("OOD percentile of the fills", fontsize=8)
+        axes[0, 0].set_ylabel(f"{stat} with the known answer", fontsize=8)
+        fig.tight_layout()
+        p = out_dir / "in_distribution.png"
+        ibo_io.save_figure(fig, p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
     return paths

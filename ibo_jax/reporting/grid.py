@@ -132,8 +132,9 @@ def markdown(s: Mapping) -> str:
         f"of the methods' deletion AUCs with the counterfactual twins' AUCs, the known answer; ties within "
         f"{s['tie_tol']:g}); intervals 95% from a bootstrap over seeds and patches crossed; verdicts against IBO: "
         f"sep (separated, Holm over the pairs of a cell; the sign is the strategy minus IBO), equiv (90% interval "
-        f"inside +-{s['margin'][stat]:g}), undec. A verdict that changes when near-ties are counted otherwise "
-        f"(ties at 0 or 10x) is reported undecided.")
+        f"inside +-{s['margin'][stat]:g}), undec. A verdict that changes (or flips sign) when every AUC is moved by "
+        f"up to {max(s['tie_tol'], 1e-6):g}, so that near-ties resolve as another CPU could resolve them, is "
+        f"reported undecided.")
     out += ["", "## Verdict", ""] + opening(s)
     for curve in s["curves"]:
         out += ["", f"## Verdict table ({curve}): agreement [95% CI] · verdict vs IBO · time per fill", "",

@@ -179,7 +179,7 @@ def _config(tmp):
     c.data.source, c.data.npz_path, c.data.n_examples = "npz", str(tmp / "patches.npz"), 0
     t = c.train_classifier
     t.arch, t.model_kwargs = "resnet_small", dict(SMALL)
-    t.epochs, t.batch_size, t.lr, t.warmup_steps, t.eval_batch_size = 2, 8, 3e-3, 2, 32
+    t.epochs, t.batch_size, t.lr, t.warmup_steps, t.eval_batch_size = 6, 8, 1e-2, 2, 32
     c.finetune_ffidelity = pipeline.STAGES["finetune_ffidelity"].load().default_config()
     f = c.finetune_ffidelity
     f.batch_size, f.eval_batch_size = 8, 32
@@ -226,6 +226,7 @@ def test_finetune_stage_writes_both_accuracies_and_a_loadable_model(finetuned_ru
         assert acc["original"] is not None and acc["finetuned"] is not None
         assert acc["difference_points"] == pytest.approx(100 * (acc["finetuned"] - acc["original"]))
     assert m["original"]["test"]["n"] == 8 and isinstance(m["test_accuracy"]["within_2_points"], bool)
+    assert m["val_accuracy"]["original"] > 0.5  # the original learned: the comparison means something
     # the fill is the per-channel mean of the training patches in [0, 1]
     z = ibo_io.read_npz(tmp / "patches.npz")
     train = z["image"][np.asarray(z["split"]) == "train"].astype(np.float64) / 255.0
@@ -298,6 +299,9 @@ def test_occlude_runs_ffidelity_with_the_finetuned_model_and_score_reports_ffid(
     assert f["omitted"] == {} and set(f["ffid_plus"]["by_method"]) == {"gradcam", "eigencam"}
     per = scoring.ffidelity_per_patch(study, "fixed")
     assert f["ffid_plus"]["by_method"]["gradcam"]["mean"] == pytest.approx(np.nanmean(per[:, 0]))
+    from ibo_jax.reporting import report  # the strategy is listed in the report like any other
+
+    assert "ffidelity" in report.render_markdown(summary)
 
 
 def _table(p_fixed, p_lerf, p0, label):
@@ -352,3 +356,35 @@ def test_ffid_plus_minus_on_a_hand_built_table():
     assert "ffid_minus" not in only_plus and "fixed_lerf" in only_plus["omitted"]["ffid_minus"]
     study.dense.clear()
     assert "ran no 'ffidelity'" in scoring.ffidelity_scores(study)["omitted"]
+
+
+def test_finetune_killed_mid_way_resumes_to_the_same_model(finetuned_run, tmp_path, monkeypatch):
+    """A fine-tune killed after 2 of its 4 steps resumes from its checkpoint (same folder, same
+    fingerprint) and ends with the uninterrupted run's model."""
+    import shutil
+
+    from ibo_jax import io as ibo_io
+    from ibo_jax import pipeline
+    from ibo_jax.train import classifier as tc
+
+    tmp, config, _ = finetuned_run
+    w = tmp_path / "w"
+    for stage in ("data", "train_classifier"):  # finished inputs, same config: skipped
+        shutil.copytree(tmp / "w" / stage, w / stage, symlinks=True)
+    train = tc.train
+
+    def killed(*args, **kwargs):
+        train(*args, **kwargs, max_steps=2)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(tc, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, w, registry=_registry())
+    monkeypatch.setattr(tc, "train", train)
+    summary = pipeline.run(config, w, registry=_registry())
+    assert [r["status"] for r in summary["stages"]] == ["skipped", "skipped", "resumed"]
+    assert summary["stages"][-1]["summary"]["steps"] == 4
+    z = ibo_io.read_npz(tmp / "patches.npz")
+    a, _ = ff.load_finetuned(tmp / "w" / "finetune_ffidelity")
+    b, _ = ff.load_finetuned(w / "finetune_ffidelity")
+    np.testing.assert_allclose(tc.predict(b, z["image"]), tc.predict(a, z["image"]), atol=1e-5)

@@ -102,12 +102,16 @@ STAGES: dict[str, Stage] = {
               file_fields=("npz_path", "slides_dir", "annotations_dir", "pcam_dir")),
         Stage("train_classifier", "ibo_jax.stages.train_classifier", deps=("data",),
               file_fields=("init_weights",)),
+        # F-Fidelity's explanation-agnostic fine-tune (random pixel removal) of the classifier: the
+        # model the occlude stage's `ffidelity` strategy predicts with (not in STUDY_STAGES).
+        Stage("finetune_ffidelity", "ibo_jax.stages.finetune_ffidelity", deps=("data", "train_classifier")),
         Stage("train_ddpm", "ibo_jax.stages.train_ddpm", deps=("data",), file_fields=("init_weights",),
               content_key="ibo_jax.stages.train_ddpm:input_key"),
         # The DDPM's samples against held-out normal patches (needs the classifier's features).
         Stage("ddpm_check", "ibo_jax.stages.ddpm_check", deps=("data", "train_classifier", "train_ddpm")),
         Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
-        Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm")),
+        Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm"),
+              optional_deps=("finetune_ffidelity",)),
         Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude"),
               file_fields=("lpips_alexnet_weights", "lpips_heads")),
         # Known-answer checks of the verdict: counterfactual reference, graded controls, model

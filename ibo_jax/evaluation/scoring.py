@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ibo_jax.evaluation import realism
+from ibo_jax import stats
+from ibo_jax.evaluation import ranking, realism
 from ibo_jax.evaluation.curves import PRIMARY
 from ibo_jax.evaluation.predict import to_float
 from ibo_jax.evaluation.scores import ScoreTable
@@ -154,4 +155,63 @@ def score_summary(study: ScoreTable, feat0: np.ndarray, *, excluded: Mapping[str
     summary["n_images"] = int(len(study.p0))
     summary["layout"] = {k: v for k, v in (layout or {}).items()
                          if k not in ("fractions", "blocks", "methods", "residual_blocks")}
+    summary["ffidelity"] = ffidelity_scores(study, n_boot=n_boot, alpha=alpha, seed=seed)
     return summary
+
+
+FFID_STRATEGY = "ffidelity"
+# FFid+ removes each method's top-q pixels (MoRF), FFid- its bottom-q (LeRF), on the q grid
+FFID_CURVES = {"ffid_plus": "fixed", "ffid_minus": "fixed_lerf"}
+
+
+def ffidelity_per_patch(study: ScoreTable, curve: str, strategy: str = FFID_STRATEGY) -> np.ndarray:
+    """[N, M]: per patch and method, the mean over the curve's q grid (and draws) of
+    1(pred(x) = y) - 1(pred(x with the set stochastically removed) = y); NaN where the pair is not
+    valid or has no point. pred = tumor (label 1) when p(tumor) > 0.5, normal otherwise (the argmax
+    for two classes); y = the patch's label; pred(x) from the table's originals (mask 0)."""
+    d = study.dense[(strategy, curve)]
+    y = np.asarray(study.label, np.int64)
+    p = np.asarray(d["p"], np.float64)  # [N, M, D, n+1], point 0 the original
+    hit = np.where(np.isfinite(p), ((p > 0.5).astype(np.int64) == y[:, None, None, None]).astype(np.float64), np.nan)
+    drop = hit[..., :1] - hit[..., 1:]  # [N, M, D, n]
+    with np.errstate(invalid="ignore"):
+        n_ok = np.isfinite(drop).sum(axis=(2, 3))
+        per = np.where(n_ok > 0, np.nansum(drop, axis=(2, 3)) / np.maximum(n_ok, 1), np.nan)
+    return np.where(study.valid, per, np.nan)
+
+
+def ffidelity_scores(study: ScoreTable, *, strategy: str = FFID_STRATEGY, n_boot: int = 1000, alpha: float = 0.05,
+                     seed: int = 0) -> dict:
+    """F-Fidelity's label-based scores (Zheng et al. 2025) per method, from the `ffidelity` strategy's
+    predictions (the fine-tuned model's mean p(tumor) over the random sub-masks): FFid+ on the
+    'fixed' curve (top-q set removed; higher = more faithful), FFid- on 'fixed_lerf' (bottom-q set
+    removed; lower = more faithful), each the mean over patches of `ffidelity_per_patch`, with a
+    bootstrap interval over patches and the ranking of the (non-control) methods. A score whose curve
+    the strategy did not run on is omitted with the reason."""
+    curves = {c for (s, c) in study.dense if s == strategy}
+    if not curves:
+        return {"omitted": f"the occlude stage ran no {strategy!r} strategy"}
+    ranked = [m for m in study.methods if m not in study.controls]
+    out: dict = {
+        "strategy": strategy,
+        "definition": "mean over patches and the q grid of 1(pred(x) = y) - 1(pred(x with the set removed "
+                      "stochastically) = y); pred = tumor iff p(tumor) > 0.5",
+        "pred_x": "the original patch's prediction in the score table (mask 0: the run's classifier); the "
+                  "removed sets are predicted by the fine-tuned model",
+        "omitted": {},
+    }
+    for name, curve in FFID_CURVES.items():
+        if curve not in curves:
+            out["omitted"][name] = (f"{strategy!r} did not run on the {curve!r} curve (occlude.curves and "
+                                    f"occlude.fixed_strategies)")
+            continue
+        per = ffidelity_per_patch(study, curve, strategy)
+        c = stats.bootstrap_mean_ci(per, n_boot=n_boot, seed=seed, alpha=alpha)
+        by_method = {m: {k: (float(c[k][j]) if np.isfinite(c[k][j]) else None) for k in ("mean", "lo", "hi")}
+                     | {"n": int(c["n"][j])} for j, m in enumerate(study.methods)}
+        ok = {m: by_method[m]["mean"] for m in ranked if by_method[m]["mean"] is not None}
+        higher = name == "ffid_plus"
+        out[name] = {"curve": curve, "fractions": list(study.fractions.get(curve, [])),
+                     "higher_is_better": higher, "by_method": by_method,
+                     "ranking": ranking.rank(ok, ascending=not higher) if ok else {}}
+    return out

@@ -6,6 +6,9 @@ images float32 [B, H, W, 3] in [0, 1]; remove_mask bool [B, H, W], True = remove
 float32 [B, H, W, 3] in [0, 1] with kept pixels unchanged (for `ibo` with n_draws > 1:
 [B, n_draws, H, W, 3]). Random strategies (histogram, nli, ibo) take `key`: one key (folded with
 the batch position) or, better, per-example keys [B] so results do not depend on batching.
+`ffidelity` (F-Fidelity, `ibo_jax/occlusion/ffidelity.py`) returns predictions instead of images:
+{"p", "logit"} [B], the mean over random sub-masks predicted by a fine-tuned classifier (`model=`,
+`fill=`, from the `finetune_ffidelity` stage); it is declared "stored" in `PREDICTED_BY`.
 
 Every strategy is `fn(images, remove_mask, *, key=None, **options)`. `counterfactual` (synthetic
 data only) takes `twin=` (the patches without their tumor) and gives the faithfulness reference. `ibo` comes from
@@ -21,7 +24,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ibo_jax.occlusion import blurring, counterfactual, histogram, nli, simple
+from ibo_jax.occlusion import blurring, counterfactual, ffidelity, histogram, nli, simple
 from ibo_jax.occlusion.simple import check_inputs, to_uint8
 from ibo_jax.rng import example_keys
 
@@ -33,6 +36,8 @@ REGISTRY: dict[str, Callable[..., jax.Array]] = {
     "histogram": histogram.histogram,
     "nli": nli.nli,
     "counterfactual": counterfactual.counterfactual,  # synthetic data only: needs twin=
+    # F-Fidelity: stochastic sub-masks predicted by the fine-tuned classifier (needs model=, fill=)
+    "ffidelity": ffidelity.ffidelity,
 }
 RANDOM = frozenset({"histogram", "nli", "ibo"})
 
@@ -50,7 +55,7 @@ STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
 # re-predicted by the run's classifier), "stored" (it writes p(tumor) and the logit itself, e.g.
 # a ViT's token dropping) or the name of another model that re-predicts its images (a retrained
 # classifier). Strategies not listed are "classifier".
-PREDICTED_BY: dict[str, str] = {}
+PREDICTED_BY: dict[str, str] = {"ffidelity": "stored"}
 
 
 def predicted_by(name: str) -> str:

@@ -111,10 +111,26 @@ def ibo_options(c, train_ddpm_dir) -> dict:
     }
 
 
+def ffidelity_options(ctx) -> dict:
+    """occlusion.apply('ffidelity', ...) keywords from the finetune_ffidelity stage: the fine-tuned
+    classifier, the fill it was fine-tuned with, the tumor class."""
+    from ibo_jax.occlusion import ffidelity
+
+    stage = ffidelity.STAGE
+    if stage not in ctx.inputs:
+        raise ValueError(f"occlude.strategies has 'ffidelity', which predicts with the fine-tuned classifier of "
+                         f"stage {stage!r}: the config has no {stage!r} section (add config.{stage} = "
+                         f"pipeline.STAGES['{stage}'].load().default_config())")
+    model, fill = ffidelity.load_finetuned(ctx.input_dir(stage))
+    return {"model": model, "fill": fill, "tumor_class": ctx.tumor_class}
+
+
 def strategy_options(name: str, cfg, ctx) -> dict:
     opts = dict(ibo_io.plain(cfg.strategy_options.get(name, {})))
     if name == "ibo":
         opts.update(ibo_options(cfg.ibo, ctx.input_dir("train_ddpm")))
+    if name == "ffidelity":  # strategy_options.ffidelity: n_samples, alpha, beta, batch_size
+        opts.update(ffidelity_options(ctx))
     return opts
 
 

@@ -8,14 +8,17 @@ with DDNM at 5 network calls) run over a grid, then aggregated (`ibo_jax.grid`):
   (also everywhere else: plausibility and faithfulness differ by construction);
 - 2 architectures: the small ResNet and a plain CNN without skip connections (both 8x8 CAM maps);
 - 3 classifier seeds (`train_classifier.seed`): data, evaluation patches and DDPM stay fixed;
-- every registered strategy on the MoRF curve (the study's), the counterfactual as the known answer;
+- every registered strategy on the MoRF curve (the study's), the counterfactual as the known answer,
+  and F-Fidelity (`ffidelity`: a fine-tuned copy of each classifier scores 10 stochastic sub-masks of
+  each deletion set; the paper's 50 in `:gpu`);
 - variant cells on local / resnet_small / seed 0: a second DDPM seed (does IBO's agreement move?)
   and two draws per mask for the random fills (does averaging draws change the verdict?).
 Shared stages are computed once: data per regime, the DDPM once for all cells (it reads only the
 normal training patches, identical in both regimes), explain/occlude/score/trust per classifier.
 `aggregate/report.md` opens with the verdict table.
 
-What was cut to fit the hour on a 2-core CPU, in this order: the fixed-fraction curves (MoRF only),
+What was cut to fit the hour on a 2-core CPU, in this order: the fixed-fraction curves (MoRF only,
+so no FFid+/FFid-),
 the control maps (7 ranked methods, not 11 maps: the verdicts use only the methods), the residual
 fills, the model-randomization check, the DDPM check and the RePaint sweep (the demo runs them).
 
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from ibo_jax import grid, pipeline
 
-STAGES = ("data", "train_classifier", "train_ddpm", "explain", "occlude", "score", "trust")
+STAGES = ("data", "train_classifier", "finetune_ffidelity", "train_ddpm", "explain", "occlude", "score", "trust")
 
 
 def get_config(arg=None):
@@ -41,8 +44,9 @@ def get_config(arg=None):
     config = pipeline.default_config(STAGES)
     for k in ("seed", "image_size"):
         config[k] = demo[k]
-    for section in STAGES:  # the demo's settings of every stage the grid runs
-        config[section] = demo[section]
+    for section in STAGES:  # the demo's settings of every stage the grid runs (and the defaults of the rest)
+        if section in demo:
+            config[section] = demo[section]
     config.grid = grid.default_config()
 
     config.explain.n_images = 64  # tumor test patches per cell (the same for every seed)
@@ -52,6 +56,10 @@ def get_config(arg=None):
     config.occlude.curve_images = {"ibo": 0}
     config.occlude.residual = False
     config.trust.randomization_images = 0
+    # F-Fidelity (a rival remedy): a copy of each classifier fine-tuned with random removal (1 epoch,
+    # beta = 0.1), then N stochastic sub-masks of each deletion set, predicted by the fine-tuned copy
+    config.occlude.strategies = tuple(config.occlude.strategies) + ("ffidelity",)
+    config.occlude.strategy_options.ffidelity = {"n_samples": 10, "alpha": 0.5, "beta": 0.1, "batch_size": 16}
     config.grid.variants = {
         "ddpm_seed1": {"cell": "local-resnet_small-s0", "train_ddpm": {"seed": 1},
                        "occlude": {"strategies": ("counterfactual", "ibo")}},
@@ -67,6 +75,7 @@ def get_config(arg=None):
         config.grid.variants = {
             f"ddpm_seed1_{r}": {"cell": f"{r}-resnet_small-s0", "train_ddpm": {"seed": 1}} for r in config.grid.regimes}
         config.grid.power_ns = (8, 16, 32, 64, 128, 200)
+        config.occlude.strategy_options.ffidelity = {"n_samples": 50, "alpha": 0.5, "beta": 0.1, "batch_size": 16}
     if arg == "tiny":  # the tests: a few seconds per stage
         config.data.n_patches = 240
         config.data.n_slides = 8
@@ -84,7 +93,9 @@ def get_config(arg=None):
         config.explain.n_images = 6
         config.explain.methods = ("gradcam", "gradcam++", "xgradcam", "layercam")
         config.occlude.n_masks = 3
-        config.occlude.strategies = ("blackening", "mean", "counterfactual", "ibo")
+        config.occlude.strategies = ("blackening", "mean", "counterfactual", "ibo", "ffidelity")
+        config.occlude.strategy_options.ffidelity = {"n_samples": 4, "alpha": 0.5, "beta": 0.1, "batch_size": 8}
+        config.finetune_ffidelity.batch_size = 32
         config.grid.seeds = (0, 1)
         config.grid.n_boot = 100
         config.grid.power_ns = (3,)

@@ -8,6 +8,8 @@ import pytest
 
 from ibo_jax import pipeline
 
+# free-form sections: a model's constructor keywords, a strategy's keyword arguments
+FREE = ("train_classifier.model_kwargs.", "occlude.strategy_options.")
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.py"))
 VARIANTS = ([(p, None) for p in CONFIGS] + [(p, "full") for p in CONFIGS if p.stem == "repaint_sweep"]
             + [(p, "cpu") for p in CONFIGS if p.stem == "own_models"]
@@ -48,8 +50,8 @@ def test_config_sets_only_known_fields(path, arg):
         known |= {f"grid.{k}" for k in _leaves(grid.default_config())}
         for cell in grid.cells(config):
             extra = set(_leaves(cell.config)) - known
-            assert not {k for k in extra if not k.startswith("train_classifier.model_kwargs.")}, (cell.name, extra)
-    free = ("train_classifier.model_kwargs.", "grid.variants.", "grid.arch_kwargs.")
+            assert not {k for k in extra if not k.startswith(FREE)}, (cell.name, extra)
+    free = FREE + ("grid.variants.", "grid.arch_kwargs.")
     unknown = {k for k in set(_leaves(config)) - known if not k.startswith(free)}
     assert not unknown, f"{path.name}: fields no stage defines: {sorted(unknown)}"
 

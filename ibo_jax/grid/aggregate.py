@@ -16,7 +16,11 @@ AUCs are the known answer, the annotation IoU the plausibility reference):
 Verdicts (`stats.pairwise_verdicts`, `stats.pairwise_mard`): separated / equivalent (margin
 `stats.TAU_MARGIN` in tau units, `stats.MARD_MARGIN` in ranks) / undecided, Holm over the pairs of
 a cell, bootstrap over seeds and patches crossed. A verdict counts as decisive only if it is the
-same with ties at 0 and at ten times `tie_tol` (`stable`); otherwise it is reported undecided.
+same when every AUC is moved by up to tie_tol (near-ties resolved otherwise, as another CPU could:
+`stable`); otherwise it is reported undecided.
+
+Re-aggregate a finished grid (new statistics code, other bootstrap settings) without running any
+stage: `python -m ibo_jax.grid.aggregate --workdir runs/benchmark [--grid.n_boot=2000 ...]`.
 """
 
 from __future__ import annotations
@@ -443,3 +447,52 @@ def _variants(config, cells, loaded, tie: float, kw: dict) -> list[dict]:
                                 "one_draw": {k: r1.get(k) for k in ("verdict", "difference", "lo", "hi")},
                                 "mean_of_draws": {k: rm.get(k) for k in ("verdict", "difference", "lo", "hi")}})
     return out
+
+
+def from_workdir(workdir: str | Path, overrides: dict | None = None, *, say=print) -> dict:
+    """Aggregates the grid in `workdir` as it was run (its `grid.json` and the cells' `config.json`),
+    optionally with `grid` fields overridden; no stage runs. The cells must be finished."""
+    import ml_collections
+
+    from ibo_jax.grid.cells import Cell, default_config
+
+    workdir = Path(workdir)
+    meta = ibo_io.read_json(workdir / "grid.json")
+    names = [c["name"] for c in meta["cells"]]
+    cell_cfgs = {}
+    for n in names:
+        path = workdir / "cells" / n / "config.json"
+        if not path.is_file():
+            raise GridError(f"{path}: missing; the cell {n} never started (rerun the grid)")
+        cell_cfgs[n] = ibo_io.read_json(path)
+    first = cell_cfgs[names[0]]
+    config = ml_collections.ConfigDict({"seed": first["seed"], "occlude": {"n_draws": first["occlude"]["n_draws"]}})
+    g = default_config()
+    for k, v in {**meta["grid"], **(overrides or {})}.items():
+        if k in g and k not in ("variants", "arch_kwargs"):
+            g[k] = tuple(v) if isinstance(v, list) else v
+    config.grid = g
+    cells = [Cell(c["name"], c["regime"], c["arch"], int(c["seed"]), c["variant"],
+                             ml_collections.ConfigDict(cell_cfgs[c["name"]])) for c in meta["cells"]]
+    return run(config, workdir, cells, say=say)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m ibo_jax.grid.aggregate",
+                                 description="Aggregate a finished benchmark grid again (no stage runs).")
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--grid.n_boot", dest="n_boot", type=int)
+    ap.add_argument("--grid.tie_tol", dest="tie_tol", type=float)
+    ap.add_argument("--grid.statistic", dest="statistic")
+    a = ap.parse_args(argv)
+    over = {k: v for k, v in (("n_boot", a.n_boot), ("tie_tol", a.tie_tol), ("statistic", a.statistic)) if v is not None}
+    try:
+        from_workdir(a.workdir, over)
+    except (GridError, artifacts.ArtifactError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,8 @@ Outputs (explain/, written through `ibo_jax.artifacts`):
   heatmaps.npz    methods str [M] (CAM methods, then controls), controls str [C],
                   heatmaps float16 [N,M,H,W] in [0,1], levels int8 [N,M,H,W] (1 = most important,
                   0 = excluded), n_levels int8 [N,M], k, valid bool [N,M] (CAM map not degenerate
-                  and at least 2 levels), cam_valid bool [N,M]
+                  and at least 2 levels), cam_valid bool [N,M]; with derived controls also
+                  smooth_sigma_px (float64) and shuffle_shares float64 [S]
   heatmaps.png    a few patches: the image (GT contour), then one overlay per method
   chunks/         per-batch heatmaps (resume after a kill; hosts split the batches)
 
@@ -16,7 +17,9 @@ The evaluation set is `n_images` random tumor patches (label `label`) of the `sp
 with the stage key, sorted by patch index. Levels are computed from the float16 heatmaps that
 are stored, so any later recomputation from the file gives the same masks. Controls: 'random' is
 a smooth random map (uniform noise on a coarse grid, bilinear upsampling, per-image key from the
-patch index); 'oracle' is the ground-truth mask, Gaussian-smoothed.
+patch index); 'oracle' is the ground-truth mask, Gaussian-smoothed. Derived controls
+(`derived_controls`, `cam.controls.derive`) come last: per CAM method `<method>_smooth` and
+`<method>_shuffle_<percent>`, made from the stored float16 CAM maps, with the CAM map's cam_valid.
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.oracle_sigma = 0.02    # 'oracle' control: Gaussian sigma as a fraction of the image size
     c.graded_levels = control_maps.GRADED_LEVELS  # 'graded': shares a of the oracle made random
     c.blob_grid = 6          # 'graded': size of the blobs' noise grid
+    # controls made from each CAM method's own map, () for none: 'smooth' (<method>_smooth, the map
+    # Gaussian-smoothed: the trust stage's blur-bias check) and 'shuffle' (<method>_shuffle_<percent>,
+    # a share of its pixels' values permuted: the shuffle check); occluded on the curves of
+    # occlude.control_curves (the fixed-fraction curve by default)
+    c.derived_controls = ()
+    c.smooth_sigma = 0.05    # 'smooth': Gaussian sigma as a fraction of the image size
+    c.shuffle_shares = control_maps.SHUFFLE_SHARES  # 'shuffle': shares s of the pixels permuted
     c.figure_patches = 4
     return c
 
@@ -140,6 +150,9 @@ def run(ctx) -> dict:
     for m in methods:
         cam.base.check_method(m)
     control_maps.expand(controls)  # unknown names: an error naming the field
+    derived = [str(d) for d in cfg.get("derived_controls", ())]
+    shares = tuple(float(x) for x in cfg.get("shuffle_shares", control_maps.SHUFFLE_SHARES))
+    control_maps.check_derived(derived, shares)
 
     ev = choose_eval_set(ctx.input_dir("data"), cfg, ctx.key)
     n, H, W, _ = ev["image"].shape
@@ -181,8 +194,15 @@ def run(ctx) -> dict:
         controls, key=ctx.key, index=ev["index"], tumor_mask=ev["tumor_mask"], random_grid=int(cfg.random_grid),
         oracle_sigma=float(cfg.oracle_sigma), blob_grid=int(cfg.blob_grid),
         levels=tuple(float(a) for a in cfg.graded_levels))
-    heat = np.concatenate([heat, extra.astype(np.float16)], axis=1)
-    cam_valid = np.concatenate([cam_valid, np.ones((n, len(controls)), bool)], axis=1)
+    smooth_sigma = float(cfg.get("smooth_sigma", 0.05))
+    sigma_px = smooth_sigma * max(H, W)
+    d_names, d_maps, parent = control_maps.derive(  # from the stored float16 CAM maps
+        derived, heat[:, : len(methods)].astype(np.float32), methods, key=ctx.key, index=ev["index"],
+        sigma_px=sigma_px, shares=shares)
+    heat = np.concatenate([heat, extra.astype(np.float16), d_maps.astype(np.float16)], axis=1)
+    cam_valid = np.concatenate([cam_valid, np.ones((n, len(controls)), bool), cam_valid[:, parent]], axis=1)
+    figure_names = methods + controls + [d for d in d_names if control_maps.derived_of(d, methods[:1])]
+    controls = controls + d_names
     names = methods + controls
     M = len(names)
 
@@ -193,12 +213,18 @@ def run(ctx) -> dict:
     valid = cam_valid & lv_valid.reshape(n, M)
 
     artifacts.write_eval_set(ctx.dir, ev)
+    derived_info = {}
+    if "smooth" in derived:
+        derived_info["smooth_sigma_px"] = np.float64(sigma_px)
+    if "shuffle" in derived:
+        derived_info["shuffle_shares"] = np.asarray(shares, np.float64)
     artifacts.write_heatmaps(ctx.dir, {
         "methods": np.asarray(names, dtype=str), "controls": np.asarray(controls, dtype=str),
         "heatmaps": heat, "levels": levels.astype(np.int8), "n_levels": n_levels.astype(np.int8),
-        "k": np.int32(cfg.k), "valid": valid, "cam_valid": cam_valid,
+        "k": np.int32(cfg.k), "valid": valid, "cam_valid": cam_valid, **derived_info,
     })
-    heatmap_figure(artifacts.figure_path("explain", ctx.dir), ev, names, heat, int(cfg.figure_patches))
+    shown = [names.index(m) for m in figure_names]  # derived controls: the first method's only
+    heatmap_figure(artifacts.figure_path("explain", ctx.dir), ev, figure_names, heat[:, shown], int(cfg.figure_patches))
     per_method = {}
     for j, m in enumerate(names):
         per_method[m] = {
@@ -208,6 +234,11 @@ def run(ctx) -> dict:
         }
         if m in seconds and mine:
             per_method[m]["ms_per_image"] = 1000.0 * seconds[m] / max(1, sum(min(batch, n - s) for s in mine))
-    return {"n_images": n, "image_size": [H, W], "methods": names, "controls": controls,
+    out_derived = {}
+    if derived:
+        out_derived = {"derived_controls": {"kinds": derived, "names": d_names, **(
+            {"smooth_sigma": smooth_sigma, "smooth_sigma_px": sigma_px} if "smooth" in derived else {}),
+            **({"shuffle_shares": list(shares)} if "shuffle" in derived else {})}}
+    return {"n_images": n, "image_size": [H, W], "methods": names, "controls": controls, **out_derived,
             "twins": "available" if twins is not None else why,
             "per_method": per_method, "seconds": time.time() - t0}

@@ -8,7 +8,12 @@ Curves (config `curves`): 'morf' = the progressive masks M1..Mn of the importanc
 (Mi = levels 1..min(i, L-1)); 'fixed' = the top q of pixels by heatmap value for each q of
 config `fractions` (the same grid for every method); 'lerf' = least relevant levels first;
 'insertion' = n+1 points: everything removed, then M1..Mn put back (the complement of Mi removed).
-Only (image, method) pairs whose heatmap is valid (L >= 2) are occluded.
+Only (image, method) pairs whose heatmap is valid (L >= 2) are occluded. Controls of a kind that
+config `control_curves` lists (kind -> curves; `cam.controls.kind_of`) are occluded on those curves
+only (by default the controls derived from each method's map, <method>_smooth and
+<method>_shuffle_<percent>, on the fixed-fraction curve only: the MoRF curve's cost grows with every
+map); layout.json's `control_curves` names each restricted control with its curves, and a score
+table has no points (NaN AUCs) for a control on a curve it did not run on.
 
 On-disk layout (occlude/): `layout.json` and `chunks/` as `ibo_jax.artifacts` writes and reads them;
 `masks.npz`, the mask geometry of every curve (`ibo_jax.evaluation.geometry`: pixel counts,
@@ -36,6 +41,7 @@ import numpy as np
 
 from ibo_jax import artifacts, occlusion, repaint
 from ibo_jax import io as ibo_io
+from ibo_jax.cam import controls as control_maps
 from ibo_jax.evaluation import curves as curve_registry
 from ibo_jax.evaluation import geometry
 from ibo_jax.evaluation import levels as lv
@@ -59,6 +65,11 @@ def default_config() -> ml_collections.ConfigDict:
     # the curves other than MoRF of a costly strategy on the first N evaluation patches only, e.g.
     # {"ibo": 16} (scores then average over the patches a curve has; 0 / absent: all)
     c.curve_images = ml_collections.ConfigDict({"ibo": 0})
+    # controls occluded on some curves only: kind (cam.controls.kind_of: random, oracle, graded,
+    # oracle_shifted, smooth, shuffle) -> curves; a kind not listed runs on every curve. The controls
+    # derived from each method's own map (explain.derived_controls) run on the fixed-fraction curve.
+    c.control_curves = ml_collections.ConfigDict({"smooth": (curve_registry.KNOWN_ANSWER,),
+                                                  "shuffle": (curve_registry.KNOWN_ANSWER,)})
     c.n_draws = 1  # draws per mask for random strategies (histogram, nli, ibo)
     c.images_per_chunk = 4
     # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
@@ -149,8 +160,36 @@ def _residual_rows(ev, pos_list, n_draws):
     return rows, masks_all, ids
 
 
+def control_curves(cfg, methods, controls, curves) -> dict[str, list[str]]:
+    """{control: the curves of `curves` it is occluded on} for the controls whose kind
+    `cfg.control_curves` lists (the others, and every ranked method, run on every curve)."""
+    spec = {str(k): [str(c) for c in v] for k, v in cfg.get("control_curves", {}).items()}
+    kinds = (*control_maps.KNOWN, *control_maps.DERIVED)
+    bad = [k for k in spec if k not in kinds]
+    if bad:
+        raise ValueError(f"occlude.control_curves: unknown control kinds {bad}; expected some of {kinds}")
+    for k, v in spec.items():
+        unknown = [c for c in v if c not in curve_registry.CURVES]
+        if unknown:
+            raise ValueError(f"occlude.control_curves.{k}: unknown curves {unknown}; expected some of "
+                             f"{tuple(curve_registry.CURVES)}")
+    ranked = [m for m in methods if m not in controls]
+    out = {}
+    for c in controls:
+        kind = control_maps.kind_of(c, ranked)
+        if kind in spec:
+            out[c] = [x for x in curves if x in spec[kind]]
+    return out
+
+
+def curve_methods(methods, restricted: dict[str, list[str]], curve: str) -> np.ndarray:
+    """bool [M]: the maps occluded on `curve` (every map but the restricted controls not run on it)."""
+    return np.array([m not in restricted or curve in restricted[m] for m in methods], bool)
+
+
 def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_list, curve, cfg,
-                   n_draws, key) -> dict:
+                   n_draws, key, maps=None) -> dict:
+    """One chunk of one (strategy, curve); `maps` bool [M]: the maps occluded on it (None: all)."""
     if curve == RESIDUAL:
         rows, masks_all, ids = _residual_rows(ev, pos_list, n_draws)
         return _apply(name, opts, ev, rows, masks_all, ids, key)
@@ -158,7 +197,7 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
     masks_all, ids = [], []
     n_pts = curve_registry.get(curve).n_points(int(cfg.n_masks), cfg.fractions)
     for p in pos_list:
-        ok = np.flatnonzero(valid[p])
+        ok = np.flatnonzero(valid[p] if maps is None else valid[p] & maps)
         if ok.size == 0:
             continue
         m = geometry.curve_masks(curve, heat[p, ok], levels[p, ok], n_levels[p, ok], int(cfg.n_masks),
@@ -240,6 +279,8 @@ def run(ctx) -> dict:
     geo = geometry.compute(heat, levels, n_levels, hm.get("valid"), ev["tumor_mask"], curves=curves,
                            n_masks=int(cfg.n_masks), fractions=fractions)
     valid = geo["valid"]  # usable heatmap (>= 2 levels) with a non-empty M_n: the pairs occluded
+    restricted = control_curves(cfg, methods, hm["controls"], curves)
+    maps = {c: curve_methods(methods, restricted, c) for c in curves}  # per curve, the maps it occludes
     if ctx.process_index == 0:
         artifacts.write_geometry(ctx.dir, geo, methods=methods)
 
@@ -266,7 +307,7 @@ def run(ctx) -> dict:
             if strategy not in options:
                 options[strategy] = strategy_options(strategy, cfg, ctx)
             out = _occlude_chunk(strategy, options[strategy], ev, methods, heat, levels, n_levels, valid, pos_list,
-                                 curve, cfg, draws[strategy], ctx.key)
+                                 curve, cfg, draws[strategy], ctx.key, maps.get(curve))
             ibo_io.write_npz(ctx.chunk_path(fname), out)
             rows_done += len(out["pos"])
         seconds[f"{strategy}/{curve}"] = round(time.time() - t_s, 2)
@@ -277,11 +318,13 @@ def run(ctx) -> dict:
               "image_size": [h, w], "blocks": blocks, "fixed_strategies": fixed_strats,
               "residual_blocks": residual_blocks, "skipped": skipped,
               "predicted_by": {s: occlusion.predicted_by(s) for s in strategies},
-              "curve_images": {k: int(v) for k, v in cfg.curve_images.items() if int(v or 0)}}
+              "curve_images": {k: int(v) for k, v in cfg.curve_images.items() if int(v or 0)},
+              "control_curves": restricted}
     if ctx.process_index == 0:
         artifacts.write_layout(ctx.dir, layout)
         if int(cfg.grid_patches) > 0 and curve_registry.PRIMARY in curves:
-            grid_figure(ctx.dir, ev["image"], methods, valid, n_patches=int(cfg.grid_patches))
+            grid_figure(ctx.dir, ev["image"], methods, valid & maps[curve_registry.PRIMARY][None],
+                        n_patches=int(cfg.grid_patches))
     return {"images": n, "methods": m_count, "valid_pairs": int(valid.sum()),
             "excluded": lv.exclusion_counts(n_levels), "rows_written": rows_done,
             "blocks": len(blocks), "seconds_per_strategy": seconds, "skipped": skipped,

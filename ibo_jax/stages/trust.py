@@ -9,6 +9,11 @@ Output: `trust/summary.json` with
                     beside the IoU ranking (plausibility), per-patch agreement, residual evidence
                     and fill fidelity against the twins; or `unavailable` with the reason (no twins)
   graded_controls   does each strategy recover the known order of the graded oracle controls
+  blur_bias         per strategy, the gain of each method's Gaussian-smoothed copy (<method>_smooth)
+                    against the counterfactual's gain (positive excess = blur bias), sigma in px
+  shuffle           per strategy, Spearman recovery of the known order of each method's
+                    shuffled-score copies (<method>_shuffle_<pct>), beside graded_controls' tau
+                    (both: `skipped` with the reason when explain.derived_controls made none)
   randomization     model-parameter randomization: map similarity per cascade step and floor
   srg               symmetric relevance gain on the fixed-fraction MoRF/LeRF curves
   power             resolution, Holm-adjusted paired tests, decisive or not, patches needed
@@ -96,6 +101,16 @@ def in_distribution_section(ctx, cfg, arrays, *, n_boot: int, seed: int, alpha: 
             "fit": fit.summary()}
 
 
+def bias_sections(study, ev: dict, hm: dict, graded: dict, kw: dict) -> dict:
+    """summary['blur_bias'] and summary['shuffle'] (`checks.blur_bias`, `checks.shuffle`), the
+    smoothing sigma from explain/heatmaps.npz (px, and as a fraction of the image size)."""
+    sigma_px = float(hm["smooth_sigma_px"]) if "smooth_sigma_px" in hm else None
+    size = max(ev["image"].shape[1:3])
+    return {"blur_bias": checks.blur_bias(study, sigma_px=sigma_px, sigma=None if sigma_px is None else sigma_px / size,
+                                          **kw),
+            "shuffle": checks.shuffle(study, graded=graded, **kw)}
+
+
 def run(ctx) -> dict:
     if ctx.process_index != 0:  # the checks are cheap: process 0 runs them all
         return {"skipped": "not process 0"}
@@ -119,6 +134,7 @@ def run(ctx) -> dict:
         summary["counterfactual"] = {"unavailable": why if arrays.twin_p is None else
                                      "the occlude stage ran no 'counterfactual' strategy"}
     summary["graded_controls"] = checks.graded_controls(study, **kw)
+    summary.update(bias_sections(study, ev, hm, summary["graded_controls"], kw))
     summary["srg"] = checks.srg(study, **kw)
     summary["power"] = {"faithfulness": checks.power(study, reference=checks.REFERENCE, **kw) if has_cf else
                         {"skipped": "no counterfactual reference"},

@@ -9,6 +9,10 @@ return plain dicts for trust/summary.json:
                                            against the twin's, and how close each fill is to the twin
     graded_controls(study, ...)            does a strategy recover the known order of the graded
                                            oracle controls (fixed-fraction curve)?
+    blur_bias(study, ...)                  does a strategy reward Gaussian-smoothed maps more than
+                                           the counterfactual does (<method>_smooth controls)?
+    shuffle(study, ...)                    does a strategy recover the known order of the shuffled-
+                                           score copies of each method (<method>_shuffle_<pct>)?
     srg(study, ...)                        symmetric relevance gain on the fixed-fraction curves
     power(study, ...)                      the run's resolution, Holm-adjusted tests, patches needed
 
@@ -24,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ibo_jax.cam.controls import graded_level
+from ibo_jax.cam.controls import derived_of, graded_level, smooth_name
 from ibo_jax.evaluation import realism
 from ibo_jax.evaluation.curves import CURVES, KNOWN_ANSWER, PRIMARY, RANKED
 from ibo_jax.evaluation.ranking import kendall, rank, spearman
@@ -329,3 +333,138 @@ def power(study, *, reference: str | None = REFERENCE, curve: str = PRIMARY, n_b
     return {**out, "mard": mards, "best": best, "resolution": resolution, "decisive": bool(decisive),
             "patches_needed": needed, "target_difference": target, "tests": tests,
             "subsampling": {"pair": f"{sa} vs {sb}", "rows": sub, "c": c}, "sentence": sentence}
+
+
+def _curves_with_rows(study, curves: Sequence[str], cols: Sequence[int]) -> dict[str, dict[str, np.ndarray]]:
+    """{curve: {strategy: AUCs [N, M]}} for the curves (in the given order) where some strategy has
+    a finite AUC in one of the columns `cols` (a control not occluded on a curve has none there)."""
+    out = {}
+    for curve in curves:
+        found = {}
+        for (strategy, c) in sorted(study.dense):
+            if c == curve:
+                a = _aucs(study, strategy, curve)
+                if np.isfinite(a[:, cols]).any():
+                    found[strategy] = a
+        if found:
+            out[curve] = found
+    return out
+
+
+def blur_bias(study, *, reference: str = REFERENCE, curves: Sequence[str] = (KNOWN_ANSWER, PRIMARY),
+              sigma_px: float | None = None, sigma: float | None = None, n_boot: int = 1000, seed: int = 0,
+              alpha: float = 0.05) -> dict:
+    """Blur bias (after Song et al.): per curve and strategy, the smoothing gain of each ranked
+    method, sign * (AUC(method) - AUC(<method>_smooth)) with sign = +1 where lower AUC is better
+    (deletion) and -1 otherwise, so positive = the smoothed map scores better. Smoothing adds no
+    information, so a strategy without blur bias gains no more than the `reference`
+    (counterfactual) says: `excess` = the strategy's gain - the reference's, per patch (paired),
+    positive = blur bias. Gains are averaged over the methods per patch, then over patches, with
+    bootstrap intervals over patches; `per_method` beside. Curves in the given order (the
+    fixed-fraction one first), those where the smoothed controls have AUCs; `curve` = the first."""
+    names, _ = _ranked(study)
+    pairs = {m: smooth_name(m) for m in names if smooth_name(m) in study.methods and smooth_name(m) in study.controls}
+    out = {"sigma_px": sigma_px, "sigma_fraction": sigma, "reference": reference, "pairs": pairs,
+           "definition": "gain = AUC(method) - AUC(<method>_smooth), signed so that positive = the smoothed map "
+                         "scores better; excess = the strategy's gain - the reference's (positive = blur bias)",
+           "curves": {}}
+    if not pairs:
+        return {**out, "skipped": "no <method>_smooth controls (explain.derived_controls lacks 'smooth')"}
+    oi = [study.methods.index(m) for m in pairs]
+    si = [study.methods.index(c) for c in pairs.values()]
+    found = _curves_with_rows(study, curves, si)
+    if not found:
+        return {**out, "skipped": f"the <method>_smooth controls have no AUCs on the curves {list(curves)}"}
+    for curve, aucs in found.items():
+        sign = 1.0 if CURVES[curve].lower_is_better else -1.0
+        gains = {s: sign * (a[:, oi] - a[:, si]) for s, a in aucs.items()}  # [N, K]
+        idx = bootstrap_indices(len(study.p0), n_boot, seed)
+        ref = gains.get(reference)
+        res = {}
+        for s, g in gains.items():
+            e = {"gain": mean_ci(g, idx, alpha),
+                 "per_method": {m: mean_ci(g[:, j], idx, alpha) for j, m in enumerate(pairs)}}
+            if ref is not None and s != reference:
+                e["excess"] = mean_ci(g - ref, idx, alpha)
+                lo = e["excess"]["lo"]
+                e["blur_bias"] = None if lo is None else bool(lo > 0)  # interval above 0
+            res[s] = e
+        entry = {"strategies": res}
+        entry["reference_gain"] = res[reference]["gain"] if reference in res else None
+        if reference not in res:
+            entry["excess_unavailable"] = f"no {reference!r} strategy on the {curve!r} curve"
+        out["curves"][curve] = entry
+    out["curve"] = next(iter(out["curves"]))
+    return out
+
+
+def _spearman_rows(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Spearman's rho between levels [S] (distinct) and each row of values [..., S] (average ranks
+    for ties): [...], NaN where a row has a non-finite value or is constant."""
+    from scipy.stats import rankdata as _rank
+
+    v = np.asarray(values, np.float64)
+    ok = np.all(np.isfinite(v), -1)
+    r = _rank(np.where(np.isfinite(v), v, 0.0), axis=-1)
+    lv = _rank(np.asarray(levels, np.float64))
+    rc, lc = r - r.mean(-1, keepdims=True), lv - lv.mean()
+    den = np.sqrt((rc ** 2).sum(-1) * (lc ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (rc * lc).sum(-1) / den
+    return np.where(ok & (den > 0), rho, np.nan)
+
+
+def shuffle(study, *, curves: Sequence[str] = (KNOWN_ANSWER, PRIMARY), graded: dict | None = None,
+            n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Shuffled-score degradation (F-Fidelity's validation): per curve and strategy, for each ranked
+    method with <method>_shuffle_<pct> controls, Spearman's rho between the share s (0 = the
+    method's own map, then the shares) and the mean AUC in the worse direction (higher on a
+    deletion curve): 1 = the known order recovered. `spearman`: the mean over methods, with the
+    bootstrap interval over patches of that mean; `per_method` (mean AUC per share, rho);
+    `share_methods_order_exact` (rho = 1); `graded_kendall_tau` from `graded` (the graded_controls
+    section) beside. Curves in the given order where the shuffle controls have AUCs."""
+    names, _ = _ranked(study)
+    groups: dict[str, list[tuple[float, str]]] = {}
+    for c in study.controls:
+        d = derived_of(c, names)
+        if d and d[1] == "shuffle" and c in study.methods:
+            groups.setdefault(d[0], [(0.0, d[0])]).append((d[2], c))
+    groups = {m: sorted(g) for m, g in groups.items()}
+    shares = sorted({s for g in groups.values() for s, _ in g})
+    out = {"shares": shares, "methods": {m: [c for _, c in g] for m, g in groups.items()},
+           "definition": "Spearman's rho between s (0 = the method's map) and the mean AUC in the worse "
+                         "direction, averaged over methods (1 = the known order recovered)", "curves": {}}
+    if not groups:
+        return {**out, "skipped": "no <method>_shuffle_<pct> controls (explain.derived_controls lacks 'shuffle')"}
+    cols = [study.methods.index(c) for g in groups.values() for _, c in g[1:]]
+    found = _curves_with_rows(study, curves, cols)
+    if not found:
+        return {**out, "skipped": f"the shuffle controls have no AUCs on the curves {list(curves)}"}
+    idx = bootstrap_indices(len(study.p0), n_boot, seed)
+    for curve, aucs in found.items():
+        sign = 1.0 if CURVES[curve].lower_is_better else -1.0  # worse = higher AUC on a deletion curve
+        res = {}
+        for strategy, a in aucs.items():
+            per_method, rho, boot = {}, [], []
+            for m, g in groups.items():
+                gi = [study.methods.index(c) for _, c in g]
+                lv = np.array([s for s, _ in g])
+                means = col_means(a[:, gi])  # [S]
+                r = float(_spearman_rows(lv, sign * means))
+                rho.append(r)
+                boot.append(_spearman_rows(lv, sign * col_means(a[idx][:, :, gi])))  # [B]
+                per_method[m] = {"auc": {c: (None if not np.isfinite(v) else float(v)) for (_, c), v in zip(g, means)},
+                                 "spearman": None if not np.isfinite(r) else r}
+            rho_a, boot_mean = np.array(rho), nanmean(np.stack(boot, 1), 1)  # [K], [B]
+            fin = rho_a[np.isfinite(rho_a)]
+            e = {"spearman": float(fin.mean()) if fin.size else None,
+                 "spearman_boot": {"mean": float(np.nanmean(boot_mean)) if np.isfinite(boot_mean).any() else None,
+                                   **interval(boot_mean, alpha)},
+                 "share_methods_order_exact": float(np.mean(np.isclose(fin, 1.0))) if fin.size else None,
+                 "per_method": per_method}
+            if graded is not None:
+                e["graded_kendall_tau"] = (graded.get("curves", {}).get(curve, {}).get(strategy, {}) or {}).get("kendall_tau")
+            res[strategy] = e
+        out["curves"][curve] = res
+    out["curve"] = next(iter(out["curves"]))
+    return out

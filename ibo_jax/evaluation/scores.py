@@ -189,10 +189,13 @@ class ScoreTable:
                              for j, m in enumerate(self.methods)}
             s["realism"] = {k: [_ci_one(stats.bootstrap_mean_ci(nanmean(d[k][:, ri, :, i], (1, 2)), n_boot=n_boot, seed=seed, alpha=alpha))
                                 for i in range(d[k].shape[-1])] for k in self.REALISM if k in d}
-            # images a curve left out on purpose (occlude.curve_images) have no point at all; a valid
-            # pair without its points in an image the curve did score is missing
-            scored = np.isfinite(d["p"][..., 1:]).any(axis=(1, 2, 3))  # [N]
-            s["missing"] = int(np.sum(self.valid & scored[:, None] & ~np.isfinite(a["p"])))
+            # images a curve left out on purpose (occlude.curve_images) and maps it left out on purpose
+            # (occlude.control_curves: e.g. derived controls on the fixed-fraction curve only) have no
+            # point at all; a valid pair without its points in an image and a map the curve did score
+            # is missing
+            pts = np.isfinite(d["p"][..., 1:])
+            scored, ran = pts.any(axis=(1, 2, 3)), pts.any(axis=(0, 2, 3))  # [N], [M]
+            s["missing"] = int(np.sum(self.valid & scored[:, None] & ran[None, :] & ~np.isfinite(a["p"])))
             out["strategies"].setdefault(strategy, {})[curve] = s
         for (sa, ca), (sb, cb) in itertools.permutations(aucs, 2):
             if ca == cb == curve_registry.PRIMARY:

@@ -216,3 +216,20 @@ def test_insertion_curve_higher_is_better():
     assert s["ranking"] == {mm: i + 1 for i, mm in enumerate(M[:7])}  # best (fastest restore) first
     aucs = st.aucs("blackening", "insertion")["p"]
     assert np.nanmean(aucs[:, 0]) > np.nanmean(aucs[:, 6])
+
+
+def test_rival_section_lists_in_distribution_bias_controls_and_ffidelity():
+    from ibo_jax.reporting.trust import rival_section
+
+    trust = {"in_distribution": {"strategies": {"mean": {"ood_percentile": 41.9, "r_oms": 0.981},
+                                                "counterfactual": {"ood_percentile": 27.7, "r_oms": 1.0}}},
+             "blur_bias": {"curve": "fixed", "curves": {"fixed": {"strategies": {
+                 "mean": {"gain": {"mean": 0.1, "lo": 0.0, "hi": 0.2}, "excess": {"mean": 0.05, "lo": 0.01, "hi": 0.09}}}}}},
+             "shuffle": {"curve": "fixed", "curves": {"fixed": {"mean": {"spearman": 0.83}}}}}
+    summary = {"ffidelity": {"ffid_plus": {"by_method": {"gradcam": {"mean": 0.4}, "random": {"mean": 0.1}},
+                                           "ranking": {"gradcam": 1}}}}
+    text = "".join(rival_section(trust, summary))
+    assert "| mean | 42 | 0.981 | 0.050 [0.010, 0.090] | 0.83 |" in text
+    assert "| counterfactual | 28 | 1.000 | - | n/a |" in text
+    assert "ffid_plus: gradcam 0.400" in text and "random" not in text.split("F-Fidelity")[1]
+    assert rival_section({}, {}) == []

@@ -125,6 +125,40 @@ def pairwise_sentence(pw: Mapping) -> str:
     return text + "\n\n"
 
 
+def rival_section(trust: Mapping, summary: Mapping) -> list[str]:
+    """How in-distribution each fill is (OOD percentile, R-OMS), the bias controls (blur gain beyond
+    the counterfactual's, shuffle recovery) and F-Fidelity's label-based scores, where measured."""
+    ind = (trust.get("in_distribution") or {}).get("strategies") or {}
+    blur, shuf = trust.get("blur_bias") or {}, trust.get("shuffle") or {}
+    bc = (blur.get("curves") or {}).get(blur.get("curve"), {}).get("strategies", {}) if "curves" in blur else {}
+    sc = (shuf.get("curves") or {}).get(shuf.get("curve"), {}) if "curves" in shuf else {}
+    if not (ind or bc or sc):
+        return []
+    out = ["### In distribution, and known biases\n\n",
+           "OOD percentile: the Mahalanobis distance of the filled images' classifier features to the training "
+           "classes, as a percentile of real test patches' distances (50 = like real data). R-OMS: "
+           "1 - |p - p_ref| against the counterfactual fill of the same pixels, AUC over the removed fraction. "
+           "Blur excess: how much better a Gaussian-smoothed map scores than the method's own map, beyond what "
+           "the counterfactual gives it (positive = blur bias). Shuffle recovery: Spearman between the share of "
+           "a map's values permuted and its AUC (1 = the known order recovered).\n\n"]
+    rows = []
+    for st in sorted(set(ind) | set(bc) | set(sc)):
+        i, b, h = ind.get(st, {}), bc.get(st, {}), sc.get(st, {})
+        rows.append([st, md.num(i.get("ood_percentile"), 0), md.num(i.get("r_oms"), 3),
+                     md.mean_interval(b.get("excess"), 3) if b.get("excess") else "-",
+                     md.num(h.get("spearman"), 2)])
+    out.append(md.table(["strategy", "OOD percentile", "R-OMS", f"blur excess ({blur.get('curve', '-')})",
+                         f"shuffle recovery ({shuf.get('curve', '-')})"], rows) + "\n")
+    ff = summary.get("ffidelity") or {}
+    scored = [k for k in ("ffid_plus", "ffid_minus") if k in ff]
+    if scored:
+        out.append("**F-Fidelity** (label-based; FFid+ higher is better, FFid- lower): "
+                   + "; ".join(f"{k}: " + ", ".join(f"{m} {md.num(v['mean'], 3)}" for m, v in ff[k]["by_method"].items()
+                                                  if m in ff[k].get("ranking", {}))
+                               for k in scored) + ".\n\n")
+    return out
+
+
 def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """The markdown of 'Can this verdict be trusted?' and the figures it drew into out_dir."""
     out = ["## Can this verdict be trusted?\n\n"]
@@ -175,6 +209,7 @@ def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list
         if figure_known_answer(trust, plaus, out_dir / "trust_known_answer.png"):
             figures.append(("trust_known_answer.png", "MARD of each strategy's ranking against the counterfactual "
                             "reference (faithfulness, bootstrap 95% interval) and against the IoU ranking (plausibility)."))
+    out += rival_section(trust, summary)
     g = trust.get("graded_controls") or {}
     out.append("### Explanations of known quality: graded controls\n\n")
     if g.get("curves"):

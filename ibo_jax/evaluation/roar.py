@@ -211,7 +211,7 @@ def compare_rankings(scores_by_method: Mapping[str, float], ranking: Mapping[str
     (`tied`: the two scores lie within tie_tol, so the order came from the tie-break)."""
     from ibo_jax.evaluation.ranking import kendall
 
-    shared = [m for m in known if m in ranking]
+    shared = sorted((m for m in known if m in ranking), key=lambda m: (known[m], m))  # in the known order
     out: dict = {"methods": shared, "n_pairs": len(shared) * (len(shared) - 1) // 2,
                  "only_in_known": sorted(set(known) - set(ranking)),
                  "only_in_scores": sorted(set(ranking) - set(known))}

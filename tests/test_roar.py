@@ -208,7 +208,8 @@ def test_stage_rows_fill_baseline_and_summary(roar_run):
         ka = sc["curves"][curve]["known_answer"]
         assert ka["methods"] == ["gradcam", "eigencam"] and ka["kendall_tau"] in (-1.0, 1.0)
         assert ka["n_disagreements"] == (ka["kendall_tau"] == -1.0)
-    assert set(sc["leakage"]["methods"]) == {"gradcam", "eigencam", "random"}
+    assert set(sc["leakage"]["methods"]) == {"gradcam", "eigencam", "random"} and summary["leakage"] == sc["leakage"]
+    assert sc["leakage"]["chance"] == max(np.mean(read_split(w / "data", "test")["label"] == v) for v in (0, 1))
     assert summary["known_answer"]["source"].startswith("trust/summary.json counterfactual.curves.morf")
     beside = summary["beside"]  # the strategies' tau on the same two methods, beside ROAR's and KAR's
     assert beside["methods"] == ["gradcam", "eigencam"] and set(beside["kendall_tau"]) == {"mean", "roar", "kar"}

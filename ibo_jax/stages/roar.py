@@ -31,7 +31,8 @@ method and fraction (fold(stage key, 'retrain', s)): the runs differ only in the
 Outputs (roar/):
   summary.json  rows, scores (evaluation.roar.scores: per curve, method and fraction the drop
                 against random, the ranking, Kendall's tau with the known answer, disagreements,
-                confounded methods; leakage per method), known_answer (source and ranking),
+                confounded methods; leakage per method), leakage (the same, or `skipped` with the
+                reason), known_answer (source and ranking),
                 beside (every strategy's tau with the known answer on the same methods, roar's
                 and kar's among them), fill, recipe, n_patches, cost (seconds for maps / retraining
                 / in all, counts), seconds
@@ -335,7 +336,8 @@ def run(ctx) -> dict:
 
     def fit(work, curve, method, t, seed):
         if curve == "baseline":
-            images = {sp: data[sp]["image"] for sp in SPLITS}
+            # as float32 in [0, 1] like every removal's output: ROAR at t = 0 then trains on the same arrays
+            images = {sp: data[sp]["image"].astype(np.float32) / 255.0 for sp in SPLITS}
         else:
             maps = maps_of(method)
             masks = {sp: R.top_fraction_mask(maps[sp], t) for sp in SPLITS}
@@ -383,6 +385,8 @@ def run(ctx) -> dict:
         "train_classifier_test_accuracy": (tc_metrics or {}).get("test", {}).get("accuracy"),
         "known_answer": known_info,
         "scores": scored,
+        "leakage": scored["leakage"] if cfg.leakage and t_mid is not None else {
+            "skipped": "roar.leakage = False" if not cfg.leakage else "no fraction strictly between 0 and 1"},
         "beside": beside(ctx, str(cfg.known_curve), known, scored, methods),
         "rows": rows,
         "cost": {"n_maps": n_maps, "seconds_maps": seconds_maps, "seconds_maps_per_method": map_seconds,

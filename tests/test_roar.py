@@ -100,6 +100,7 @@ def test_scores_drop_against_random_ranking_tau_and_leakage_on_hand_built_rows()
     # the known answer puts b first: tau -1, the one pair listed as a disagreement (not tied)
     ka = roar["known_answer"]
     assert ka["kendall_tau"] == -1.0 and ka["n_disagreements"] == 1
+    assert any(n.startswith("ROAR orders 1 of 1 method pairs otherwise") for n in out["notes"])
     assert ka["disagreements"][0] == {"better": "b", "worse": "a", "score_better": pytest.approx(0.10),
                                       "score_worse": pytest.approx(0.25), "tied": False}
     agree = R.scores(_rows(), {"a": 1, "b": 2}, n_test=200, chance=0.5)["curves"]["roar"]["known_answer"]

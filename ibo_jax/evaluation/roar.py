@@ -295,6 +295,12 @@ def scores(rows: Iterable[Mapping], known_ranking: Mapping[str, int] | None = No
                 {m: per[m]["score_p_tumor"] for m in entry["ranking_p_tumor"]}, entry["ranking_p_tumor"],
                 known_ranking, tie_tol=tie_tol)
         out["curves"][curve] = entry
+        ka = entry.get("known_answer") or {}
+        if ka.get("disagreements"):
+            pairs = ", ".join(f"{d['better']} > {d['worse']}" + (" (tied)" if d["tied"] else "") for d in ka["disagreements"])
+            out["notes"].append(f"{curve.upper()} orders {len(ka['disagreements'])} of {ka['n_pairs']} method pairs "
+                                f"otherwise than the known answer ({pairs} by the known answer): {curve.upper()} measures "
+                                "what a retrained model can still learn, not what the trained model used")
         for m in entry["confounded"]:
             e = leak["methods"][m]
             out["notes"].append(f"{curve.upper()}'s verdict for {m} is confounded: a classifier trained on its masks "

@@ -23,7 +23,7 @@ Steps (each piece a chunk under roar/chunks/, so a killed run resumes where it s
       (`run_<curve>_<method>_t<fraction>_s<seed>.json`), trained in roar/retrain/<run>/ (a kill
       mid-training resumes from its checkpoint there; the folder is deleted once the row is written);
   (d) leakage: per method (and 'random'), a classifier trained on the top-t masks alone
-      (`roar.mask_only_images`, labels unchanged) at the middle ranked fraction (curve 'leakage');
+      (`roar.mask_only_images`, labels unchanged) at the middle ranked fraction, first seed (curve 'leakage');
       ROAR's and KAR's masks at one t carry the same information (complements), so one run serves both.
 Retraining seed s uses the same initialization, batch order and augmentation keys for every
 method and fraction (fold(stage key, 'retrain', s)): the runs differ only in the removal.

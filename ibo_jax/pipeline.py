@@ -117,6 +117,10 @@ STAGES: dict[str, Stage] = {
         # Known-answer checks of the verdict: counterfactual reference, graded controls, model
         # randomization, SRG, the run's power.
         Stage("trust", "ibo_jax.stages.trust", deps=("data", "train_classifier", "explain", "score")),
+        # ROAR / KAR (Hooker et al.): retrain from scratch without (with only) each method's top
+        # pixels, with the mask-only leakage control; the known answer from trust (not in STUDY_STAGES:
+        # configs/benchmark.py:roar runs it).
+        Stage("roar", "ibo_jax.stages.roar", deps=("data", "train_classifier", "trust")),
         # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
         # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",

@@ -24,7 +24,7 @@ fills, the model-randomization check, the DDPM check and the RePaint sweep (the 
 
 Arguments: '' (the default grid, about an hour on the 2-core Xeon), 'gpu' (one GPU: every test
 tumor patch, 5 seeds, the second DDPM seed in every regime), 'tiny' (seconds per cell: the tests),
-'roar' (ROAR / KAR retraining: not built yet, refused with the reason).
+'roar' (ROAR / KAR retraining for the grid's first cell: `--workdir runs/benchmark_roar`).
 """
 
 from pathlib import Path

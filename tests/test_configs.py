@@ -13,7 +13,7 @@ FREE = ("train_classifier.model_kwargs.", "occlude.strategy_options.")
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.py"))
 VARIANTS = ([(p, None) for p in CONFIGS] + [(p, "full") for p in CONFIGS if p.stem == "repaint_sweep"]
             + [(p, "cpu") for p in CONFIGS if p.stem == "own_models"]
-            + [(p, a) for p in CONFIGS if p.stem == "benchmark" for a in ("gpu", "tiny")])
+            + [(p, a) for p in CONFIGS if p.stem == "benchmark" for a in ("gpu", "tiny", "roar")])
 
 
 def _load(path, arg=None):
@@ -56,10 +56,7 @@ def test_config_sets_only_known_fields(path, arg):
     assert not unknown, f"{path.name}: fields no stage defines: {sorted(unknown)}"
 
 
-def test_benchmark_roar_is_refused_with_the_reason():
-    path = next(p for p in CONFIGS if p.stem == "benchmark")
-    with pytest.raises(ValueError, match="ROAR / KAR retraining is not built yet"):
-        _load(path, "roar")
+
 
 
 def test_pcam_config_classifier_gives_6x6_maps():

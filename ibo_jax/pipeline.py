@@ -120,7 +120,8 @@ STAGES: dict[str, Stage] = {
         # ROAR / KAR (Hooker et al.): retrain from scratch without (with only) each method's top
         # pixels, with the mask-only leakage control; the known answer from trust (not in STUDY_STAGES:
         # configs/benchmark.py:roar runs it).
-        Stage("roar", "ibo_jax.stages.roar", deps=("data", "train_classifier", "trust")),
+        Stage("roar", "ibo_jax.stages.roar", deps=("data", "train_classifier", "trust"),
+              content_key="ibo_jax.stages.roar:input_key"),
         # A grid over RePaint settings: cost against realism and rank agreement (configs/demo.py
         # runs a small one; configs/repaint_sweep.py runs it alone).
         Stage("repaint_sweep", "ibo_jax.stages.repaint_sweep",
@@ -382,17 +383,19 @@ def content_keys(stage: Stage, config: ml_collections.ConfigDict, dirs: Mapping[
             return {}
         done[d] = dirs[d]
     cache = dirs[deps[0]] / CONTENT_KEY_FILE.format(stage=stage.name) if deps else None
+    # the key function may read the stage's own section (e.g. which curve): part of the cache key
+    key_of = {"inputs": {d: fingerprints[d] for d in done}, "section": _plain(config.get(stage.name, {}))}
     if cache is not None and cache.is_file():
         try:
             cached = ibo_io.read_json(cache)
-            if cached.get("inputs") == {d: fingerprints[d] for d in done}:
+            if {k: cached.get(k) for k in key_of} == json.loads(json.dumps(key_of, default=str)):
                 return {d: "content:" + v for d, v in cached["keys"].items()}
         except ValueError:
             pass
     module, _, fn = stage.content_key.partition(":")
     keys = getattr(importlib.import_module(module), fn)(done, config)
     if cache is not None and jax.process_index() == 0:
-        ibo_io.write_json(cache, {"inputs": {d: fingerprints[d] for d in done}, "keys": keys})
+        ibo_io.write_json(cache, {**key_of, "keys": keys})
     return {d: "content:" + v for d, v in keys.items()}
 
 

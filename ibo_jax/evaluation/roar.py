@@ -42,11 +42,13 @@ RANDOM = "random"
 LEAKAGE_MARGIN = 0.1  # accuracy above chance that counts as "the mask predicts the label"
 
 
-def top_fraction_mask(maps: np.ndarray, t: float) -> np.ndarray:
+def top_fraction_mask(maps: np.ndarray, t: float, ids: np.ndarray | None = None) -> np.ndarray:
     """bool [N, H, W]: the round(t * H * W) pixels of highest value of each map [N, H, W].
 
-    Ties are broken by raster order (row-major pixel index: the earlier pixel first), so the mask
-    is deterministic; a constant (degenerate) map therefore selects its first rows."""
+    Ties are broken by a random pixel order per patch (`ids` [N]: the patch indices, the same order
+    for every method and fraction), so a constant or mostly-zero map (e.g. a normal patch's map of
+    the tumor logit) removes scattered pixels, not a shape that could carry the label; without
+    `ids`, by raster order (row-major: the earlier pixel first). Deterministic either way."""
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise ValueError(f"maps: expected [N, H, W], got shape {maps.shape}")
@@ -60,7 +62,14 @@ def top_fraction_mask(maps: np.ndarray, t: float) -> np.ndarray:
         raise ValueError(f"maps: {int(np.sum(~np.isfinite(flat)))} non-finite values")
     out = np.zeros((n, h * w), bool)
     if k:
-        order = np.argsort(-flat, axis=1, kind="stable")[:, :k]  # stable: equal values keep raster order
+        if ids is None:
+            order = np.argsort(-flat, axis=1, kind="stable")[:, :k]  # stable: equal values keep raster order
+        else:
+            ids = np.asarray(ids, np.int64).reshape(-1)
+            if ids.shape != (n,):
+                raise ValueError(f"ids: expected one patch index per map ({n}), got shape {ids.shape}")
+            tie = np.stack([np.random.default_rng([int(i) & 0x7FFFFFFF, 0x5EED]).permutation(h * w) for i in ids])
+            order = np.lexsort((tie, -flat), axis=1)[:, :k]  # value first, then the patch's random order
         np.put_along_axis(out, order, True, axis=1)
     return out.reshape(n, h, w)
 

@@ -194,7 +194,9 @@ class ScoreTable:
             # point at all; a valid pair without its points in an image and a map the curve did score
             # is missing
             pts = np.isfinite(d["p"][..., 1:])
-            scored, ran = pts.any(axis=(1, 2, 3)), pts.any(axis=(0, 2, 3))  # [N], [M]
+            scored = pts.any(axis=(1, 2, 3))  # [N]
+            # a control with no point on this curve was left out on purpose; a ranked method never is
+            ran = pts.any(axis=(0, 2, 3)) | ~np.isin(self.methods, self.controls)  # [M]
             s["missing"] = int(np.sum(self.valid & scored[:, None] & ran[None, :] & ~np.isfinite(a["p"])))
             out["strategies"].setdefault(strategy, {})[curve] = s
         for (sa, ca), (sb, cb) in itertools.permutations(aucs, 2):

@@ -133,7 +133,12 @@ def ffidelity_options(ctx) -> dict:
                          f"stage {stage!r}: the config has no {stage!r} section (add config.{stage} = "
                          f"pipeline.STAGES['{stage}'].load().default_config())")
     model, fill = ffidelity.load_finetuned(ctx.input_dir(stage))
-    return {"model": model, "fill": fill, "tumor_class": ctx.tumor_class}
+    tuned_beta = float(ctx.config[stage].beta)
+    beta = ctx.cfg.strategy_options.get("ffidelity", {}).get("beta", tuned_beta)
+    if beta is not None and float(beta) != tuned_beta:
+        raise ValueError(f"occlude.strategy_options.ffidelity.beta = {beta} differs from {stage}.beta = {tuned_beta}: "
+                         f"the cap is the share the model was fine-tuned on (leave it out to use that)")
+    return {"model": model, "fill": fill, "tumor_class": ctx.tumor_class, "beta": tuned_beta}
 
 
 def strategy_options(name: str, cfg, ctx) -> dict:
@@ -179,6 +184,10 @@ def control_curves(cfg, methods, controls, curves) -> dict[str, list[str]]:
         kind = control_maps.kind_of(c, ranked)
         if kind in spec:
             out[c] = [x for x in curves if x in spec[kind]]
+            if not out[c]:
+                raise ValueError(f"occlude.control_curves.{kind} = {tuple(spec[kind])}: none of them is in "
+                                 f"occlude.curves = {tuple(curves)}, so the {kind!r} controls (e.g. {c!r}) would be "
+                                 f"computed and never scored; add a curve or drop them from explain.derived_controls")
     return out
 
 

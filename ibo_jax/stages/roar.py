@@ -255,6 +255,22 @@ def _run_or_load(ctx, name: str, fn) -> tuple[dict, bool]:
     return row, True
 
 
+def input_key(inputs, config) -> dict[str, str]:
+    """What this stage reads from `trust`, by content: the rankings of the methods on its
+    `known_curve` (the counterfactual's and every strategy's). The pipeline keys the stage on it
+    instead of trust's fingerprint, so trust settings that leave the rankings alone (bootstrap
+    sizes, intervals, other sections) keep the retrainings."""
+    import hashlib
+    import json
+
+    curve = str(config.roar.get("known_curve", "morf"))
+    s = artifacts.read_summary(inputs["trust"], required=False) or {}
+    entry = ((s.get("counterfactual") or {}).get("curves") or {}).get(curve) or {}
+    what = {"curve": curve, "reference": entry.get("reference_ranking"),
+            "strategies": {k: v.get("ranking") for k, v in sorted((entry.get("strategies") or {}).items())}}
+    return {"trust": hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]}
+
+
 def known_answer(ctx, curve: str) -> tuple[dict | None, dict]:
     """(the counterfactual's ranking on `curve` from trust/summary.json or None, a description)."""
     s = artifacts.read_summary(ctx.input_dir("trust"), required=False)
@@ -340,7 +356,7 @@ def run(ctx) -> dict:
             images = {sp: data[sp]["image"].astype(np.float32) / 255.0 for sp in SPLITS}
         else:
             maps = maps_of(method)
-            masks = {sp: R.top_fraction_mask(maps[sp], t) for sp in SPLITS}
+            masks = {sp: R.top_fraction_mask(maps[sp], t, ids=data[sp]["index"]) for sp in SPLITS}
             if curve == "leakage":
                 images = {sp: R.mask_only_images(masks[sp]) for sp in SPLITS}
             else:

@@ -20,6 +20,18 @@ SMALL = {"widths": (8, 8, 16), "layers": (1, 1, 1), "strides": (2, 2, 2)}
 # ------------------------------------------------------------------------------------ the library
 
 
+def test_ties_are_broken_by_a_random_order_per_patch_not_by_raster_order():
+    flat = np.zeros((3, 8, 8), np.float32)  # degenerate maps: every pixel tied
+    flat[2, 0, 0] = 1.0  # one clear maximum: always chosen first
+    m = R.top_fraction_mask(flat, 0.25, ids=np.array([5, 6, 7]))
+    assert m.sum(axis=(1, 2)).tolist() == [16, 16, 16] and m[2, 0, 0]
+    assert not m[0, :2].all()  # not the first two rows
+    assert not np.array_equal(m[0], m[1])  # each patch its own order
+    np.testing.assert_array_equal(m, R.top_fraction_mask(flat, 0.25, ids=np.array([5, 6, 7])))  # deterministic
+    again = R.top_fraction_mask(flat[:1] + 0.5, 0.25, ids=np.array([5]))  # another method, same patch: same order
+    np.testing.assert_array_equal(again[0], m[0])
+
+
 def test_top_fraction_mask_picks_exactly_the_highest_pixels():
     maps = np.random.default_rng(0).random((5, 12, 10)).astype(np.float32)
     for t in (0.0, 0.1, 0.25, 0.5, 0.77, 1.0):
@@ -192,7 +204,7 @@ def test_stage_rows_fill_baseline_and_summary(roar_run):
     np.testing.assert_allclose(fill, train["image"].reshape(-1, 3).mean(0) / 255.0, rtol=1e-6)
     ctx = stage_context("roar", w, config=config, inputs=("data", "train_classifier", "trust"))
     data = {sp: {"label": np.zeros(summary["n_patches"][sp])} for sp in stage.SPLITS}
-    masks = R.top_fraction_mask(stage.load_maps(ctx, data, "gradcam")["train"], 0.5)
+    masks = R.top_fraction_mask(stage.load_maps(ctx, data, "gradcam")["train"], 0.5, ids=train["index"])
     assert masks.sum() == len(masks) * round(0.5 * S * S)
     own = train["image"].astype(np.float32) / 255.0
     for curve, where in (("roar", masks), ("kar", ~masks)):

@@ -133,7 +133,7 @@ def ffidelity_options(ctx) -> dict:
                          f"stage {stage!r}: the config has no {stage!r} section (add config.{stage} = "
                          f"pipeline.STAGES['{stage}'].load().default_config())")
     model, fill = ffidelity.load_finetuned(ctx.input_dir(stage))
-    tuned_beta = float(ctx.config[stage].beta)
+    tuned_beta = float(artifacts.read_json(ffidelity.FINETUNE_METRICS, ctx.input_dir(stage))["beta"])
     beta = ctx.cfg.strategy_options.get("ffidelity", {}).get("beta", tuned_beta)
     if beta is not None and float(beta) != tuned_beta:
         raise ValueError(f"occlude.strategy_options.ffidelity.beta = {beta} differs from {stage}.beta = {tuned_beta}: "

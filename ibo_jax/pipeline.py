@@ -37,17 +37,18 @@ import platform
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from ibo_jax import io as ibo_io
 from ibo_jax import parallel, rng
+from ibo_jax.context import PipelineError, StageContext
+from ibo_jax.store import StoreLock, link_stage
 
 
 def _plain(value: Any) -> Any:
@@ -138,10 +139,6 @@ STUDY_STAGES = ("data", "train_classifier", "train_ddpm", "ddpm_check", "explain
                 "report")
 
 
-class PipelineError(RuntimeError):
-    """A problem with the work directory, the stage selection or a stage's inputs."""
-
-
 def renamed_field_message(field: str) -> str | None:
     """The one line for a config field or stage section that was renamed, or None."""
     if field in RENAMED_FIELDS:
@@ -176,86 +173,6 @@ def check_workdir_format(workdir: Path) -> None:
             raise PipelineError(
                 f"workdir {workdir}: '{old}/' is an older ibo_jax's stage folder; the stage is now {new!r} "
                 f"(writes {new}/summary.json): delete {workdir / old} (or use a new workdir) and rerun")
-
-
-@dataclasses.dataclass
-class StageContext:
-    """What a stage sees: its folder, its config section, keys, upstream folders, helpers."""
-
-    name: str
-    dir: Path
-    workdir: Path
-    cfg: ml_collections.ConfigDict
-    config: ml_collections.ConfigDict
-    key: jax.Array
-    mesh: Any
-    inputs: Mapping[str, Path]
-    _writer: Any = None
-
-    @property
-    def process_index(self) -> int:
-        return jax.process_index()
-
-    @property
-    def tumor_class(self) -> int:
-        """The index of the tumor logit (global `config.tumor_class`; data labels stay 1 = tumor)."""
-        return int(self.config.get("tumor_class", 1))
-
-    @property
-    def process_count(self) -> int:
-        return jax.process_count()
-
-    def input_dir(self, stage: str) -> Path:
-        if stage not in self.inputs:
-            raise PipelineError(
-                f"stage {self.name!r} asked for stage {stage!r}, which is not one of its declared "
-                f"inputs {sorted(self.inputs)}"
-            )
-        return self.inputs[stage]
-
-    @property
-    def chunks(self) -> ibo_io.ChunkDir:
-        """The stage's `chunks/` folder: finished pieces (done / save / load / wait) for resume."""
-        return ibo_io.ChunkDir(self.dir / "chunks")
-
-    def chunk_path(self, name: str) -> Path:
-        return self.chunks.file(name)
-
-    def chunk_done(self, name: str) -> bool:
-        return self.chunks.done(name)
-
-    def wait_for_chunk(self, name: str, timeout_s: float = 3600.0) -> None:
-        """Blocks until another process has written chunk `name` (multi-host stages)."""
-        self.chunks.wait(name, timeout_s)
-
-    def progress(self, iterable: Iterable | None = None, total: int | None = None,
-                 desc: str | None = None, unit: str = "it"):
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc or self.name, unit=unit,
-                    disable=self.process_index != 0 or os.environ.get("IBO_JAX_NO_PROGRESS") == "1",
-                    mininterval=1.0, dynamic_ncols=True)
-
-    def _tensorboard(self):
-        if self._writer is None:
-            from tensorboardX import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.workdir / "tensorboard" / self.name))
-        return self._writer
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.process_index == 0:
-            self._tensorboard().add_scalar(tag, float(value), int(step))
-
-    def image(self, tag: str, image, step: int) -> None:
-        """A uint8 [H, W, 3] image (e.g. a sample grid) in TensorBoard at `step`."""
-        if self.process_index == 0:
-            self._tensorboard().add_image(tag, np.asarray(image, np.uint8), int(step), dataformats="HWC")
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
 
 def file_hashes(stage: Stage, config: ml_collections.ConfigDict, cache=None) -> dict[str, str]:
@@ -399,50 +316,6 @@ def content_keys(stage: Stage, config: ml_collections.ConfigDict, dirs: Mapping[
     return {d: "content:" + v for d, v in keys.items()}
 
 
-class _StoreLock:
-    """An exclusive flock on `path` (blocking), or nothing when `path` is None."""
-
-    def __init__(self, path: Path | None):
-        self.path, self.fd = path, None
-
-    def __enter__(self):
-        if self.path is not None:
-            import fcntl
-
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            import fcntl
-
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-        return False
-
-
-def _link_stage(workdir: Path, name: str, target: Path) -> Path:
-    """Makes `workdir/name` a relative link to `target` (a store folder); replaces an older link or
-    moves aside a real folder left by a run without the store. Returns the link."""
-    link = workdir / name
-    rel = os.path.relpath(target, workdir)
-    if link.is_symlink():
-        if os.readlink(link) == rel:
-            return link
-    elif link.exists():
-        trash = link.with_name(f".{name}.old.{os.getpid()}.{time.time_ns()}")
-        link.rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    tmp = link.with_name(f".{name}.link.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.symlink(rel, tmp)
-    os.replace(tmp, link)
-    return link
-
-
 def select(stages: Mapping[str, Stage], names: Sequence[str] | None) -> list[Stage]:
     if not names:
         return list(stages.values())
@@ -513,7 +386,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
             continue
         stage_dir = workdir / stage.name
         if store is not None:
-            stage_dir = _link_stage(workdir, stage.name, store / stage.name / fp)
+            stage_dir = link_stage(workdir, stage.name, store / stage.name / fp)
         elif stage_dir.is_symlink():  # a grid cell's folder run without the store: never touch the store
             stage_dir.unlink()
         for dep in deps:
@@ -523,7 +396,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                     f"stage {stage.name!r} needs stage {dep!r} finished with the current config; "
                     f"run it first (add it to --stages)"
                 )
-        with _StoreLock(store / stage.name / f"{fp}.lock" if store is not None else None):
+        with StoreLock(store / stage.name / f"{fp}.lock" if store is not None else None):
             record = _run_stage(stage, config, fp, stage_dir, workdir, deps, upstream, files, root, mesh, say)
         records.append(record)
     run_summary = {"workdir": str(workdir), "seconds": time.time() - t_run, "stages": records,

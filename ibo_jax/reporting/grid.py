@@ -56,6 +56,15 @@ def _strategies(s: Mapping, reference: bool = False) -> list[str]:
     return sorted(out, key=lambda x: (x == REFERENCE, x != IBO, x))
 
 
+def strategy_table(s: Mapping, curve: str, label: str, cell, *, reference: bool = False) -> str:
+    """Rows strategies, columns regime / arch (`label` after each), cells `cell(keys, strategy)` with
+    keys {regime, arch, curve}."""
+    header = ["strategy"] + [f"{r} / {a}{label}" for r, a in _cols(s)]
+    rows = [[st] + [cell({"regime": r, "arch": a, "curve": curve}, st) for r, a in _cols(s)]
+            for st in _strategies(s, reference=reference)]
+    return table(header, rows)
+
+
 def verdict_table(s: Mapping, curve: str) -> str:
     stat = s["statistic"]
     header = ["strategy"] + [f"{r} / {a}" for r, a in _cols(s)]
@@ -158,19 +167,13 @@ def markdown(s: Mapping) -> str:
             "Within-patch Kendall's tau of each strategy's ranking with the IoU ranking (what the study called "
             "ground truth) beside its tau with the counterfactual ranking. Where the two disagree, agreement "
             "with the annotation is not evidence of faithfulness.", ""]
+    def plausible(keys, st):
+        f = _one(s["agreement"], **keys, strategy=st, statistic="kendall")
+        p = _one(s["agreement"], **keys, strategy=st, statistic="plausibility")
+        return ("1 (itself)" if st == REFERENCE else num(f and f["estimate"], 2)) + f" · {num(p and p['estimate'], 2)}"
+
     for curve in s["curves"]:
-        header = ["strategy"] + [f"{r} / {a}: faithful · plausible" for r, a in _cols(s)]
-        rows = []
-        for st in _strategies(s, reference=True):
-            row = [st]
-            for regime, arch in _cols(s):
-                keys = {"regime": regime, "arch": arch, "curve": curve, "strategy": st}
-                f = _one(s["agreement"], **keys, statistic="kendall")
-                p = _one(s["agreement"], **keys, statistic="plausibility")
-                faithful = "1 (itself)" if st == REFERENCE else num(f and f["estimate"], 2)
-                row.append(f"{faithful} · {num(p and p['estimate'], 2)}")
-            rows.append(row)
-        out.append(table(header, rows))
+        out.append(strategy_table(s, curve, ": faithful · plausible", plausible, reference=True))
     out += ["", "## In-distribution scores against agreement", ""]
     ind = s.get("in_distribution") or []
     if ind:
@@ -179,35 +182,27 @@ def markdown(s: Mapping) -> str:
                 "percentile of real test patches' (50 = like real data, 100 = beyond all of them); R-OMS: "
                 "1 - |p - p_ref| against the counterfactual fill of the same pixels, AUC over the removed fraction "
                 "(1 = predicted as the known answer is). Means over the seeds' classifiers; agreement as above.", ""]
+        def in_dist(keys, st):
+            r = _one(ind, **keys, strategy=st)
+            ag = _one(s["agreement"], **keys, strategy=st, statistic=stat)
+            return (f"{num(r and r.get('ood_percentile'), 0)} · {num(r and r.get('r_oms'), 3)} · "
+                    + ("1 (itself)" if st == REFERENCE else num(ag and ag.get("estimate"), 2)))
+
         for curve in s["curves"]:
-            header = ["strategy"] + [f"{r} / {a}: OOD pct · R-OMS · agreement" for r, a in _cols(s)]
-            rows = []
-            for st in _strategies(s, reference=True):
-                row = [st]
-                for regime, arch in _cols(s):
-                    r = _one(ind, regime=regime, arch=arch, curve=curve, strategy=st)
-                    ag = _one(s["agreement"], regime=regime, arch=arch, curve=curve, strategy=st, statistic=stat)
-                    row.append(f"{num(r and r.get('ood_percentile'), 0)} · {num(r and r.get('r_oms'), 3)} · "
-                               + ("1 (itself)" if st == REFERENCE else num(ag and ag.get("estimate"), 2)))
-                rows.append(row)
-            out.append(table(header, rows))
+            out.append(strategy_table(s, curve, ": OOD pct · R-OMS · agreement", in_dist, reference=True))
         out.append(premise(s))
     else:
         out.append("Not in this run: the cells' trust stages carry no `in_distribution` section "
                    "(trust.ood_train_patches = 0, or written by an older ibo_jax; rerun the grid to add it).")
     out += ["", "## Seeds", ""]
     if len(s["seeds"]) > 1:
+        def per_seed(keys, st):
+            vals = _find(s["per_seed_agreement"], **keys, strategy=st)
+            return ", ".join(num(v["estimate"], 2) for v in sorted(vals, key=lambda v: v["seed"]))
+
         for curve in s["curves"]:
-            header = ["strategy"] + [f"{r} / {a}" for r, a in _cols(s)]
-            rows = []
-            for st in _strategies(s):
-                row = [st]
-                for regime, arch in _cols(s):
-                    vals = _find(s["per_seed_agreement"], regime=regime, arch=arch, curve=curve, strategy=st)
-                    row.append(", ".join(num(v["estimate"], 2) for v in sorted(vals, key=lambda v: v["seed"])))
-                rows.append(row)
-            out += [f"Agreement per classifier seed ({curve}, seeds {', '.join(map(str, s['seeds']))}):", "",
-                    table(header, rows)]
+            body = strategy_table(s, curve, "", per_seed)
+            out += [f"Agreement per classifier seed ({curve}, seeds {', '.join(map(str, s['seeds']))}):", "", body]
             header = ["regime / arch", "seed", "separated", "equivalent", "undecided", "IBO pairs decided"]
             rows = []
             for regime, arch in _cols(s):
@@ -222,13 +217,12 @@ def markdown(s: Mapping) -> str:
     out += ["", "## MARD beside (the study's statistic; lower is better)", "",
             "Verdicts against IBO as above; here a positive separated difference means the strategy's MARD is "
             "higher (worse) than IBO's.", ""]
+    def mard(keys, st):
+        vs = "" if st == IBO else " · " + _versus(s["pairwise"], {**keys, "statistic": "mard"}, st)
+        return _est(_one(s["agreement"], **keys, strategy=st, statistic="mard")) + vs
+
     for curve in s["curves"]:
-        header = ["strategy"] + [f"{r} / {a}" for r, a in _cols(s)]
-        rows = [[st] + [_est(_one(s["agreement"], regime=r, arch=a, curve=curve, strategy=st, statistic="mard"))
-                        + ("" if st == IBO else " · " + _versus(s["pairwise"], {"regime": r, "arch": a, "curve": curve,
-                                                                                 "statistic": "mard"}, st))
-                        for r, a in _cols(s)] for st in _strategies(s)]
-        out.append(table(header, rows))
+        out.append(strategy_table(s, curve, "", mard))
     out += ["", "## Power: pairs involving IBO decided, by patches per seed", "",
             "Random subsets of the evaluation patches (the same subset for every seed and strategy), the pairwise "
             "verdicts recomputed (200 bootstrap resamples each): share of IBO's pairs separated or equivalent, and "

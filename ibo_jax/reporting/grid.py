@@ -13,6 +13,11 @@ from ibo_jax.reporting.markdown import bracket, num, table
 
 IBO = "ibo"
 REFERENCE = "counterfactual"
+STATISTIC_TEXT = {
+    "decided": "per patch, over the pairs of methods the known answer orders: (concordant - discordant) / pairs, "
+               "in [-1, 1]",
+    "kendall": "per patch, Kendall's tau-b over all pairs of methods, in [-1, 1]",
+}
 SYMBOL = {"separated": "sep", "equivalent": "equiv", "undecided": "undec"}
 
 
@@ -137,9 +142,9 @@ def markdown(s: Mapping) -> str:
         f"{len(s['regimes'])} data regime(s) ({', '.join(s['regimes'])}) x {len(s['archs'])} architecture(s) "
         f"({', '.join(s['archs'])}) x {len(s['seeds'])} classifier seed(s) ({', '.join(map(str, s['seeds']))}), "
         f"{'/'.join(map(str, n_p))} evaluation patches per cell (the same patches for every seed), "
-        f"{s['draws_per_mask']} draw(s) per mask for random fills. Agreement = `{stat}` (within-patch rank agreement "
-        f"of the methods' deletion AUCs with the counterfactual twins' AUCs, the known answer; ties within "
-        f"{s['tie_tol']:g}); intervals 95% from a bootstrap over seeds and patches crossed; verdicts against IBO: "
+        f"{s['draws_per_mask']} draw(s) per mask for random fills. Agreement = `{stat}` ({STATISTIC_TEXT[stat]}, "
+        f"comparing the methods' deletion AUCs under the strategy with those under the counterfactual twins, "
+        f"the known answer; AUC differences within {s['tie_tol']:g} count as ties); intervals 95% from a bootstrap over seeds and patches crossed; verdicts against IBO: "
         f"sep (separated, Holm over the pairs of a cell; the sign is the strategy minus IBO), equiv (90% interval "
         f"inside +-{s['margin'][stat]:g}), undec. A verdict that changes (or flips sign) when every AUC is moved by "
         f"up to {max(s['tie_tol'], 1e-6):g}, so that near-ties resolve as another CPU could resolve them, is "

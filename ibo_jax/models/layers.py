@@ -89,6 +89,11 @@ def avg_pool(x: jax.Array, k: int, stride: int, padding: int = 0) -> jax.Array:
     return nnx.avg_pool(x, (k, k), strides=(stride, stride), padding=p, count_include_pad=True)
 
 
+def global_avg_pool(a: jax.Array) -> jax.Array:
+    """[B, h, w, C] -> [B, C], averaged in float32 (float64 for float64 input), back in a's dtype."""
+    return jnp.mean(to_float(a), axis=(1, 2)).astype(a.dtype)
+
+
 def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
     """torch.nn.AdaptiveAvgPool2d for static shapes: [B,H,W,C] -> [B,oh,ow,C]."""
     _, h, w, _ = x.shape

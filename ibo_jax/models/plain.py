@@ -12,11 +12,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from ibo_jax.models.base import to_float
-from ibo_jax.models.layers import BatchNorm, ClassifierBase, Conv2d, Linear, Tap, as_dtype
+from ibo_jax.models.layers import (
+    BatchNorm,
+    ClassifierBase,
+    Conv2d,
+    Linear,
+    Tap,
+    as_dtype,
+    global_avg_pool,
+)
 
 
 class ConvBNReLU(nnx.Module):
@@ -83,8 +89,7 @@ class PlainCNN(ClassifierBase):
         return x
 
     def _head(self, a: jax.Array, tap: Tap) -> jax.Array:  # [B,h,w,C] -> [B,K]
-        pooled = jnp.mean(to_float(a), axis=(1, 2)).astype(a.dtype)
-        return self.fc(pooled, tap)
+        return self.fc(global_avg_pool(a), tap)
 
 
 def cnn_small(num_classes: int = 2, *, widths: Sequence[int] = (16, 32, 64),

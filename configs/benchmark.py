@@ -22,7 +22,7 @@ so no FFid+/FFid-),
 the control maps (7 ranked methods, not 11 maps: the verdicts use only the methods), the residual
 fills, the model-randomization check, the DDPM check and the RePaint sweep (the demo runs them).
 
-Arguments: '' (the default grid, about an hour on the 2-core Xeon), 'gpu' (one GPU: every test
+Arguments: '' (the default grid: 48 min measured cold on a 2-core Xeon), 'gpu' (one GPU: every test
 tumor patch, 5 seeds, the second DDPM seed in every regime), 'tiny' (seconds per cell: the tests),
 'roar' (ROAR / KAR retraining for the grid's first cell: `--workdir runs/benchmark_roar`).
 """

@@ -42,18 +42,15 @@ def get_config(arg=None):
         # data, classifier, DDPM, explain, occlude, score and trust sections, then the `roar` stage. No grid:
         #     python -m ibo_jax.launch --config configs/benchmark.py:roar --workdir runs/benchmark_roar
         # (name a workdir: the default, runs/benchmark, is the grid's). train_ddpm stays because occlude
-        # declares it as an input (and IBO's ranking is one of those reported beside ROAR's); F-Fidelity is
-        # left out (its fine-tune stage is not run here). Every one of the ~2,100 training patches is
-        # retrained on (limit_train = 0): 1 baseline + 8 maps (7 methods and the random map) x 3 fractions x
+        # declares it as an input (and IBO's ranking is one of those reported beside ROAR's). The sections
+        # are the cell's own, so copying a finished grid's cell folder first (`cp -rL runs/benchmark/cells/
+        # local-resnet_small-s0/. runs/benchmark_roar/`) reuses its stages and runs `roar` alone. Every one
+        # of the ~2,100 training patches is retrained on (limit_train = 0): 1 baseline + 8 maps (7 methods and the random map) x 3 fractions x
         # 2 modes + 8 leakage runs = 57 retrainings of the 3-epoch recipe (the demo's took 67 s on the 2-core
         # CPU: about an hour, plus the maps of all 3,000 patches for 7 methods); --config.roar.limit_train=1000
         # roughly halves the retraining. Resumable per (method, fraction, seed); roar/summary.json times it.
         cell = grid.cells(get_config(None))[0]
-        config = cell.config
-        with config.unlocked():
-            del config["finetune_ffidelity"]
-            config.occlude.strategies = tuple(s for s in config.occlude.strategies if s != "ffidelity")
-            del config.occlude.strategy_options["ffidelity"]
+        config = cell.config  # every section as the grid's cell has it, so a finished cell's stages are reused
         config.roar = pipeline.STAGES["roar"].load().default_config()
         config.roar.fractions = (0.1, 0.3, 0.5)
         config.roar.modes = ("roar", "kar")

@@ -39,7 +39,7 @@ def get_config(arg=None):
         raise ValueError(f"configs/benchmark.py: argument must be '', 'gpu', 'tiny' or 'roar', got {arg!r}")
     if arg == "roar":
         # ROAR / KAR for one classifier: the grid's first cell (local regime, resnet_small, seed 0) with its
-        # data, classifier, DDPM, explain, occlude, score and trust sections, then the `roar` stage. No grid:
+        # data, classifier, DDPM, explain, occlude, score and trust sections, then `roar` and `report`. No grid:
         #     python -m ibo_jax.launch --config configs/benchmark.py:roar --workdir runs/benchmark_roar
         # (name a workdir: the default, runs/benchmark, is the grid's). train_ddpm stays because occlude
         # declares it as an input (and IBO's ranking is one of those reported beside ROAR's). The sections
@@ -57,6 +57,7 @@ def get_config(arg=None):
         config.roar.seeds = (0,)
         config.roar.leakage = True
         config.roar.limit_train = 0
+        config.report = pipeline.STAGES["report"].load().default_config()  # ROAR / KAR rows in its trust table
         return config
     demo = pipeline.config_from_file(Path(__file__).with_name("demo.py"))
     config = pipeline.default_config(STAGES)

@@ -130,7 +130,7 @@ STAGES: dict[str, Stage] = {
               file_fields=("lpips_alexnet_weights", "lpips_heads")),
         Stage("report", "ibo_jax.stages.report",
               deps=("data", "train_classifier", "explain", "occlude", "score"),
-              optional_deps=("train_ddpm", "ddpm_check", "trust", "repaint_sweep")),
+              optional_deps=("train_ddpm", "ddpm_check", "trust", "roar", "repaint_sweep")),
     )
 }
 

@@ -286,6 +286,20 @@ def test_occlude_runs_the_derived_controls_on_the_fixed_fraction_curve_only(tmp_
         occlude.control_curves(cfg, allm, ["random", *names], ["morf"])
     cfg.control_curves = {"smooth": ("morf",)}
     assert occlude.control_curves(cfg, allm, ["random", *names], ["morf", "fixed"]) == {"gradcam_smooth": ["morf"]}
+    # a strategy in ranked_only occludes the ranked methods only, on every curve (F-Fidelity in the demo)
+    cfg.control_curves = occlude.default_config().control_curves
+    cfg.strategies, cfg.ranked_only = ("blackening", "mean"), ("mean",)
+    ins = {"explain": tmp_path / "explain", "train_ddpm": tmp_path / "train_ddpm"}
+    ctx = stage_context("occlude", tmp_path / "ro", cfg, key=jax.random.key(0), inputs=ins)
+    occlude.run(ctx)
+    seen = {}
+    for b in artifacts.occluded_blocks(ctx.dir):
+        seen.setdefault((b["strategy"], b["curve"]), set()).update(allm[j] for j in b["method"])
+    assert seen[("mean", "morf")] == seen[("mean", "fixed")] == {"gradcam"}
+    assert seen[("blackening", "fixed")] == set(allm) and artifacts.read_layout(ctx.dir)["ranked_only"] == ["mean"]
+    cfg.ranked_only = ("ffidelity",)
+    with pytest.raises(ValueError, match="occlude.ranked_only: .*'ffidelity'.* not in occlude.strategies"):
+        occlude.run(stage_context("occlude", tmp_path / "ro2", cfg, key=jax.random.key(0), inputs=ins))
 
 
 def test_explain_stage_makes_the_derived_controls(tmp_path, monkeypatch, stage_context):

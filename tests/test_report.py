@@ -233,3 +233,32 @@ def test_rival_section_lists_in_distribution_bias_controls_and_ffidelity():
     assert "| counterfactual | 28 | 1.000 | - | n/a |" in text
     assert "ffid_plus: gradcam 0.400" in text and "random" not in text.split("F-Fidelity")[1]
     assert rival_section({}, {}) == []
+
+
+def test_known_answer_table_gains_rival_columns_and_roar_kar_rows(tmp_path):
+    from ibo_jax.reporting.trust import trust_section
+
+    entry = {"mard": 0.5, "mard_boot": {"mean": 0.5, "lo": 0.2, "hi": 0.8}, "kendall_decided": 0.6,
+             "within_patch": {"mean": 0.3, "lo": 0.2, "hi": 0.4}, "patch_spearman_median": 0.4}
+    trust = {"counterfactual": {"twin_check": {"share_twins_called_normal": 0.9, "share_normal_called_normal": 0.95},
+                                "curves": {"morf": {"n_decided_pairs": 4, "n_pairs": 6,
+                                                    "strategies": {"mean": entry, "ffidelity": entry}},
+                                           "fixed": {"n_decided_pairs": 4, "n_pairs": 6, "strategies": {"mean": entry}}}},
+             "in_distribution": {"strategies": {"mean": {"ood_percentile": 41.9, "r_oms": 0.981}}},
+             "shuffle": {"curve": "fixed", "curves": {"fixed": {"mean": {"spearman": 0.83}}}}}
+    roar = {"fractions": [0.1, 0.5], "beside": {"curve": "morf", "kendall_tau": {"mean": 0.33, "roar": -0.2, "kar": 0.47}},
+            "leakage_fraction": 0.3, "leakage": {"methods": {"gradcam": {"verdict": "confounded"}, "random": {"verdict": "clean"}}},
+            "cost": {"n_retrainings": 57, "seconds_retraining": 3600.0, "n_maps": 21000, "seconds_maps": 120.0},
+            "scores": {"notes": ["ROAR orders 2 of 6 method pairs otherwise"]}}
+    lines, _ = trust_section(trust, {"strategies": {}}, tmp_path, roar=roar)
+    text = "".join(lines)
+    morf = text.split("**morf**")[1].split("**fixed**")[0]
+    assert "Kendall (all pairs) | OOD percentile | R-OMS" in morf
+    assert "| mean | 0.50 |" in morf and "| 0.33 | 42 | 0.981 | - | 0.83 |" in morf
+    assert "| ffidelity |" in morf and "| ROAR | - | - | - | - | - | - | -0.20 |" in morf and "| KAR |" in morf
+    assert "confounded for gradcam" in morf and "57 retrainings" in morf and "otherwise" in morf
+    fixed = text.split("**fixed**")[1]
+    assert "OOD percentile |" not in fixed.split("\n\n")[1] and "ROAR |" not in fixed
+    assert "The known-answer table's last columns" in text  # the legend, not a second table
+    lines, _ = trust_section(trust, {"strategies": {}}, tmp_path)  # no roar stage: no such column or rows
+    assert "Kendall (all pairs)" not in "".join(lines) and "| ROAR |" not in "".join(lines)

@@ -414,8 +414,9 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
                  explain: tuple[Mapping, Mapping] | None = None,
                  upstream_figures: Sequence[tuple[str | Path, str]] = (), ground_truth: str | None = None,
                  config: Mapping | None = None, trust: Mapping | None = None, slides: Mapping | None = None,
-                 meta: Mapping | None = None) -> dict:
+                 meta: Mapping | None = None, roar: Mapping | None = None) -> dict:
     """Writes out_dir/report.md and its figures from what it is given; returns a small summary.
+    roar: the roar stage's summary (ROAR / KAR rows in the trust section's known-answer table).
     upstream_figures: (PNG file another stage wrote, caption), copied beside the report as
     `<its stage folder>_<name>`."""
     out_dir = Path(out_dir)
@@ -444,7 +445,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
     if checks:
         from ibo_jax.reporting.trust import trust_section
 
-        trust_lines, trust_figures = trust_section(checks, summary, out_dir)
+        trust_lines, trust_figures = trust_section(checks, summary, out_dir, roar=roar)
         figures = trust_figures + figures
     text = render_markdown(summary, classifier_metrics=classifier_metrics, config=config, figures=figures,
                            ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check, trust=trust_lines, slides=slides,

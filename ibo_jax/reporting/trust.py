@@ -125,32 +125,47 @@ def pairwise_sentence(pw: Mapping) -> str:
     return text + "\n\n"
 
 
-def rival_section(trust: Mapping, summary: Mapping) -> list[str]:
-    """How in-distribution each fill is (OOD percentile, R-OMS), the bias controls (blur gain beyond
-    the counterfactual's, shuffle recovery) and F-Fidelity's label-based scores, where measured."""
+def rival_columns(trust: Mapping) -> tuple[list[str], dict[str, list[str]]]:
+    """The known-answer table's extra columns (OOD percentile, R-OMS, blur excess, shuffle recovery):
+    (headers, {strategy: cells}); ([], {}) where none was measured."""
     ind = (trust.get("in_distribution") or {}).get("strategies") or {}
     blur, shuf = trust.get("blur_bias") or {}, trust.get("shuffle") or {}
     bc = (blur.get("curves") or {}).get(blur.get("curve"), {}).get("strategies", {}) if "curves" in blur else {}
     sc = (shuf.get("curves") or {}).get(shuf.get("curve"), {}) if "curves" in shuf else {}
     if not (ind or bc or sc):
-        return []
-    out = ["### In distribution, and known biases\n\n",
-           "OOD percentile: the Mahalanobis distance of the filled images' classifier features to the training "
-           "classes, as a percentile of real test patches' distances (50 = like real data). R-OMS: "
-           "1 - |p - p_ref| against the counterfactual fill of the same pixels, AUC over the removed fraction. "
-           "Blur excess: how much better a Gaussian-smoothed map scores than the method's own map, beyond what "
-           "the counterfactual gives it (positive = blur bias). Shuffle recovery: Spearman between the share of "
-           "a map's values permuted and its AUC (1 = the known order recovered).\n\n"]
-    rows = []
+        return [], {}
+    heads = ["OOD percentile", "R-OMS", f"blur excess ({blur.get('curve', '-')})",
+             f"shuffle recovery ({shuf.get('curve', '-')})"]
+    cells = {}
     for st in sorted(set(ind) | set(bc) | set(sc)):
         i, b, h = ind.get(st, {}), bc.get(st, {}), sc.get(st, {})
-        rows.append([st, md.num(i.get("ood_percentile"), 0), md.num(i.get("r_oms"), 3),
-                     md.mean_interval(b.get("excess"), 3) if b.get("excess") else "-",
-                     md.num(h.get("spearman"), 2)])
-    out.append(md.table(["strategy", "OOD percentile", "R-OMS", f"blur excess ({blur.get('curve', '-')})",
-                         f"shuffle recovery ({shuf.get('curve', '-')})"], rows) + "\n")
+        cells[st] = [md.num(i.get("ood_percentile"), 0), md.num(i.get("r_oms"), 3),
+                     md.mean_interval(b.get("excess"), 3) if b.get("excess") else "-", md.num(h.get("spearman"), 2)]
+    return heads, cells
+
+
+RIVAL_TEXT = ("OOD percentile: the Mahalanobis distance of the filled images' classifier features to the training "
+              "classes, as a percentile of real test patches' distances (50 = like real data). R-OMS: "
+              "1 - |p - p_ref| against the counterfactual fill of the same pixels, AUC over the removed fraction. "
+              "Blur excess: how much better a Gaussian-smoothed map scores than the method's own map, beyond what "
+              "the counterfactual gives it (positive = blur bias). Shuffle recovery: Spearman between the share of "
+              "a map's values permuted and its AUC (1 = the known order recovered).")
+
+
+def rival_section(trust: Mapping, summary: Mapping, *, in_table: bool = False) -> list[str]:
+    """How in-distribution each fill is (OOD percentile, R-OMS), the bias controls (blur gain beyond
+    the counterfactual's, shuffle recovery) and F-Fidelity's label-based scores, where measured.
+    in_table: the columns are already in the known-answer table (only the legend and FFid± here)."""
+    heads, cells = rival_columns(trust)
     ff = summary.get("ffidelity") or {}
     scored = [k for k in ("ffid_plus", "ffid_minus") if k in ff]
+    if not (cells or scored):
+        return []
+    out = ["### In distribution, and known biases\n\n"]
+    if cells:
+        out.append(("The known-answer table's last columns. " if in_table else "") + RIVAL_TEXT + "\n\n")
+        if not in_table:
+            out.append(md.table(["strategy", *heads], [[st, *c] for st, c in cells.items()]) + "\n")
     if scored:
         out.append("**F-Fidelity** (label-based; FFid+ higher is better, FFid- lower): "
                    + "; ".join(f"{k}: " + ", ".join(f"{m} {md.num(v['mean'], 3)}" for m, v in ff[k]["by_method"].items()
@@ -159,8 +174,32 @@ def rival_section(trust: Mapping, summary: Mapping) -> list[str]:
     return out
 
 
-def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """The markdown of 'Can this verdict be trusted?' and the figures it drew into out_dir."""
+def roar_lines(roar: Mapping) -> list[str]:
+    """ROAR / KAR beside the deletion strategies: leakage, notes and cost (their rows are in the table)."""
+    sc = roar.get("scores") or {}
+    out = ["**ROAR / KAR** (retrained from scratch for each method and fraction "
+           f"{', '.join(f'{t:g}' for t in roar.get('fractions', []))}; score = the accuracy drop against a random "
+           "map's): they measure what a fresh model can still learn from what is left, not what the trained "
+           "model used, so a disagreement with the known answer is a difference of question, not a failure. "]
+    leak = roar.get("leakage") or {}
+    conf = sorted(m for m, e in (leak.get("methods") or {}).items() if e.get("verdict") == "confounded")
+    if leak.get("methods"):
+        out.append(f"Leakage control (a classifier trained on the masks alone, fraction {md.num(roar.get('leakage_fraction'), 2)}): "
+                   + (f"confounded for {', '.join(conf)}. " if conf else "no method's masks alone predict the label. "))
+    cost = roar.get("cost") or {}
+    if cost:
+        out.append(f"Cost: {cost.get('n_retrainings')} retrainings, {md.num(cost.get('seconds_retraining'), 0)} s, plus the "
+                   f"maps of {cost.get('n_maps')} (patch, method) pairs of every split, {md.num(cost.get('seconds_maps'), 0)} s.")
+    out.append("\n\n")
+    out += [f"- {n}\n" for n in sc.get("notes", [])]
+    return out + (["\n"] if sc.get("notes") else [])
+
+
+def trust_section(trust: Mapping, summary: Mapping, out_dir: Path, *, roar: Mapping | None = None
+                  ) -> tuple[list[str], list[tuple[str, str]]]:
+    """The markdown of 'Can this verdict be trusted?' and the figures it drew into out_dir. The
+    known-answer table of the primary curve carries the in-distribution and bias columns, and of
+    roar's known curve the ROAR / KAR rows (Kendall over all method pairs, beside every strategy's)."""
     out = ["## Can this verdict be trusted?\n\n"]
     figures = []
     plaus = {s: d[PRIMARY]["agreement"]["mard"] for s, d in summary.get("strategies", {}).items()
@@ -184,17 +223,28 @@ def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list
                    "Each strategy's ranking is compared with it (MARD with a paired bootstrap interval, Kendall on the "
                    "pairs of methods the reference orders beyond noise, median per-patch Spearman of AUCs) and with "
                    "the IoU ranking (plausibility).\n\n")
+        heads, cells = rival_columns(trust)
+        beside = (roar or {}).get("beside") or {}
         for curve, c in cf.get("curves", {}).items():
+            extra = heads if curve == PRIMARY else []
+            taus = beside.get("kendall_tau") or {} if beside.get("curve") == curve else {}
             rows = []
             for s, e in c["strategies"].items():
                 rows.append([s, md.num(e.get("mard"), 2), md.interval(e.get("mard_boot"), 2), md.num(e.get("kendall_decided"), 2),
                              md.mean_interval(e.get("within_patch"), 2),
-                             md.num(e.get("patch_spearman_median"), 2), md.num(plaus.get(s), 2) if curve == PRIMARY else "-"])
+                             md.num(e.get("patch_spearman_median"), 2), md.num(plaus.get(s), 2) if curve == PRIMARY else "-",
+                             *([md.num(taus.get(s), 2)] if taus else []),
+                             *(cells.get(s, ["-"] * len(heads)) if extra else [])])
+            for mode in ("roar", "kar") if taus else ():
+                if mode in taus:
+                    rows.append([mode.upper(), "-", "-", "-", "-", "-", "-", md.num(taus[mode], 2), *(["-"] * len(extra))])
             out.append(f"**{curve}** ({c['n_decided_pairs']} of {c['n_pairs']} method pairs decided by the reference)\n\n")
             out.append(md.table(["strategy", "MARD vs counterfactual", "95% interval", "Kendall (decided pairs)",
                                "within-patch Kendall [95%]", "per-patch Spearman (median)",
-                               "MARD vs IoU (plausibility)"], rows))
+                               "MARD vs IoU (plausibility)", *(["Kendall (all pairs)"] if taus else []), *extra], rows))
             out.append("\n")
+            if taus:
+                out += roar_lines(roar)
             out.append(pairwise_sentence(c.get("pairwise") or {}))
         res = cf.get("residual") or {}
         if res.get("strategies"):
@@ -209,7 +259,7 @@ def trust_section(trust: Mapping, summary: Mapping, out_dir: Path) -> tuple[list
         if figure_known_answer(trust, plaus, out_dir / "trust_known_answer.png"):
             figures.append(("trust_known_answer.png", "MARD of each strategy's ranking against the counterfactual "
                             "reference (faithfulness, bootstrap 95% interval) and against the IoU ranking (plausibility)."))
-    out += rival_section(trust, summary)
+    out += rival_section(trust, summary, in_table="unavailable" not in cf and PRIMARY in cf.get("curves", {}))
     g = trust.get("graded_controls") or {}
     out.append("### Explanations of known quality: graded controls\n\n")
     if g.get("curves"):

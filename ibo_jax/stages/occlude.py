@@ -70,6 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
     # derived from each method's own map (explain.derived_controls) run on the fixed-fraction curve.
     c.control_curves = ml_collections.ConfigDict({"smooth": (curve_registry.KNOWN_ANSWER,),
                                                   "shuffle": (curve_registry.KNOWN_ANSWER,)})
+    # strategies that occlude the ranked methods only, no control map (a costly strategy whose trust
+    # checks need only the ranking, e.g. ('ffidelity',) in the demo); their control rows have no points
+    c.ranked_only = ()
     c.n_draws = 1  # draws per mask for random strategies (histogram, nli, ibo)
     c.images_per_chunk = 4
     # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
@@ -290,6 +293,11 @@ def run(ctx) -> dict:
     valid = geo["valid"]  # usable heatmap (>= 2 levels) with a non-empty M_n: the pairs occluded
     restricted = control_curves(cfg, methods, hm["controls"], curves)
     maps = {c: curve_methods(methods, restricted, c) for c in curves}  # per curve, the maps it occludes
+    ranked_only = [str(x) for x in cfg.get("ranked_only", ())]
+    unknown = [x for x in ranked_only if x not in cfg.strategies]
+    if unknown:
+        raise ValueError(f"occlude.ranked_only: {unknown} not in occlude.strategies = {tuple(cfg.strategies)}")
+    is_ranked = ~np.isin(np.asarray(methods), np.asarray(list(hm["controls"]) or [""]))
     if ctx.process_index == 0:
         artifacts.write_geometry(ctx.dir, geo, methods=methods)
 
@@ -315,8 +323,11 @@ def run(ctx) -> dict:
                 continue
             if strategy not in options:
                 options[strategy] = strategy_options(strategy, cfg, ctx)
+            use = maps.get(curve)
+            if strategy in ranked_only and curve != RESIDUAL:
+                use = use & is_ranked
             out = _occlude_chunk(strategy, options[strategy], ev, methods, heat, levels, n_levels, valid, pos_list,
-                                 curve, cfg, draws[strategy], ctx.key, maps.get(curve))
+                                 curve, cfg, draws[strategy], ctx.key, use)
             ibo_io.write_npz(ctx.chunk_path(fname), out)
             rows_done += len(out["pos"])
         seconds[f"{strategy}/{curve}"] = round(time.time() - t_s, 2)
@@ -328,7 +339,7 @@ def run(ctx) -> dict:
               "residual_blocks": residual_blocks, "skipped": skipped,
               "predicted_by": {s: occlusion.predicted_by(s) for s in strategies},
               "curve_images": {k: int(v) for k, v in cfg.curve_images.items() if int(v or 0)},
-              "control_curves": restricted}
+              "control_curves": restricted, "ranked_only": [x for x in ranked_only if x in strategies]}
     if ctx.process_index == 0:
         artifacts.write_layout(ctx.dir, layout)
         if int(cfg.grid_patches) > 0 and curve_registry.PRIMARY in curves:

@@ -3,7 +3,8 @@
 Reads, through `ibo_jax.artifacts`: score's summary (required), the classifier's metrics, the
 evaluation set and heatmaps, the data set's description (what the GT masks are) and, when the
 config has those stages, the summaries of ddpm_check and the trust checks (the report then opens
-with "Can this verdict be trusted?") and the sampler sweep; the figures other stages drew
+with "Can this verdict be trusted?"; ROAR / KAR's rows join its known-answer table when the `roar`
+stage ran) and the sampler sweep; the figures other stages drew
 (`artifacts.FIGURES`) are copied beside the report. The run's configuration
 (evaluation set size, RePaint schedule) is stated in the report. Only process 0 writes.
 """
@@ -31,13 +32,13 @@ def run(ctx) -> dict:
         return {"skipped": "not process 0"}
     inputs = ctx.inputs  # the declared inputs the config has
     optional = {stage: artifacts.read_summary(inputs[stage], required=False) if stage in inputs else None
-                for stage in ("ddpm_check", "trust")}
+                for stage in ("ddpm_check", "trust", "roar")}
     data_dir = ctx.input_dir("data")
     out = report.write_report(
         ctx.dir, summary=artifacts.read_summary(ctx.input_dir("score")),
         classifier_metrics=artifacts.read_json(artifacts.CLASSIFIER_METRICS, ctx.input_dir("train_classifier"),
                                                required=False),
-        ddpm_check=optional["ddpm_check"], trust=optional["trust"],
+        ddpm_check=optional["ddpm_check"], trust=optional["trust"], roar=optional["roar"],
         sweep=artifacts.read_json(artifacts.SWEEP_JSON, inputs["repaint_sweep"], required=False)
         if "repaint_sweep" in inputs else None,
         slides=artifacts.read_json(artifacts.SLIDES, data_dir, required=False),

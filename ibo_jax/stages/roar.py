@@ -160,7 +160,7 @@ def map_chunks(n: int, size: int) -> list[int]:
 def compute_maps(ctx, data: dict, methods: list[str]) -> tuple[dict, dict]:
     """Step (a): every method's maps for every split as chunks (skipped when present). Returns
     ({method: {split: seconds}} summed from the chunks, also those of an earlier, killed run;
-    {method: {split: degenerate maps}}, the maps CAM flagged invalid: zeros, their top-t in raster order)."""
+    {method: {split: degenerate maps}}, the maps CAM flagged invalid: zeros, their top-t a random pixel order per patch)."""
     from flax import nnx
 
     from ibo_jax.models import loaders
@@ -393,7 +393,7 @@ def run(ctx) -> dict:
             "upsampling, min-max scaled, one key per split and patch index (evaluation.roar.random_maps)"),
         "fractions": fractions, "seeds": seeds, "leakage_fraction": t_mid if cfg.leakage else None,
         "target_class": ctx.tumor_class, "maps": "the trained classifier's maps of the tumor logit for patches of "
-        "both labels (float16); top-t pixels by value, ties in raster order",
+        "both labels (float16); top-t pixels by value, ties broken by a random pixel order per patch",
         "fill": fill, "fill_is": "per-channel mean of the training patches in [0, 1]",
         "n_patches": {sp: int(len(data[sp]["label"])) for sp in SPLITS},
         "limit_train": int(cfg.limit_train), "degenerate_maps": degenerate,

@@ -70,6 +70,7 @@ def get_config(arg=None):
 
     config.explain.n_images = 64  # tumor test patches per cell (the same for every seed)
     config.explain.controls = ()  # the verdicts use the ranked methods only
+    config.explain.derived_controls = ()  # (the demo's bias controls: they need the fixed-fraction curve)
     config.occlude.curves = ("morf",)
     config.occlude.fixed_strategies = ()
     config.occlude.curve_images = {"ibo": 0}

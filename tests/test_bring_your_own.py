@@ -43,6 +43,8 @@ def test_own_classifier_ddpm_and_patches_end_to_end(tmp_path, demo_config):
     c.trust.randomization_images, c.trust.n_boot = 2, 100
     c.occlude.curves = ("morf",)
     c.occlude.strategies = ("blackening", "blurring", "ibo")
+    del c["finetune_ffidelity"]  # no training patches to fine-tune on; F-Fidelity is not run
+    c.explain.derived_controls = ()  # they need the fixed-fraction curve
     c.occlude.ibo.t_T, c.occlude.ibo.jump_length, c.occlude.ibo.jump_n_sample = 5, 1, 1
     c.ddpm_check.n_samples = 8
     c.repaint_sweep.grid = ((5, 1, 1),)

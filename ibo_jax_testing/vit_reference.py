@@ -37,10 +37,9 @@ OPTION_SETS: dict[str, ViTConfig] = {
     # Virchow2: SwiGLU + registers with embedded prefix, class token + patch mean
     "swiglu_reg_token_avg": ViTConfig(**TINY, mlp="swiglu", mlp_hidden=128, layer_scale=True, reg_tokens=2,
                                       global_pool="token_avg"),
-    # Phikon (ViTModel): no LayerScale, eps 1e-12
-    "plain": ViTConfig(**TINY, norm_eps=1e-12, mlp_hidden=64),
-    # mean pooling with fc_norm (timm's default for 'avg'); no class token, one register
-    "avg": ViTConfig(**TINY, global_pool="avg", class_token=False, reg_tokens=1, mlp_hidden=64),
+    # Phikon's blocks (ViTModel): no LayerScale, eps 1e-12; here with mean pooling + fc_norm
+    # (timm's default for 'avg'), which must skip the class token
+    "plain_avg": ViTConfig(**TINY, norm_eps=1e-12, mlp_hidden=64, global_pool="avg"),
     # timm's attention-pool head (SigLIP-style: no class token)
     "map": ViTConfig(**TINY, global_pool="map", class_token=False, reg_tokens=1, mlp_hidden=64),
 }

@@ -335,5 +335,7 @@ def test_bad_checkpoints_are_one_line(tmp_path):
         with pytest.raises(ValueError, match=pattern) as err:
             models.from_timm(config, weights)
         assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"state_dict: an open_clip CONCH checkpoint"):
+        models.from_timm(config, {"visual.trunk.cls_token": np.zeros((1, 1, 768))})
     with pytest.raises(ValueError, match=r"state_dict: unexpected tensor 'encoder\.foo\.weight'"):
         models.from_hf_vit({"encoder.foo.weight": np.zeros(1)})

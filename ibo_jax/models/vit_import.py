@@ -190,6 +190,10 @@ def from_timm(preset_or_config: str | ViTConfig, weights: str | os.PathLike | Ma
         raise TypeError(f"preset_or_config: expected a preset name or ViTConfig, got {type(config).__name__}")
     source = _source(weights)
     sd = load_state_dict(weights)
+    if any(k.startswith("visual.trunk.") for k in sd):
+        from ibo_jax.models.vit_presets import REFUSED
+
+        raise ValueError(f"{source}: an open_clip CONCH checkpoint ('visual.trunk.*'): {REFUSED['conch_v1']}")
     return load_timm_layout(config, sd, source=source, num_classes=num_classes, rngs=rngs)
 
 

@@ -423,7 +423,8 @@ class VisionTransformer(nnx.Module):
         return self.features_and_context(x, normalized=normalized)[0]
 
     def head(self, grid: jax.Array, context: TokenContext) -> jax.Array:  # -> [B, K]
-        """The network after `blocks[-1].norm1` (its attention and MLP, final norm, pooling, fc)."""
+        """The network after `blocks[-1].norm1` (its attention and MLP, final norm, pooling, fc);
+        all tokens kept (token dropping is `__call__(x, keep=...)`)."""
         b, h, w, d = grid.shape
         y = jnp.concatenate([context.prefix.astype(grid.dtype), grid.reshape(b, h * w, d)], axis=1)
         x = self.blocks[-1].after_norm1(context.residual, y, DEFAULT_OPS)

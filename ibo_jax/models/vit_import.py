@@ -307,7 +307,9 @@ def _infer_hf_config(sd: Mapping[str, np.ndarray], hf: dict, source: str) -> ViT
     if heads is None and d % 64:
         raise ValueError(f"{source}: width {d} is not a multiple of 64 and there is no config.json with "
                          "num_attention_heads; pass config=ViTConfig(...)")
-    return ViTConfig(img_size=side * patch, patch_size=patch, embed_dim=d, depth=depth,
+    head = sd.get("head.weight")  # Dinov2ForImageClassification reads [class token | patch mean]
+    pool = "token_avg" if head is not None and head.ndim == 2 and head.shape[1] == 2 * d else "token"
+    return ViTConfig(img_size=side * patch, patch_size=patch, embed_dim=d, depth=depth, global_pool=pool,
                      num_heads=int(heads if heads is not None else d // 64),
                      mlp_hidden=int(sd["blocks.0.mlp.fc1.weight"].shape[0]), mlp="swiglu" if swiglu else "gelu",
                      layer_scale=dinov2, qkv_bias=bool(hf.get("qkv_bias", True)),

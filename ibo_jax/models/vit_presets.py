@@ -59,10 +59,11 @@ PARAMS_M = {"uni": 303, "uni2_h": 681, "virchow": 631, "virchow2": 631, "h_optim
             "prov_gigapath": 1134, "phikon": 86, "phikon_v2": 303}
 
 REFUSED: dict[str, str] = {
-    "conch_v1": "CONCH's image embedding comes from open_clip's CoCa attentional pooler (LayerNorm'd "
-                "learned queries into nn.MultiheadAttention, then a projection) on a ViT-B/16 448 trunk, "
-                "not from timm's AttentionPoolLatent ('map'); without that head's code and checkpoint "
-                "(gated) its forward cannot be reproduced and checked offline, so it is left out",
+    "conch_v1": "CONCH (mahmoodlab/CONCH conch_ViT-B-16: timm ViT-B/16 trunk at 448 px) embeds an image "
+                "with open_clip's AttentionalPooler (1 learned query, LayerNorm'd query and keys, "
+                "nn.MultiheadAttention with 8 heads, width 512 over all 785 trunk tokens) then ln_contrast "
+                "and proj_contrast; that head is not timm's AttentionPoolLatent ('map') and is not "
+                "implemented here, so conch_v1 is left out",
 }
 
 

@@ -47,14 +47,17 @@ def _x64():
 def _config(variant: str):
     from ibo_jax_testing import vit_reference
 
-    return dataclasses.replace(vit_reference.OPTION_SETS[VARIANTS[variant]], img_size=70, patch_size=14)
+    config = vit_reference.OPTION_SETS[VARIANTS[variant]]
+    return dataclasses.replace(config, img_size=70, patch_size=14)
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    """variant -> (timm model in float64, ibo_jax model with float64 parameters, images [2, 70, 70, 3])."""
+    """variant -> (timm model in float64, ibo_jax model with float64 parameters,
+    images [2, 70, 70, 3])."""
     pytest.importorskip("torch")
-    pytest.importorskip("ibo_jax_testing.reference").install_torchvision_stub()  # timm, grad-cam import it
+    # timm and pytorch-grad-cam import torchvision: a stand-in first
+    pytest.importorskip("ibo_jax_testing.reference").install_torchvision_stub()
     pytest.importorskip("timm")
     pytest.importorskip("pytorch_grad_cam")
     import jax
@@ -73,13 +76,15 @@ def pairs():
             state = jax.tree.map(lambda v: v.astype("float64") if v.dtype.kind == "f" else v, state)
             rng = np.random.default_rng(i)
             base = rng.uniform(size=(2, 5, 5, 3))
-            x = np.clip(np.kron(base, np.ones((1, 14, 14, 1))) + 0.1 * rng.normal(size=(2, 70, 70, 3)), 0, 1)
+            x = np.kron(base, np.ones((1, 14, 14, 1))) + 0.1 * rng.normal(size=(2, 70, 70, 3))
+            x = np.clip(x, 0, 1)
             out[variant] = (tmodel, nnx.merge(graphdef, state), x)
     return out
 
 
 def _reshape(model):
-    """pytorch-grad-cam reshape transform: [B, N, C] tokens -> [B, C, h, w], all prefix tokens dropped."""
+    """pytorch-grad-cam reshape transform: [B, N, C] tokens -> [B, C, h, w], every prefix token
+    dropped, the model's real grid."""
     h, w = model.patch_embed.grid_size
     p = model.num_prefix_tokens
 
@@ -126,7 +131,8 @@ def heats(pairs):
         model.eval()
         out = {m: REGISTRY[m](model, x, TARGET) for m in METHODS}
         grid = model.features(x)
-        out["eigencam_flipped"] = finalize_layer_cam(-first_component_projection(grid), x.shape[1:3])
+        flipped = -first_component_projection(grid)
+        out["eigencam_flipped"] = finalize_layer_cam(flipped, x.shape[1:3])
         return out, model(x), grid
 
     out = {}
@@ -142,7 +148,8 @@ def heats(pairs):
 def _diff(method: str, heats: dict, ref: np.ndarray) -> float:
     per_image = np.abs(heats[method][0] - ref).max(axis=(1, 2))
     if method == "eigencam":  # up to the SVD sign
-        per_image = np.minimum(per_image, np.abs(heats["eigencam_flipped"][0] - ref).max(axis=(1, 2)))
+        flipped = np.abs(heats["eigencam_flipped"][0] - ref).max(axis=(1, 2))
+        per_image = np.minimum(per_image, flipped)
     return float(per_image.max())
 
 
@@ -227,8 +234,9 @@ def test_evaluation_paths_on_a_vit():
     from ibo_jax.evaluation import predict, realism
     from ibo_jax.occlusion import ffidelity
 
-    model = models.vit(models.ViTConfig(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2,
-                                        reg_tokens=1, num_classes=2), rngs=nnx.Rngs(3))
+    config = models.ViTConfig(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2,
+                              reg_tokens=1, num_classes=2)
+    model = models.vit(config, rngs=nnx.Rngs(3))
     x = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
     p, logit, feat = predict.make_predict_fn(model, batch_size=4)(x)
     logits, emb = nnx.jit(lambda m, x: (m(x), m.embed(x)))(model, x)
@@ -237,7 +245,8 @@ def test_evaluation_paths_on_a_vit():
     np.testing.assert_allclose(p, np.exp(lp[:, 1]), rtol=1e-5, atol=1e-6)
     assert feat.shape == (3, 16)
     np.testing.assert_allclose(feat, emb, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(realism.make_feature_fn(model, batch_size=4)(x), emb, rtol=1e-5, atol=1e-5)
+    kid_feat = realism.make_feature_fn(model, batch_size=4)(x)
+    np.testing.assert_allclose(kid_feat, emb, rtol=1e-5, atol=1e-5)
     out = ffidelity.ffidelity(x, np.zeros((3, 32, 32), bool), key=jax.random.key(0), model=model,
                               fill=(0.5, 0.5, 0.5), n_samples=1, beta=None, batch_size=4)
     np.testing.assert_allclose(out["logit"], logit, rtol=1e-5, atol=1e-5)

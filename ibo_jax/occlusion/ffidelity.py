@@ -150,7 +150,7 @@ def _log_p(graphdef, state, images, remove, key_data, fill, alpha, cap, *, tumor
     x = jnp.where(masks[..., None], fill[:, None, None, None, :], images[:, None])  # [b, N, H, W, 3]
     b = images.shape[0]
     net = nnx.merge(graphdef, state)
-    logits = net(x.reshape((b * n_samples,) + images.shape[1:])).astype(jnp.float32)  # CNN or ViT
+    logits = net(x.reshape((b * n_samples,) + images.shape[1:])).astype(jnp.float32)  # CNN, ViT
     return jax.nn.log_softmax(logits, axis=-1)[:, tumor_class].reshape(b, n_samples)
 
 

@@ -27,7 +27,8 @@ from ibo_jax.models.vit import ViTConfig
 from ibo_jax_testing.reference import install_torchvision_stub, state_dict_numpy  # noqa: F401
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=3)
-# One tiny config per option set the presets use.
+# One tiny config per option set the presets use (depth 1 where only the pooling differs: fewer
+# compiled operations in the tests).
 OPTION_SETS: dict[str, ViTConfig] = {
     # UNI: GELU + LayerScale, class-token pooling
     "gelu_ls": ViTConfig(**TINY, layer_scale=True, mlp_hidden=64),
@@ -35,14 +36,13 @@ OPTION_SETS: dict[str, ViTConfig] = {
     "swiglu_reg_noembed": ViTConfig(**TINY, mlp="swiglu", mlp_hidden=128, layer_scale=True, reg_tokens=2,
                                     no_embed_class=True),
     # Virchow2: SwiGLU + registers with embedded prefix, class token + patch mean
-    "swiglu_reg_token_avg": ViTConfig(**TINY, mlp="swiglu", mlp_hidden=128, layer_scale=True, reg_tokens=2,
-                                      global_pool="token_avg"),
-    # Phikon (ViTModel): no LayerScale, eps 1e-12
-    "plain": ViTConfig(**TINY, norm_eps=1e-12, mlp_hidden=64),
-    # mean pooling with fc_norm (timm's default for 'avg'); no class token, one register
-    "avg": ViTConfig(**TINY, global_pool="avg", class_token=False, reg_tokens=1, mlp_hidden=64),
+    "swiglu_reg_token_avg": ViTConfig(**{**TINY, "depth": 1}, mlp="swiglu", mlp_hidden=128, layer_scale=True,
+                                      reg_tokens=2, global_pool="token_avg"),
+    # Phikon's blocks (ViTModel): no LayerScale, eps 1e-12; here with mean pooling + fc_norm
+    # (timm's default for 'avg'), which must skip the class token
+    "plain_avg": ViTConfig(**{**TINY, "depth": 1}, norm_eps=1e-12, mlp_hidden=64, global_pool="avg"),
     # timm's attention-pool head (SigLIP-style: no class token)
-    "map": ViTConfig(**TINY, global_pool="map", class_token=False, reg_tokens=1, mlp_hidden=64),
+    "map": ViTConfig(**{**TINY, "depth": 1}, global_pool="map", class_token=False, reg_tokens=1, mlp_hidden=64),
 }
 
 

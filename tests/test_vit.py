@@ -14,7 +14,7 @@ from flax import nnx
 
 from ibo_jax import models
 from ibo_jax.models import ViTConfig, vit
-from ibo_jax.models.vit_import import expected_shapes, resample_pos_embed
+from ibo_jax.models.vit_import import expected_shapes, hf_to_timm, resample_pos_embed
 from ibo_jax_testing.vit_reference import OPTION_SETS, TINY
 
 
@@ -32,16 +32,16 @@ def _f64(model):
 
 def _randomized(config: ViTConfig, seed: int = 0):
     """A float64 model whose LayerScale, tokens, norms and biases are far from their inits."""
-    keys = iter(jax.random.split(jax.random.key(seed + 1), 4096))
+    rng = np.random.default_rng(seed + 1)  # numpy: no per-shape compilation
 
     def redraw(path, v):
         name = str(path[-1])
         if v.ndim <= 1 or name in ("cls_token", "reg_token", "latent", "pos_embed"):
             base = 1.0 if name in ("scale", "gamma") else 0.0
-            return base + 0.5 * jax.random.normal(next(keys), v.shape, v.dtype)
-        return jax.random.normal(next(keys), v.shape, v.dtype) / np.sqrt(np.prod(v.shape[:-1]))
+            return jnp.asarray(base + 0.5 * rng.normal(size=v.shape))
+        return jnp.asarray(rng.normal(size=v.shape) / np.sqrt(np.prod(v.shape[:-1])))
 
-    graphdef, state = nnx.split(_f64(vit(config, rngs=nnx.Rngs(seed))))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: vit(config, rngs=nnx.Rngs(seed))))
     return nnx.merge(graphdef, nnx.map_state(redraw, state))
 
 
@@ -63,67 +63,85 @@ def _keep(config: ViTConfig, n: int = 2, kept: int = 10) -> np.ndarray:
 @nnx.jit
 def _outputs(model, x, keep):
     """(logits, attentions, d logit_1 / d x, logits with `keep`): one compiled program per model."""
-    logits, attns = model.forward_attention(model.normalize(x))
-    grad = jax.grad(lambda a: model(a)[:, 1].sum())(x)
+
+    def logit1(a):
+        logits, attns = model.forward_attention(model.normalize(a))
+        return logits[:, 1].sum(), (logits, attns)
+
+    (_, (logits, attns)), grad = jax.value_and_grad(logit1, has_aux=True)(x)
     return logits, attns, grad, model(x, keep=keep)
 
 
 # ---- API contracts (JAX only) ------------------------------------------------------------------
+@nnx.jit
+def _keep_case(model, x, keep, idx):
+    """(logits with `keep`, the same forward on the sequences with the dropped tokens removed)."""
+    tokens = model._tokens(model.normalize(x))  # [B, N, D]
+    t = jnp.take_along_axis(tokens, idx[:, :, None], axis=1)
+    for blk in model.blocks:
+        t = blk(t, models.DEFAULT_OPS)
+    return model(x, keep=keep), model.fc(model._pool(t, models.DEFAULT_OPS, None)), model(x)
+
+
 def test_keep_equals_removing_tokens():
     config = OPTION_SETS["swiglu_reg_noembed"]
     model = _randomized(config)
-    x, keep = jnp.asarray(_images(config)), _keep(config)
-    got = np.asarray(model(x, keep=jnp.asarray(keep)))
-    tokens = model._tokens(model.normalize(x))
+    keep = _keep(config)
     p = model.num_prefix_tokens
-    for b in range(len(keep)):  # the same forward on the sequence with the dropped tokens removed
-        t = tokens[b:b + 1, np.r_[np.arange(p), p + np.flatnonzero(keep[b])]]
-        for blk in model.blocks:
-            t = blk(t, models.DEFAULT_OPS)
-        want = np.asarray(model.fc(model._pool(t, models.DEFAULT_OPS, None)))
-        np.testing.assert_allclose(got[b:b + 1], want, rtol=1e-12, atol=1e-12)
-    assert np.abs(got - np.asarray(model(x))).max() > 1e-3
+    idx = np.stack([np.r_[np.arange(p), p + np.flatnonzero(row)] for row in keep])
+    got, want, full = _keep_case(model, jnp.asarray(_images(config)), jnp.asarray(keep), jnp.asarray(idx))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+    assert np.abs(np.asarray(got) - np.asarray(full)).max() > 1e-3
+
+
+@nnx.jit
+def _split_case(model, x, taps, bump):
+    xn = model.normalize(x)
+    out = {"logits": model(x)}
+    out["tapped"], out["attns"] = model.forward_attention(xn, attn_taps=taps)
+    out["tap_grad"] = jax.grad(lambda t: model.forward_attention(xn, attn_taps=t)[0][:, 1].sum())(taps)
+    out["bumped"] = model.forward_attention(xn, attn_taps=[taps[0], bump])[0]
+    grid, ctx = model.features_and_context(x)
+    out["grid"], out["head"] = grid, model.head(grid, ctx)
+    acts, head_fn = models.target_layer(model, xn)
+    out["target"] = head_fn(acts)
+    out["head_grad"] = jax.grad(lambda a: head_fn(a)[:, 1].sum())(acts)
+    out["embed"] = model.embed(x)
+    out["fc_embed"] = model.fc(out["embed"])
+    out["biased"] = model.biased_forward(xn, [jnp.zeros(s, x.dtype) for s in model.bias_shapes(x.shape)])
+    return out
 
 
 def test_taps_attention_and_split():
-    config = OPTION_SETS["swiglu_reg_token_avg"]
+    config = OPTION_SETS["gelu_ls"]
     model = _randomized(config)
-    x = jnp.asarray(_images(config))
-    logits = model(x)
-    xn = model.normalize(x)
     n = model.num_prefix_tokens + config.grid_size[0] * config.grid_size[1]
     taps = [jnp.zeros((2, config.num_heads, n, n)) for _ in range(config.depth)]
-    tapped, attns = model.forward_attention(xn, attn_taps=taps)
-    np.testing.assert_array_equal(np.asarray(tapped), np.asarray(logits))
-    assert len(attns) == config.depth and attns[0].shape == (2, config.num_heads, n, n)
-    np.testing.assert_allclose(np.asarray(attns[-1]).sum(-1), 1.0, rtol=1e-12)
-    # A tap's gradient is the gradient w.r.t. that block's attention matrix: a difference quotient agrees.
-    g = jax.grad(lambda t: model.forward_attention(xn, attn_taps=t)[0][:, 1].sum())(taps)
     bump = np.zeros((2, config.num_heads, n, n))
     bump[0, 1, 2, 3] = 1e-6
-    moved = model.forward_attention(xn, attn_taps=[taps[0], jnp.asarray(bump)])[0][:, 1].sum()
-    np.testing.assert_allclose(float(moved - logits[:, 1].sum()) / 1e-6, float(g[1][0, 1, 2, 3]), rtol=1e-5)
-    # The split at blocks[-1].norm1, target_layer, embed/fc.
-    grid, ctx = model.features_and_context(x)
-    assert grid.shape == (2, *config.grid_size, config.embed_dim)
-    np.testing.assert_allclose(np.asarray(model.head(grid, ctx)), np.asarray(logits), rtol=1e-12, atol=1e-12)
-    acts, head_fn = models.target_layer(model, xn)
-    np.testing.assert_allclose(np.asarray(head_fn(acts)), np.asarray(logits), rtol=1e-12, atol=1e-12)
-    emb = model.embed(x)
-    assert emb.shape == (2, config.num_features)
-    np.testing.assert_allclose(np.asarray(model.fc(emb)), np.asarray(logits), rtol=1e-12, atol=1e-12)
-    assert np.abs(np.asarray(jax.grad(lambda a: head_fn(a)[:, 1].sum())(acts))).max() > 1e-3
-    off = [jnp.zeros(s) for s in model.bias_shapes(xn.shape)]  # FullGrad: the patch-embedding bias
-    np.testing.assert_allclose(np.asarray(model.biased_forward(xn, off)), np.asarray(logits), rtol=1e-12)
+    out = jax.tree.map(np.asarray, _split_case(model, jnp.asarray(_images(config)), taps, jnp.asarray(bump)))
+    logits = out["logits"]
+    np.testing.assert_array_equal(out["tapped"], logits)  # zero taps change nothing
+    assert len(out["attns"]) == config.depth and out["attns"][0].shape == (2, config.num_heads, n, n)
+    np.testing.assert_allclose(out["attns"][-1].sum(-1), 1.0, rtol=1e-12)
+    # A tap's gradient is the gradient w.r.t. that block's attention matrix: a difference quotient agrees.
+    quotient = (out["bumped"][:, 1].sum() - logits[:, 1].sum()) / 1e-6
+    np.testing.assert_allclose(quotient, out["tap_grad"][1][0, 1, 2, 3], rtol=1e-5)
+    # The split at blocks[-1].norm1, target_layer, embed/fc, FullGrad's biased forward.
+    assert out["grid"].shape == (2, *config.grid_size, config.embed_dim)
+    assert out["embed"].shape == (2, config.num_features)
+    for key in ("head", "target", "fc_embed", "biased"):
+        np.testing.assert_allclose(out[key], logits, rtol=1e-12, atol=1e-12, err_msg=key)
+    assert np.abs(out["head_grad"]).max() > 1e-3
 
 
 def test_bad_inputs_and_presets():
-    model = vit(OPTION_SETS["plain"], rngs=nnx.Rngs(0))
+    model = _randomized(OPTION_SETS["plain_avg"])
     with pytest.raises(ValueError, match="takes 32x32"):
         model(jnp.zeros((1, 40, 40, 3)))
     with pytest.raises(ValueError, match="keep: expected a bool"):
         model(jnp.zeros((1, 32, 32, 3)), keep=jnp.ones((1, 15), bool))
-    with pytest.raises(ValueError, match="attn_taps: expected 2"):
+    with pytest.raises(ValueError, match="attn_taps: expected 1 arrays"):
         model.forward_attention(jnp.zeros((1, 32, 32, 3)), attn_taps=[])
     with pytest.raises(ValueError, match="ViTConfig.global_pool"):
         ViTConfig(global_pool="max")
@@ -134,9 +152,9 @@ def test_bad_inputs_and_presets():
     with pytest.raises(ValueError, match="conch_v1.*not supported.*open_clip"):
         models.vit_preset("conch_v1")
     config = models.vit_preset("tiny")
-    tiny = vit(config, rngs=nnx.Rngs(0))
-    assert tiny(jnp.zeros((2, 64, 64, 3))).shape == (2, 2)
-    assert tiny.features(jnp.zeros((1, 64, 64, 3))).shape == (1, 8, 8, config.embed_dim)
+    tiny = nnx.eval_shape(lambda: vit(config, rngs=nnx.Rngs(0)))
+    assert tiny.grid_size == (8, 8) and tiny.fc.kernel.shape == (config.embed_dim, 2)
+    assert expected_shapes(config)["pos_embed"] == (1, 65, config.embed_dim)
     shapes = expected_shapes(models.vit_preset("uni2_h", depth=1))
     assert shapes["pos_embed"] == (1, 256, 1536) and shapes["reg_token"] == (1, 8, 1536)
     assert shapes["blocks.0.mlp.fc1.weight"] == (8192, 1536) and shapes["blocks.0.mlp.fc2.weight"] == (1536, 4096)
@@ -235,13 +253,18 @@ def test_pos_embed_resampling_matches_timm():
     with torch.no_grad():
         big.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items() if k != "pos_embed"}, strict=False)
         big.pos_embed.copy_(resample_abs_pos_embed(small.pos_embed.float(), [6, 6], num_prefix_tokens=1).double())
-    model = _f64(models.from_timm(config, sd))
-    x = _images(config)
-    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))),
-                               big(vr.to_torch(x, config, torch.float64)).detach().numpy(), rtol=1e-5, atol=1e-5)
+    model = models.from_timm(config, sd)
+    np.testing.assert_allclose(np.asarray(model.pos_embed[...]), big.pos_embed.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(model.blocks[1].attn.qkv.kernel[...]), sd["blocks.1.attn.qkv.weight"].T)
 
 
 # ---- parity with Hugging Face ViTModel (Phikon) / Dinov2Model (Phikon-v2) ------------------------
+@nnx.jit
+def _hf_outputs(model, x):
+    xn = model.normalize(x)
+    return model.embed(xn, normalized=True), model.forward_attention(xn)[1]
+
+
 @pytest.mark.interop
 def test_hf_vit_and_dinov2_parity(tmp_path):
     torch = pytest.importorskip("torch")
@@ -253,8 +276,7 @@ def test_hf_vit_and_dinov2_parity(tmp_path):
     small = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
     cases = [("vit", tr.ViTModel(tr.ViTConfig(**small, intermediate_size=64, layer_norm_eps=1e-12),
                                  add_pooling_layer=True)),
-             ("dinov2", tr.Dinov2Model(tr.Dinov2Config(**small, mlp_ratio=2))),
-             ("dinov2_swiglu", tr.Dinov2Model(tr.Dinov2Config(**small, mlp_ratio=2, use_swiglu_ffn=True)))]
+             ("dinov2", tr.Dinov2Model(tr.Dinov2Config(**small, mlp_ratio=2)))]
     x = _images(ViTConfig(**TINY))
     for i, (kind, hf) in enumerate(cases):
         hf.config._attn_implementation = "eager"
@@ -275,11 +297,19 @@ def test_hf_vit_and_dinov2_parity(tmp_path):
         for source in (sd, tmp_path / kind):
             model = _f64(models.from_hf_vit(source, num_classes=2))
             assert model.config.norm_eps == hf.config.layer_norm_eps
-            xn = model.normalize(jnp.asarray(x))
-            _, attns = model.forward_attention(xn)
-            np.testing.assert_allclose(np.asarray(model.embed(xn, normalized=True)), want_cls, **tol)
+            emb, attns = _hf_outputs(model, jnp.asarray(x))
+            np.testing.assert_allclose(np.asarray(emb), want_cls, **tol)
             for a, ta in zip(attns, out.attentions, strict=True):
                 np.testing.assert_allclose(np.asarray(a), ta.numpy(), **tol)
+    # Dinov2's SwiGLU MLP (5.x: gate_proj/up_proj/down_proj; 4.x: packed weights_in) -> timm's packed fc1.
+    swiglu = tr.Dinov2Model(tr.Dinov2Config(**small, mlp_ratio=2, use_swiglu_ffn=True))
+    sd = {k: v.detach().numpy() for k, v in swiglu.state_dict().items()}
+    for names in (sd, vr.hf_state_dict_4x(sd, vit_model=False)):
+        timm_sd = hf_to_timm(names)
+        np.testing.assert_array_equal(timm_sd["blocks.1.mlp.fc1.weight"], np.concatenate(
+            [sd["encoder.layer.1.mlp.gate_proj.weight"], sd["encoder.layer.1.mlp.up_proj.weight"]]))
+        np.testing.assert_array_equal(timm_sd["blocks.1.mlp.fc2.bias"], sd["encoder.layer.1.mlp.down_proj.bias"])
+    assert models.from_hf_vit(sd).config.mlp == "swiglu"
 
 
 # ---- checkpoint errors --------------------------------------------------------------------------

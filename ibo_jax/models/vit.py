@@ -330,9 +330,8 @@ class VisionTransformer(nnx.Module):
                              "(from_timm resamples the position embeddings)")
 
     def _prepare(self, x: jax.Array, normalized: bool) -> jax.Array:
-        xn = x if normalized else self.normalize(x)
-        self._check_size(xn)
-        return xn
+        self._check_size(x)
+        return x if normalized else self.normalize(x)
 
     def _key_mask(self, keep, batch: int) -> jax.Array | None:
         if keep is None:
@@ -380,10 +379,10 @@ class VisionTransformer(nnx.Module):
 
     def _forward(self, xn, ops: Ops, *, taps=None, keep=None, record=None, offset=None):
         """Normalized images -> pooled embedding [B, F]."""
-        x = self._tokens(xn, offset)
-        mask = self._key_mask(keep, x.shape[0])
+        mask = self._key_mask(keep, xn.shape[0])
         if taps is not None and len(taps) != len(self.blocks):
             raise ValueError(f"attn_taps: expected {len(self.blocks)} arrays (one per block), got {len(taps)}")
+        x = self._tokens(xn, offset)
         for i, blk in enumerate(self.blocks):
             x = blk(x, ops, mask, None if taps is None else taps[i], record)
         return self._pool(x, ops, mask)

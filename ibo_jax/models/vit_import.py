@@ -129,13 +129,19 @@ def load_timm_layout(config: ViTConfig, sd: Mapping[str, np.ndarray], *, source:
     ckpt_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else None
     k = num_classes if num_classes is not None else (ckpt_classes or config.num_classes)
     config = dataclasses.replace(config, num_classes=int(k))
-    model = vit(config, rngs=rngs)
+    # Built abstractly (no random initialisation of what the checkpoint overwrites: seconds and
+    # gigabytes for the giant presets); only a fresh head is initialised.
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: vit(config, rngs=nnx.Rngs(0))))
     fresh_head = ckpt_classes != config.num_classes
-    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    if fresh_head:
+        fc = nnx.Linear(config.num_features, config.num_classes, kernel_init=nnx.initializers.truncated_normal(0.02),
+                        rngs=rngs if rngs is not None else nnx.Rngs(0))
+    flat = []
     used: set[str] = set()
-    for path, var in flat:
+    for path, var in nnx.to_flat_state(abstract):
         leaf, name = str(path[-1]), timm_name(path)
         if fresh_head and name.startswith("head."):
+            flat.append((path, var.replace(getattr(fc, leaf)[...])))
             continue
         if name not in sd:
             raise ValueError(f"{source}: missing tensor '{name}' for this ViTConfig (NNX "
@@ -150,13 +156,13 @@ def load_timm_layout(config: ViTConfig, sd: Mapping[str, np.ndarray], *, source:
                 want = (want[3], want[2], want[0], want[1]) if len(want) == 4 else (want[1], want[0])
             raise ValueError(f"{source}: tensor '{name}' has shape {tuple(np.shape(sd[name]))}, this ViTConfig "
                              f"expects {want}")
-        var.set_value(jnp.asarray(value, var.dtype))
+        flat.append((path, var.replace(jnp.asarray(value, var.dtype))))
         used.add(name)
     extra = [n for n in sd if n not in used and not (fresh_head and n.startswith("head."))]
     if extra:
         raise ValueError(f"{source}: unexpected tensor '{extra[0]}' ({len(extra)} in all) for this ViTConfig; "
                          "does the checkpoint have another option set (registers, pooling, LayerScale)?")
-    nnx.update(model, nnx.from_flat_state(flat))
+    model = nnx.merge(graphdef, nnx.from_flat_state(flat))
     model.eval()
     return model
 

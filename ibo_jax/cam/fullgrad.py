@@ -8,6 +8,12 @@ pytorch-grad-cam only takes Conv2d/BatchNorm2d). The sum over channels is taken 
 (linear) resize, which is the same map at a fraction of the cost. All bias gradients come from
 one backward pass through `model.biased_forward` with zero offsets. `target_layers` does not
 exist here: FullGrad always uses every biased layer.
+
+On a ViT this is what pytorch-grad-cam computes there: its only biased Conv2d/BatchNorm2d is the
+patch embedding `patch_embed.proj` (LayerNorm and Linear biases are not collected), so the map is
+the input term plus |bias * gradient| at the patch embedding's [B, h, w, D] output (none when the
+embedding has no bias, as with `pre_norm`). pytorch-grad-cam gets it only without a reshape
+transform: the ViT one would be applied to that conv's output and fails.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from flax import nnx
 
 from ibo_jax import attribution
 from ibo_jax.attribution import transformer
-from ibo_jax.models import vit as vit_mod
+from ibo_jax import models
 
 BASE = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2, mlp_hidden=32,
             num_classes=3)
@@ -48,8 +48,8 @@ def make_model(name: str, *, seed: int = 0, zero_bias: bool = False, dtype=jnp.f
     """A ViT (float64 by default) whose every parameter is re-randomized (timm's near-zero class
     and register tokens and 1e-5 LayerScale would make every block near identity); built from
     shapes only, so no initializer runs op by op (seconds of eager dispatch on the CPU)."""
-    cfg = vit_mod.ViTConfig(**{**BASE, **CONFIGS[name], **overrides})
-    model = nnx.eval_shape(lambda: vit_mod.vit(cfg, rngs=nnx.Rngs(seed)))  # shapes only: no init
+    cfg = models.ViTConfig(**{**BASE, **CONFIGS[name], **overrides})
+    model = nnx.eval_shape(lambda: models.vit(cfg, rngs=nnx.Rngs(seed)))  # shapes only: no init
     state = nnx.state(model, nnx.Param)
     flat = nnx.to_flat_state(state)
     rng = np.random.default_rng(seed)

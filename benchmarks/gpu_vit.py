@@ -5,14 +5,15 @@ integrated gradients on random full-size ViT-H/14 and ViT-g/14 at 224, bf16 and 
     python benchmarks/gpu_vit.py --models vit_g14 --modes bf16 --batch 4
     python benchmarks/gpu_vit.py --tiny                 # a toy ViT on the CPU: checks that it runs
 
-Prints one JSON line per (model, mode) as it finishes (so a run cut short keeps what it measured),
-then a last line with every row. Each method runs as the registry's jitted program (what
-`attribution.make_fn` calls; map output), compiled ahead of time: `first_s` is the first call (compile + run), `ms` the steady time
-per batch (the minimum over `--repeats` calls), `ms_per_image` = ms / batch. Memory per method:
-`temp_mb`, XLA's temporary buffers of the timed program (`memory_analysis()` of the same
-ahead-of-time compilation; exact and independent of the order), and `peak_mb`, the device's peak bytes in use so far in the process
-(`memory_stats()`, monotone: methods run from the cheapest to the most expensive), where the
-backend reports them (the CPU does not).
+Prints one JSON line per (model, mode) as it finishes (so a run cut short keeps what it
+measured), then a last line with every row. Each method runs as the registry's jitted program
+(what `attribution.make_fn` calls; map output), compiled ahead of time: `first_s` is compile +
+first run, `ms` the steady time per batch (the minimum over `--repeats` calls), `ms_per_image` =
+ms / batch. Memory per method: `temp_mb`, XLA's temporary buffers of the timed program
+(`memory_analysis()` of that compilation; exact, independent of the order), and `peak_mb`, the
+device's peak bytes in use so far in the process (`memory_stats()`, monotone: methods run from
+the cheapest to the most expensive), where the backend reports them (the CPU does not). On one
+GPU a full run compiles 20 large programs: run one model per command (`--models vit_h14`).
 
 Modes: 'bf16' = parameters and activations in bfloat16 (the model's `normalize` returns bf16, so
 every matmul runs in bf16; LayerNorm and softmax accumulate in float32 as `vit.Ops` does), the
@@ -77,8 +78,8 @@ def build(name: str, mode: str, seed: int = 0):
 
     def init_state():  # one compiled program: no op-by-op initializers on the device
         state = nnx.split(make())[1]
-        return jax.tree.map(lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v,
-                            state)
+        return jax.tree.map(
+            lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, state)
 
     graphdef = nnx.split(nnx.eval_shape(make))[0]
     return graphdef, jax.jit(init_state)()
@@ -111,7 +112,9 @@ def temp_mb(compiled) -> float | None:
 
 def peak_mb() -> float | None:
     stats = jax.devices()[0].memory_stats()
-    return round(stats["peak_bytes_in_use"] / 2**20, 1) if stats and "peak_bytes_in_use" in stats else None
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return round(stats["peak_bytes_in_use"] / 2**20, 1)
 
 
 def time_method(name: str, graphdef, state, images, *, options: dict, repeats: int) -> dict:
@@ -134,14 +137,16 @@ def time_method(name: str, graphdef, state, images, *, options: dict, repeats: i
 def run(name: str, mode: str, args) -> dict:
     precision = "tensorfloat32" if mode == "tf32" else "default"
     size = CONFIGS[name].img_size
-    images = jnp.asarray(np.random.default_rng(0).uniform(size=(args.batch, size, size, 3)), jnp.float32)
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(size=(args.batch, size, size, 3)), jnp.float32)
     ig = {"n_steps": args.ig_steps, "method": "gausslegendre",
           "internal_batch_size": args.batch * args.ig_chunk}
     with jax.default_matmul_precision(precision):
         t = time.perf_counter()
         graphdef, state = build(name, mode)
         jax.block_until_ready(state)
-        row = {"model": name, "mode": mode, "batch": args.batch, "params_m": round(n_params(state) / 1e6, 1),
+        row = {"model": name, "mode": mode, "batch": args.batch,
+               "params_m": round(n_params(state) / 1e6, 1),
                "build_s": round(time.perf_counter() - t, 2), "methods": []}
         for method in args.methods:
             options = ig if method == "integrated_gradients" else {}
@@ -149,13 +154,15 @@ def run(name: str, mode: str, args) -> dict:
                 row["methods"].append(time_method(method, graphdef, state, images, options=options,
                                                   repeats=args.repeats))
             except Exception as e:  # noqa: BLE001 (out of memory on a smaller card: say so, go on)
-                row["methods"].append({"method": method, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+                err = f"{type(e).__name__}: {str(e)[:300]}"
+                row["methods"].append({"method": method, "error": err})
     return row
 
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tiny", "--smoke", action="store_true", help="a toy ViT on any device (checks that it runs)")
+    p.add_argument("--tiny", "--smoke", action="store_true",
+                   help="a toy ViT on any device (checks that it runs)")
     p.add_argument("--models", nargs="+", default=None, choices=sorted(CONFIGS))
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -174,7 +181,8 @@ def main(argv=None) -> list[dict]:
             rows.append(run(name, mode, args))
             print(json.dumps(rows[-1]), flush=True)
     summary = {"benchmark": "gpu_vit", "device": str(jax.devices()[0].device_kind),
-               "platform": jax.default_backend(), "host": platform.node(), "tiny": bool(args.tiny),
+               "platform": jax.default_backend(), "host": platform.node(),
+               "tiny": bool(args.tiny),
                "ig": {"n_steps": args.ig_steps, "steps_per_pass": args.ig_chunk}, "rows": rows}
     print(json.dumps(summary))
     return rows

@@ -62,7 +62,8 @@ def identity_rule(fn, x: jax.Array) -> jax.Array:
     gradient x input passes the output relevance through unchanged (the identity rule)."""
     y = fn(x)
     small = jnp.abs(x) < _TINY
-    ratio = jax.lax.stop_gradient(jnp.where(small, 0.5, y / jnp.where(small, 1.0, x)).astype(x.dtype))
+    ratio = jnp.where(small, 0.5, y / jnp.where(small, 1.0, x)).astype(x.dtype)
+    ratio = jax.lax.stop_gradient(ratio)
     # forward: y + 0 exactly; backward: d/dx = ratio
     return jax.lax.stop_gradient(y) + (x - jax.lax.stop_gradient(x)) * ratio
 

@@ -24,9 +24,9 @@ registers) followed by the patch tokens in raster order).
 The rollouts read the rollout matrix's rows of the tokens the pooled output is made of: the class
 token's row for `global_pool='token'`, the mean of the patch tokens' rows for 'avg', the average of
 both for 'token_avg' (Virchow's concatenation weighs them alike); for 'map' (attention pooling
-over the patch tokens) the mean of the patch tokens' rows as for 'avg' (the pooling query's own
-attention is not a block's: the rollout stops at the last block). The patch columns make the token map
-[B, h, w]; the registry resizes it to the image (cv2 bilinear, as CAMs) and min-max scales it.
+over the patch tokens) the mean of the patch tokens' rows, as for 'avg' (the pooling query's own
+attention is not one of the blocks', so it is not rolled out). The patch columns make the token
+map [B, h, w]; the registry resizes it to the image (cv2 bilinear, as CAMs) and min-max scales it.
 Rollout maps have no raw attribution (`raw=True` is an error).
 """
 

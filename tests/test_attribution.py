@@ -75,6 +75,8 @@ def test_maps_reduce_as_documented_and_delegate_cams():
         np.testing.assert_allclose(heat, want, atol=1e-6)
         assert float(heat.min()) == 0.0 and float(heat.max()) == pytest.approx(1.0)
     assert attribution.REGISTRY["saliency"].reduce == "max_abs"
+    clipped = np.asarray(attribution.compute("saliency", net, x, 1, outlier_perc=10))
+    assert np.all((clipped == 1.0).mean(axis=(1, 2)) >= 0.09)  # the top 10% share the maximum
     pos = attribution.compute("input_x_gradient", net, x, 1, reduce="sum_positive")
     raw = attribution.compute("input_x_gradient", net, x, 1, raw=True)
     assert np.all(np.asarray(pos)[np.asarray(raw.sum(-1)) <= 0] == 0)

@@ -19,10 +19,11 @@ Modes: 'bf16' = parameters and activations in bfloat16 (the model's `normalize` 
 every matmul runs in bf16; LayerNorm and softmax accumulate in float32 as `vit.Ops` does), the
 gradient w.r.t. the float32 image; 'tf32' = float32 parameters with
 `jax.default_matmul_precision('tensorfloat32')`. Integrated gradients: Gauss-Legendre, 50 steps,
-`internal_batch_size` = batch x `--ig-chunk` steps per pass (default 10, so 5 passes). Weights are
-random (timm-like init; the cost does not depend on them): ViT-H/14 = 1280 wide, 32 blocks, 16
-heads, MLP 5120 (UNI2-h's trunk without SwiGLU/registers); ViT-g/14 = 1408 wide, 40 blocks, 16
-heads, MLP 6144 (Prov-GigaPath's trunk).
+`internal_batch_size` = batch x `--ig-chunk` steps per pass (default 4: 16 images per pass at the
+default batch of 4, about 30 GB of activations for ViT-g/14 in float32). Weights are random (the
+cost does not depend on them); the architectures are the pathology presets: ViT-H/14 = Virchow2
+(1280 wide, 32 blocks, 16 heads, SwiGLU fc1 6832, 4 registers, 'token_avg'), ViT-g/14 =
+H-optimus-0 (1536 wide, 40 blocks, 24 heads, SwiGLU fc1 8192, 4 registers, class token).
 """
 
 from __future__ import annotations
@@ -45,10 +46,8 @@ from ibo_jax import attribution, models  # noqa: E402
 from ibo_jax.attribution import base as attribution_base  # noqa: E402
 
 CONFIGS = {
-    "vit_h14": models.ViTConfig(img_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16,
-                                mlp_hidden=5120, num_classes=2),
-    "vit_g14": models.ViTConfig(img_size=224, patch_size=14, embed_dim=1408, depth=40, num_heads=16,
-                                mlp_hidden=6144, num_classes=2),
+    "vit_h14": models.vit_preset("virchow2"),  # ViT-H/14: 1280 wide, 32 blocks, SwiGLU, 4 registers
+    "vit_g14": models.vit_preset("h_optimus_0"),  # ViT-g/14: 1536 wide, 40 blocks, SwiGLU, 4 regs
     "tiny": models.ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
                              mlp_hidden=64, num_classes=2),
 }
@@ -166,13 +165,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--models", nargs="+", default=None, choices=sorted(CONFIGS))
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--batch", type=int, default=None, help="images per call (default 8; --tiny 2)")
+    p.add_argument("--batch", type=int, default=None, help="images per call (default 4; --tiny 2)")
     p.add_argument("--ig-steps", type=int, default=50)
-    p.add_argument("--ig-chunk", type=int, default=10, help="IG steps per forward/backward pass")
+    p.add_argument("--ig-chunk", type=int, default=4, help="IG steps per forward/backward pass")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     args.models = args.models or (["tiny"] if args.tiny else ["vit_h14", "vit_g14"])
-    args.batch = args.batch or (2 if args.tiny else 8)
+    args.batch = args.batch or (2 if args.tiny else 4)
     if args.tiny:
         args.repeats = min(args.repeats, 1)
     rows = []

@@ -9,9 +9,10 @@ the JAX model's own weights (exported to a torch state dict), in float64:
   and torchvision): `wrap_attention_forward` / `cp_wrap_attention_forward` on an eager attention,
   `layer_norm_forward`, `mlp_forward` / `non_linear_forward`, `gated_mlp_forward` /
   `cp_gated_mlp_forward`, as lxt patches a model, then gradient x input.
-Three tiny models mirror the presets' options: GELU + LayerScale + class-token pooling (UNI);
-SwiGLU + registers + `no_embed_class` + LayerScale + 'token_avg' (Virchow2); SwiGLU + registers
-with embedded prefix, no LayerScale, 'avg' + fc_norm.
+Three tiny models mirror the presets' options: GELU + LayerScale + class token (UNI, Phikon-v2);
+SwiGLU + registers + `no_embed_class` + LayerScale (UNI2-h, H-optimus-0) pooled 'token_avg'
+(Virchow's class token | patch mean); SwiGLU + registers inside the position embedding (Virchow2's
+layout), no LayerScale, 'avg' + fc_norm.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[test,interop,pcam]"
-# grad-cam and lpips declare torchvision, which would pull a multi-GB CUDA torch: install them
-# without dependencies (their real needs, opencv-python-headless and ttach, are in the interop extra).
-python -m pip install -q --no-deps "grad-cam==1.5.7" "lpips==0.1.4"
+# grad-cam, lpips and timm declare torchvision, which would pull a multi-GB CUDA torch: install them
+# without dependencies (their real needs are in the interop extra); transformers, tokenizers and lxt
+# likewise (the tests use the ViT/Dinov2 models and lxt's rule functions only).
+python -m pip install -q --no-deps "grad-cam==1.5.7" "lpips==0.1.4" "timm==1.0.31" "transformers==5.25.0" \
+  "tokenizers==0.23.1" "lxt==2.1"
 export JAX_PLATFORMS=cpu
 python -m pytest -q --runslow "$@"

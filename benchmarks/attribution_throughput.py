@@ -12,7 +12,8 @@ heads) at 224, batch --batch-vit (ratio reported, no goal). The torch twins
 both sides attribute w.r.t. the [0, 1] image; `max_abs_diff` checks IG agrees (float32).
 captum runs IG with every step in one batch (internal_batch_size=None) and NoiseTunnel(Saliency)
 with all samples in one batch, as ibo_jax vmaps them. Steady time = the minimum over --repeats
-calls after a first call (for ibo_jax that one includes compilation: `compile_s`). torch uses
+calls, alternating ibo_jax and captum, after a first call of each (ibo_jax's includes compilation:
+`compile_s`). torch uses
 all cores (torch.set_num_threads(os.cpu_count())), as XLA does. Prints one JSON line last.
 """
 
@@ -56,20 +57,24 @@ def build(config: str, smoke: bool):
     raise SystemExit(f"--configs: expected 'demo' or 'vit_s16', got {config!r}")
 
 
-def best_of(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, min over `repeats` further calls)."""
+def side_by_side(ours, theirs, repeats: int) -> tuple[float, float, float, tuple]:
+    """(ours first call, ours steady, theirs steady, (ours' output, theirs')): one warm-up call
+    each, then `repeats` rounds that alternate the two (a busy machine slows both alike); steady =
+    the minimum."""
     t = time.perf_counter()
-    fn()
+    out_ours = ours()
     first = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return first, min(times) if times else first
+    out_theirs = theirs()
+    a, b = [], []
+    for _ in range(max(1, repeats)):
+        for fn, out in ((ours, a), (theirs, b)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return first, min(a), min(b), (out_ours, out_theirs)
 
 
-def bench(config: str, batch: int, args) -> list[dict]:
+def bench(config: str, batch: int, repeats: int, args) -> list[dict]:
     import torch
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
@@ -94,11 +99,12 @@ def bench(config: str, batch: int, args) -> list[dict]:
     for method, (opts, theirs) in cases.items():
         fn = attribution.make_fn(method, graphdef, target_class=1, raw=True, **opts)
         out = {}
-        first, ours = best_of(lambda fn=fn: jax.block_until_ready(fn(state, xj)), args.repeats)
-        _, ref_s = best_of(theirs, args.repeats)
+        first, ours, ref_s, (got, want) = side_by_side(lambda fn=fn: jax.block_until_ready(fn(state, xj)),
+                                                       theirs, repeats)
         if method == "integrated_gradients":
-            out["max_abs_diff"] = float(np.abs(np.asarray(fn(state, xj)[0]) - ref.to_nhwc(theirs())).max())
-            out["max_abs"] = float(np.abs(np.asarray(fn(state, xj)[0])).max())
+            got = np.asarray(got[0])
+            out["max_abs_diff"] = float(np.abs(got - ref.to_nhwc(want)).max())
+            out["max_abs"] = float(np.abs(got).max())
         rows.append({"config": config, "method": method, "batch": batch, "size": size, "options": opts,
                      "ibo_jax_s": round(ours, 4), "compile_s": round(first - ours, 3),
                      "captum_s": round(ref_s, 4), "speedup": round(ref_s / ours, 2), **out})
@@ -113,7 +119,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-vit", type=int, default=1)
     p.add_argument("--n-steps", type=int, default=50)
     p.add_argument("--nt-samples", type=int, default=25)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats-vit", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny models and sizes, seconds")
     args = p.parse_args(argv)
     import torch
@@ -125,8 +132,9 @@ def main(argv=None) -> dict:
            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "smoke": args.smoke, "rows": []}
     for config in [c for c in args.configs.split(",") if c]:
-        batch = args.batch_vit if config == "vit_s16" else args.batch_demo
-        out["rows"] += bench(config, batch, args)
+        vit = config == "vit_s16"
+        out["rows"] += bench(config, args.batch_vit if vit else args.batch_demo,
+                             args.repeats_vit if vit else args.repeats, args)
     print(json.dumps(out))
     return out
 

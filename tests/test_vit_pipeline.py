@@ -7,7 +7,6 @@ import csv
 import numpy as np
 import pytest
 
-from ibo_jax import io as ibo_io
 from ibo_jax import pipeline
 
 S = 32

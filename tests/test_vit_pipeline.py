@@ -98,6 +98,7 @@ def test_heatmaps_from_elsewhere_are_scored_like_computed_ones(tmp_path):
     ({"heatmaps": "3d"}, "expected float [N="),
 ])
 def test_heatmaps_npz_bad_inputs_are_one_line(tmp_path, bad, message):
+    from ibo_jax import attribution
     from ibo_jax.stages import explain
 
     index = np.arange(10, 14)
@@ -114,5 +115,5 @@ def test_heatmaps_npz_bad_inputs_are_one_line(tmp_path, bad, message):
             arrays[k] = v
     np.savez(tmp_path / "x.npz", **arrays)
     with pytest.raises(ValueError) as e:
-        explain.read_external(str(tmp_path / "x.npz"), index, (S, S), explain.registered_methods())
+        explain.read_external(str(tmp_path / "x.npz"), index, (S, S), attribution.METHODS)
     assert message in str(e.value) and "explain.heatmaps_npz" in str(e.value) and "\n" not in str(e.value)

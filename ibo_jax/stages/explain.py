@@ -45,11 +45,10 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ibo_jax import artifacts, cam, parallel, rng
+from ibo_jax import artifacts, attribution, cam, parallel, rng
 from ibo_jax import io as ibo_io
 from ibo_jax.cam import controls as control_maps
 
@@ -96,59 +95,16 @@ RANDOMIZATION_UNAVAILABLE = ("maps read from explain.heatmaps_npz were computed 
                              "recomputed on the randomized models of the cascade")
 
 
-def _attribution():
-    """`ibo_jax.attribution` (the registry of every method), or None without it (CAM methods only)."""
-    import importlib
-
-    try:
-        attribution = importlib.import_module("ibo_jax.attribution")
-    except ModuleNotFoundError as e:
-        if e.name != "ibo_jax.attribution":
-            raise
-        return None
-    return attribution
-
-
-def registered_methods() -> tuple[str, ...]:
-    attribution = _attribution()
-    return tuple(attribution.METHODS) if attribution is not None else tuple(cam.METHODS)
-
-
 def check_methods(methods, model) -> None:
-    """Each name is a registered method that supports `model`'s family: else one line."""
-    known = registered_methods()
+    """Each name is a registered method (`attribution.METHODS`) that supports `model`'s family."""
     for m in methods:
-        if m not in known:
-            raise ValueError(f"explain.methods: unknown method {m!r}; expected some of {known}")
-    attribution = _attribution()
-    if attribution is None:
-        return
-    family = attribution.family(model)
+        if m not in attribution.METHODS:
+            raise ValueError(f"explain.methods: unknown method {m!r}; expected some of {attribution.METHODS}")
     bad = [m for m in methods if not attribution.supports(m, model)]
     if bad:
-        ok = [m for m in known if attribution.supports(m, model)]
-        raise ValueError(f"explain.methods: {bad} do not support this {family} classifier "
+        ok = [m for m in attribution.METHODS if attribution.supports(m, model)]
+        raise ValueError(f"explain.methods: {bad} do not support this {attribution.family(model)} classifier "
                          f"({type(model).__name__}); methods that do: {ok}")
-
-
-def make_method_fn(method: str, graphdef, *, target_class: int, **options):
-    """A jitted `(state, images) -> (heat [B,H,W], valid [B])` for any registered method."""
-    if method in cam.REGISTRY:
-        return cam.make_cam_fn(method, graphdef, target_class=target_class, **options)
-    attribution = _attribution()
-    make = getattr(attribution, "make_fn", None)
-    if make is not None:
-        return make(method, graphdef, target_class=target_class, **options)
-    from flax import nnx
-
-    @jax.jit
-    def fn(state, x):
-        heat = attribution.compute(method, nnx.merge(graphdef, state), x, target_class=target_class, **options)
-        flat = heat.reshape(heat.shape[0], -1)
-        valid = jnp.all(jnp.isfinite(flat), -1) & (jnp.max(flat, -1) > jnp.min(flat, -1))
-        return jnp.where(valid[:, None, None], heat, 0.0), valid
-
-    return fn
 
 
 def read_external(path: str, index: np.ndarray, size: tuple[int, int], reserved) -> dict:
@@ -276,7 +232,7 @@ def run(ctx) -> dict:
     cfg = ctx.cfg
     methods = [str(m) for m in cfg.methods]
     controls = [str(c) for c in cfg.controls]
-    known = registered_methods()
+    known = attribution.METHODS
     for m in methods:
         if m not in known:
             raise ValueError(f"explain.methods: unknown method {m!r}; expected some of {known}")
@@ -301,7 +257,7 @@ def run(ctx) -> dict:
     graphdef, state = nnx.split(model)
     if ctx.process_count == 1 and ctx.mesh is not None and ctx.mesh.devices.size > 1:
         state = parallel.replicate(state, ctx.mesh)
-    fns = {m: make_method_fn(m, graphdef, target_class=ctx.tumor_class, **method_options(m, cfg))
+    fns = {m: attribution.make_fn(m, graphdef, target_class=ctx.tumor_class, **method_options(m, cfg))
            for m in methods}
 
     batch = max(1, int(cfg.batch_size))

@@ -22,13 +22,30 @@ A classifier is an NNX module with these methods (RGB inputs in [0, 1], NHWC):
     biases()              list of per-channel effective biases, same order: a conv/linear bias,
                           or a BatchNorm's folded bias `beta - mean * gamma / sqrt(var + eps)`.
 
+Token models (`models.VisionTransformer`) follow the same contract with a two-part target layer,
+because the rest of the network after the target still needs more than the grid:
+
+    features(x, *, normalized=False)
+                          -> [B, h, w, C] patch tokens at `blocks[-1].norm1`'s output, prefix
+                             (class/register) tokens dropped, on the model's real grid
+    features_and_context(x, *, normalized=False)
+                          -> (grid, context): context holds the residual stream entering the last
+                             block and the prefix tokens of its norm1 output
+    head(grid, context)   -> logits; its gradient w.r.t. `grid` is the gradient at norm1's patch
+                             tokens (context is a pytree, batch-aligned with grid)
+
+`target_layer(model, xn)` returns `(activations, head_fn)` for either kind, so CAM code needs no
+case split. FullGrad on a ViT uses its one biased conv (the patch embedding), as pytorch-grad-cam.
+
 All methods run the model in inference mode (BatchNorm running statistics, no dropout): the
 caller puts the module in eval mode (`model.eval()`) before explaining.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
@@ -63,6 +80,16 @@ class Classifier(Protocol):
     def bias_shapes(self, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]: ...
 
     def biases(self) -> list[jax.Array]: ...
+
+
+def target_layer(model: Any, xn: jax.Array) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+    """(activations [B, h, w, C] of the CAM target layer, head_fn: activations -> logits [B, K])
+    for normalized images `xn`. Token models: `features_and_context` and `head` with the context
+    bound; CNNs: `features(xn, normalized=True)` and `head`."""
+    if hasattr(model, "features_and_context"):
+        acts, context = model.features_and_context(xn, normalized=True)
+        return acts, functools.partial(model.head, context=context)
+    return model.features(xn, normalized=True), model.head
 
 
 def check_images(x, *, name: str = "images") -> None:

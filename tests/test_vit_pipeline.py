@@ -117,3 +117,60 @@ def test_heatmaps_npz_bad_inputs_are_one_line(tmp_path, bad, message):
     with pytest.raises(ValueError) as e:
         explain.read_external(str(tmp_path / "x.npz"), index, (S, S), attribution.METHODS)
     assert message in str(e.value) and "explain.heatmaps_npz" in str(e.value) and "\n" not in str(e.value)
+
+
+def _tiny_vit(seed=0, **fields):
+    from flax import nnx
+
+    from ibo_jax import models
+
+    cfg = models.ViTConfig(**{"img_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                              "mlp_hidden": 32, **fields})
+    return models.vit(cfg, rngs=nnx.Rngs(seed))
+
+
+def test_token_drop_drops_a_token_when_at_least_half_its_pixels_are_removed():
+    from ibo_jax.occlusion.token_drop import kept_tokens
+
+    remove = np.zeros((1, 8, 8), bool)  # a 2x2 grid of 4x4 patches (16 pixels each)
+    remove[0, :2, :4] = True            # patch (0, 0): 8 of 16 removed -> dropped
+    remove[0, :2, 4:7] = True           # patch (0, 1): 6 of 16 -> kept
+    remove[0, 2, 4] = True              # ... 7 of 16 -> still kept
+    remove[0, 4:, :] = True             # patches (1, 0), (1, 1): all removed -> dropped
+    np.testing.assert_array_equal(kept_tokens(remove, (2, 2)), [[False, True, False, False]])
+    remove[0, 3, 4] = True              # patch (0, 1): 8 of 16 -> dropped
+    np.testing.assert_array_equal(kept_tokens(remove, (2, 2)), [[False, False, False, False]])
+    with pytest.raises(ValueError, match="do not split into the ViT's 3x3 token grid"):
+        kept_tokens(remove, (3, 3))
+
+
+def test_token_drop_is_the_vit_predicting_without_the_removed_tokens():
+    import jax
+
+    from ibo_jax import occlusion
+    from ibo_jax.occlusion.token_drop import kept_tokens
+
+    model = _tiny_vit(global_pool="avg", reg_tokens=1)
+    x = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32)
+    remove = np.zeros((3, 16, 16), bool)
+    remove[1, :8, :8] = True            # four whole patches
+    remove[2, :, :2] = True             # half of every patch of the first column
+    out = occlusion.apply("token_drop", x, remove, model=model, tumor_class=1)
+    keep = kept_tokens(remove, model.grid_size)
+    assert keep[0].all() and keep[1].sum() == 12 and keep[2].sum() == 12
+    lp = np.asarray(jax.nn.log_softmax(model(x, keep=keep), -1), np.float64)
+    np.testing.assert_allclose(out["p"], np.exp(lp[:, 1]), rtol=1e-5)
+    np.testing.assert_allclose(out["logit"], lp[:, 1] - lp[:, 0], rtol=1e-4, atol=1e-5)
+    # nothing removed: the plain prediction of the original image
+    np.testing.assert_allclose(out["p"][0], jax.nn.softmax(model(x[:1]), -1)[0, 1], rtol=1e-5)
+    assert abs(out["p"][1] - out["p"][0]) > 1e-6  # dropping tokens changes the prediction
+    assert occlusion.predicted_by("token_drop") == "stored"
+
+
+def test_token_drop_refuses_a_cnn():
+    from ibo_jax import occlusion
+    from ibo_jax_testing.models import colour_classifier
+
+    x, remove = np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 16, 16), bool)
+    with pytest.raises(ValueError, match="only ViT classifiers drop tokens"):
+        occlusion.apply("token_drop", x, remove, model=colour_classifier())

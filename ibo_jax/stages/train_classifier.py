@@ -10,8 +10,8 @@ Outputs (train_classifier/):
 Read the model back with `ibo_jax.models.loaders.load_classifier(stage_dir)`.
 
 ViTs: `arch` is a ViT preset name (`models.vit_preset`: uni, virchow2, ..., tiny; `model_kwargs`
-then override its ViTConfig fields) or a mapping of ViTConfig fields (with an optional 'preset'
-they override); `input_mean`/`input_std` set its input normalization. `init_weights` is then a
+then override its ViTConfig fields), or 'vit' with `model_kwargs` the ViTConfig fields (an optional
+'preset' among them: the others override it), or (library use) a mapping of ViTConfig fields; `input_mean`/`input_std` set its input normalization. `init_weights` is then a
 timm checkpoint (.bin/.pth/.safetensors, `models.from_timm`) or a Hugging Face ViTModel /
 Dinov2Model checkpoint or folder (`models.from_hf_vit`; the checkpoint's own config is used).
 `freeze_backbone = True` trains a linear probe (`ibo_jax.train.probe`): the backbone's pooled
@@ -92,7 +92,7 @@ def run(ctx) -> dict:
     class_names = list(config.get("class_names", [str(i) for i in range(num_classes)]))
     kwargs = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.model_kwargs.items()}
     arch = ibo_io.plain(cfg.arch) if isinstance(cfg.arch, ml_collections.ConfigDict) else cfg.arch
-    vit = not isinstance(arch, str) or arch not in tc.FACTORIES
+    vit = not isinstance(arch, str) or arch == tc.VIT or arch not in tc.FACTORIES
     for field, name in (("input_mean", "mean"), ("input_std", "std")):
         value = tuple(float(v) for v in cfg.get(field, ()))
         if value and len(value) != 3:

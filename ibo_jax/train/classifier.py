@@ -236,15 +236,19 @@ VIT = "vit"  # ModelSpec.arch of every ViT (its kwargs are the ViTConfig fields 
 
 def model_spec(arch: Any, num_classes: int, kwargs: Mapping[str, Any] | None = None) -> ModelSpec:
     """The ModelSpec of `arch`: a CNN name of FACTORIES (kwargs = its constructor's), a ViT preset
-    name (`models.vit_preset`; kwargs override its ViTConfig fields) or a mapping of ViTConfig fields
-    (optionally with 'preset': the fields override that preset). Errors name `arch`."""
+    name (`models.vit_preset`; kwargs override its ViTConfig fields), a mapping of ViTConfig fields
+    (optionally with 'preset': the fields override that preset; kwargs override both) or 'vit'
+    (the mapping is kwargs: what a config file can say, as ConfigDict fields keep their type).
+    Errors name `arch`."""
     from ibo_jax.models import vit_preset
     from ibo_jax.models.vit import ViTConfig
     from ibo_jax.models.vit_presets import PRESETS
 
     kwargs = dict(kwargs or {})
+    if arch == VIT:  # 'vit': the ViTConfig fields are all in kwargs (a config file's model_kwargs)
+        arch = {}
     if isinstance(arch, str) and arch not in PRESETS:
-        if arch not in FACTORIES or arch == VIT:
+        if arch not in FACTORIES:
             raise ValueError(f"arch: expected a CNN of {sorted(set(FACTORIES) - {VIT})}, a ViT preset of "
                              f"{sorted(PRESETS)} or a mapping of ViTConfig fields, got {arch!r}")
         return ModelSpec(arch, int(num_classes), kwargs)

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from ibo_jax import io as ibo_io
-from ibo_jax.models.base import check_images
+from ibo_jax.models.base import check_images, target_layer
 
 CamFn = Callable[..., tuple[jax.Array, jax.Array]]
 REGISTRY: dict[str, CamFn] = {}
@@ -125,14 +125,26 @@ def target_score(logits: jax.Array, target_class: int) -> jax.Array:
 
 
 def features_and_grads(model, xn: jax.Array, target_class: int) -> tuple[jax.Array, jax.Array]:
-    """Target-layer activations A [B, h, w, C] and d(target logit)/dA, from a normalized input."""
-    acts = model.features(xn, normalized=True)
+    """Target-layer activations A [B, h, w, C] and d(target logit)/dA, from a normalized input.
+
+    A is `models.base.target_layer(model, xn)`'s grid: a CNN's target layer, or a ViT's patch
+    tokens at the output of `blocks[-1].norm1` (prefix tokens dropped); the gradient is taken
+    through that function's head, everything else the rest of the network reads (a ViT's residual
+    stream and prefix tokens) held fixed, which is the gradient at that layer's output.
+    """
+    acts, head_fn = target_layer(model, xn)
 
     def score(a):
-        return jnp.sum(target_score(model.head(a), target_class))
+        return jnp.sum(target_score(head_fn(a), target_class))
 
     grads = jax.grad(score)(acts)
     return acts, grads
+
+
+def logits_normalized(model, xn: jax.Array) -> jax.Array:
+    """Logits [B, K] of a normalized input `xn` (any classifier: through its target layer)."""
+    acts, head_fn = target_layer(model, xn)
+    return head_fn(acts)
 
 
 # ----------------------------------------------------------------------------- entry points

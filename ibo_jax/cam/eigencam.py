@@ -6,6 +6,9 @@ pytorch-grad-cam does), the map is `A v1` where v1 is the first right singular v
 computed as `s1 u1` from the top eigenpair of the small Gram matrix `A A^T` [hw, hw] (same result,
 much cheaper than an SVD of [hw, C]).
 
+On a ViT the activations are the patch-token grid at `blocks[-1].norm1` (prefix tokens dropped),
+as pytorch-grad-cam sees them through a reshape transform that drops the prefix.
+
 Sign rule (the SVD's sign is implementation-defined; pytorch-grad-cam inherits LAPACK's): ibo_jax
 orients v1 so that `sum(v1) >= 0`, i.e. the map correlates non-negatively with the channel sum
 of the activations (cov(A v1, A 1) = s1^2 * v1.1). Parity with pytorch-grad-cam holds up to this
@@ -18,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from ibo_jax.cam.base import finalize_layer_cam, register
+from ibo_jax.models.base import target_layer
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -41,5 +45,5 @@ def first_component_projection(acts: jax.Array) -> jax.Array:
 @register("eigencam")
 def eigencam(model, images: jax.Array, target_class: int) -> tuple[jax.Array, jax.Array]:
     del target_class  # class-agnostic by construction
-    acts = model.features(model.normalize(images), normalized=True)  # [B, h, w, C]
+    acts, _ = target_layer(model, model.normalize(images))  # [B, h, w, C] (a ViT: patch grid)
     return finalize_layer_cam(first_component_projection(acts), images.shape[1:3])

@@ -4,7 +4,9 @@ Each activation channel is upsampled to the input size (bilinear, align_corners=
 normalized on its own (eps 1e-8) and multiplied with the *normalized* model input; the weights are
 a softmax over channels of the masked inputs' raw target logits. The B*C masked forwards run
 under one `lax.map` in chunks of `batch_size` (vmapped inside); the masks are built per chunk so
-memory stays at `batch_size` images. `dtype=jnp.bfloat16` runs the masked forwards in bf16
+memory stays at `batch_size` images. On a ViT the channels are those of the patch-token grid at
+`blocks[-1].norm1` ([B, h, w, C], prefix tokens dropped), upsampled from the real grid, and each
+masked input goes through the whole ViT. `dtype=jnp.bfloat16` runs the masked forwards in bf16
 (GPU speed; parity is an fp32 property).
 """
 
@@ -14,7 +16,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ibo_jax.cam.base import finalize_layer_cam, register, resize, target_score, weighted_sum
+from ibo_jax.cam.base import (
+    finalize_layer_cam,
+    logits_normalized,
+    register,
+    resize,
+    target_score,
+    weighted_sum,
+)
+from ibo_jax.models.base import target_layer
 
 _EPS = 1e-8
 
@@ -25,7 +35,7 @@ def scorecam(
 ) -> tuple[jax.Array, jax.Array]:
     H, W = images.shape[1:3]
     xn = model.normalize(images)  # [B, H, W, 3]
-    acts = model.features(xn, normalized=True)  # [B, h, w, C]
+    acts, _ = target_layer(model, xn)  # [B, h, w, C] (a ViT: the patch grid)
     B, C = acts.shape[0], acts.shape[-1]
     run_model = model
     if dtype is not None and jnp.dtype(dtype) != jnp.float32:
@@ -42,7 +52,7 @@ def scorecam(
         x = xn[b] * up[:, :, None]  # [H, W, 3]
         if dtype is not None:
             x = x.astype(dtype)
-        logits = run_model.head(run_model.features(x[None], normalized=True))
+        logits = logits_normalized(run_model, x[None])
         score = target_score(logits, target_class)[0]
         return score.astype(jnp.float64 if score.dtype == jnp.float64 else jnp.float32)
 

@@ -14,6 +14,25 @@ from flax import nnx
 from ibo_jax.parallel import map_batches
 
 
+def is_token_model(net) -> bool:
+    """True for a token model (a ViT: `features_and_context` / `embed` / `fc`), False for a CNN."""
+    return hasattr(net, "features_and_context") and hasattr(net, "embed")
+
+
+def logits_and_pooled(net, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(logits [B, K], pooled features [B, C]) of images [B, H, W, 3] in [0, 1], in one pass.
+
+    A CNN: its CAM target layer `features(x)`, global-average pooled, and `head` of it. A ViT:
+    `embed(x)`, the pooled representation its linear head `fc` reads (after the final norm), and
+    `fc` of it (= `net(x)`).
+    """
+    if is_token_model(net):
+        e = net.embed(x)
+        return net.fc(e), e
+    a = net.features(x)  # [B, h, w, C]
+    return net.head(a), jnp.mean(a.astype(jnp.float32), axis=(1, 2))
+
+
 def to_float(images: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1]; float images -> float32. Shape [N, H, W, 3] checked."""
     x = np.asarray(images)
@@ -25,8 +44,9 @@ def to_float(images: np.ndarray) -> np.ndarray:
 def make_predict_fn(model: nnx.Module, *, tumor_class: int = 1, batch_size: int = 32):
     """fn(uint8 or float images [N, H, W, 3]) -> (p_tumor [N], logit [N], feat [N, C]) numpy.
 
-    One pass: features(x) at the CAM target layer, then head(); `feat` is that activation
-    global-average pooled (for KID). logit = log p_t - log(1 - p_t), the tumor log-odds (for two
+    One pass (`logits_and_pooled`): a CNN's features(x) at the CAM target layer, then head(), `feat`
+    that activation global-average pooled; a ViT's embed(x) then fc(), `feat` the embedding (KID
+    features). logit = log p_t - log(1 - p_t), the tumor log-odds (for two
     classes the logit difference). Batches of `batch_size`, the last one zero-padded when there
     is more than one (one compiled shape).
     """
@@ -35,9 +55,8 @@ def make_predict_fn(model: nnx.Module, *, tumor_class: int = 1, batch_size: int 
     @jax.jit
     def forward(state, x):  # [B, H, W, 3] -> [B, K], [B, C]
         net = nnx.merge(graphdef, state)
-        a = net.features(x)  # [B, h, w, C]
-        logits = net.head(a).astype(jnp.float32)
-        return jax.nn.log_softmax(logits, axis=-1), jnp.mean(a.astype(jnp.float32), axis=(1, 2))
+        logits, feat = logits_and_pooled(net, x)
+        return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), feat.astype(jnp.float32)
 
     def batch(xb):
         lp, f = forward(state, xb)

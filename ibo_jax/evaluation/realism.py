@@ -6,7 +6,8 @@ LPIPS (lpips.py) needs user-supplied AlexNet weights; these are always available
   original: how much of the image changed, and how structurally.
 - KID (Binkowski et al. 2018): unbiased squared MMD with the polynomial kernel
   k(x, y) = (x.y / d + 1)^3 between features of original and occluded images, where the features
-  are the evaluated classifier's target-layer activations, global-average pooled. It says how
+  are the evaluated classifier's target-layer activations, global-average pooled (a ViT: the pooled
+  embedding its linear head reads, `embed(x)`). It says how
   out-of-distribution the occluded images are *for this classifier*, and is unbiased with a few
   hundred samples (it can come out slightly negative).
 """
@@ -21,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from ibo_jax.checks import check_finite
+from ibo_jax.evaluation.predict import is_token_model
 from ibo_jax.parallel import map_batches
 
 
@@ -153,12 +155,17 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, paired: bool = False) -> float:
 
 def make_feature_fn(model: nnx.Module, *, batch_size: int = 32):
     """fn(images [N, H, W, 3] float in [0, 1]) -> [N, C] float32: global-average-pooled
-    `model.features(x)` (the CAM target layer) of the evaluated classifier, in eval mode."""
+    `model.features(x)` (the CAM target layer) of the evaluated classifier, in eval mode; for a
+    ViT its pooled embedding `model.embed(x)` (what `predict.make_predict_fn` returns as `feat`)."""
     graphdef, state = nnx.split(model)
+    token = is_token_model(model)
 
     @jax.jit
     def pooled(state, x):  # [B, H, W, 3] -> [B, C]
-        return jnp.mean(nnx.merge(graphdef, state).features(x), axis=(1, 2))
+        net = nnx.merge(graphdef, state)
+        if token:
+            return net.embed(x).astype(jnp.float32)
+        return jnp.mean(net.features(x), axis=(1, 2))
 
     def fn(images: np.ndarray) -> np.ndarray:
         x = np.asarray(images, np.float32)

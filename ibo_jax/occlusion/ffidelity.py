@@ -150,7 +150,7 @@ def _log_p(graphdef, state, images, remove, key_data, fill, alpha, cap, *, tumor
     x = jnp.where(masks[..., None], fill[:, None, None, None, :], images[:, None])  # [b, N, H, W, 3]
     b = images.shape[0]
     net = nnx.merge(graphdef, state)
-    logits = net.head(net.features(x.reshape((b * n_samples,) + images.shape[1:]))).astype(jnp.float32)
+    logits = net(x.reshape((b * n_samples,) + images.shape[1:])).astype(jnp.float32)  # CNN or ViT
     return jax.nn.log_softmax(logits, axis=-1)[:, tumor_class].reshape(b, n_samples)
 
 
@@ -161,7 +161,7 @@ def sample_log_probs(images, remove_mask, *, key=None, model: nnx.Module, tumor_
     images, remove_mask = check_inputs(images, remove_mask)
     u, h, w = remove_mask.shape
     if model is None or not isinstance(model, nnx.Module):
-        raise ValueError("ffidelity model: required, the fine-tuned classifier (an NNX module with features/head)")
+        raise ValueError("ffidelity model: required, the fine-tuned classifier (an NNX module, CNN or ViT)")
     n_samples, alpha, cap = _check_n(n_samples), _check_alpha(alpha), cap_pixels(beta, h, w)
     if int(batch_size) < 1:
         raise ValueError(f"ffidelity batch_size: expected >= 1 rows per batch, got {batch_size}")

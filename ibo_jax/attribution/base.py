@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -217,6 +218,13 @@ def _check_request(name: str, raw: bool, options: dict) -> None:
             raise ValueError("reduce/outlier_perc: they shape the map; not used with raw=True")
         if "reduce" in options and options["reduce"] not in REDUCTIONS:
             raise ValueError(f"reduce: expected one of {REDUCTIONS}, got {options['reduce']!r}")
+        params = inspect.signature(REGISTRY[name].fn).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            known = list(params)[3:] + ([] if raw else ["outlier_perc"]) + (
+                ["reduce"] if REGISTRY[name].has_raw and not raw else [])
+            for k in options:
+                if k not in known:
+                    raise ValueError(f"{k}: not an option of {name!r} (its options: {', '.join(known)})")
         if "outlier_perc" in options and not 0 <= float(options["outlier_perc"]) < 100:
             raise ValueError(f"outlier_perc: expected a percentage in [0, 100), got {options['outlier_perc']!r}")
 

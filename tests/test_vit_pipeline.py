@@ -7,20 +7,10 @@ import csv
 import numpy as np
 import pytest
 
+from ibo_jax import io as ibo_io
 from ibo_jax import pipeline
 
 S = 32
-
-
-def _own_resnet(tmp_path):
-    from flax import nnx
-
-    from ibo_jax import models
-    from ibo_jax.models.convert import to_torchvision_state_dict
-
-    model = models.resnet18(num_classes=2, rngs=nnx.Rngs(1), strides=(1, 1, 1, 1))
-    np.savez(tmp_path / "resnet.npz", **to_torchvision_state_dict("resnet18", model))
-    return tmp_path / "resnet.npz"
 
 
 def _registry():
@@ -30,65 +20,10 @@ def _registry():
     return {n: reg[n] for n in ("data", "train_classifier", "explain", "occlude", "score")}
 
 
-def _config(tmp_path, weights, methods=("gradcam",), heatmaps_npz=""):
-    c = pipeline.default_config(("data", "train_classifier", "explain", "occlude", "score"))
-    c.image_size = S
-    c.data.source, c.data.npz_path, c.data.n_examples = "npz", str(tmp_path / "patches.npz"), 0
-    t = c.train_classifier
-    t.arch, t.model_kwargs, t.epochs, t.init_weights = "resnet18", {"strides": (1, 1, 1, 1)}, 0, str(weights)
-    c.explain.n_images, c.explain.methods, c.explain.controls = 4, methods, ()
-    c.explain.heatmaps_npz = heatmaps_npz
-    c.occlude.curves, c.occlude.strategies, c.occlude.residual = ("morf", "fixed"), ("blackening",), False
-    c.occlude.fixed_strategies = ()
-    c.score.n_boot = 20
-    return c
-
-
 def _scores(workdir, method):
     with open(workdir / "score" / "scores.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["method"] == method]
     return sorted(rows, key=lambda r: (r["image_id"], r["curve"], int(r["mask"])))
-
-
-def test_heatmaps_from_elsewhere_are_scored_like_computed_ones(tmp_path):
-    from ibo_jax import artifacts
-    from ibo_jax_testing import write_patches_npz
-
-    write_patches_npz(tmp_path / "patches.npz", n=12, size=S, splits={"val": 4, "test": 8})
-    weights = _own_resnet(tmp_path)
-    reg, w = _registry(), tmp_path / "w"
-    up_to_explain = ("data", "train_classifier", "explain")
-    # a run with gradcam gives the maps that an outside tool "computed"
-    pipeline.run(_config(tmp_path, weights), w, registry=reg, stages=up_to_explain)
-    ev, hm = artifacts.read_explained(w / "explain")
-    grad = hm["heatmaps"][:, 0].astype(np.float32)  # [N, H, W]
-    # rows in another order plus one patch not in the evaluation set; an affine change of the values
-    extra = np.arange(S * S, dtype=np.float32).reshape(1, S, S)
-    order = [2, 0, 3, 1]
-    ext = {"index": np.concatenate([ev["index"][order], [999_999]]), "methods": np.array(["ext_gradcam"]),
-           "heatmaps": np.concatenate([3.0 * grad[order] - 1.0, extra])[:, None]}
-    np.savez(tmp_path / "ext.npz", **ext)
-    summary = pipeline.run(_config(tmp_path, weights, heatmaps_npz=str(tmp_path / "ext.npz")), w, registry=reg)
-    ran = {r["stage"]: r for r in summary["stages"]}
-    assert ran["train_classifier"]["status"] == "skipped"
-    out = ran["explain"]["summary"]["external"]
-    assert out["methods"] == ["ext_gradcam"] and out["resized"] is None
-    assert "cannot be recomputed" in out["randomization"]["unavailable"]
-    _, hm_c = artifacts.read_explained(w / "explain")
-    assert list(hm_c["methods"]) == ["gradcam", "ext_gradcam"]
-    np.testing.assert_array_equal(hm_c["levels"][:, 0], hm_c["levels"][:, 1])
-    a, b = _scores(w, "gradcam"), _scores(w, "ext_gradcam")
-    assert len(a) == len(b) > 0
-    for col in ("image_id", "curve", "mask", "fraction", "p_tumor"):
-        assert [r[col] for r in a] == [r[col] for r in b], col
-
-    # maps at half the resolution, alone (no computed method), are resized bilinearly, and said so
-    half = {**ext, "heatmaps": ext["heatmaps"][..., ::2, ::2]}
-    np.savez(tmp_path / "half.npz", **half)
-    c = _config(tmp_path, weights, methods=(), heatmaps_npz=str(tmp_path / "half.npz"))
-    summary = pipeline.run(c, w, registry=reg, stages=up_to_explain)
-    out = {r["stage"]: r for r in summary["stages"]}["explain"]["summary"]["external"]
-    assert out["resized"]["from"] == [S // 2, S // 2] and out["resized"]["to"] == [S, S]
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -146,6 +81,7 @@ def test_token_drop_drops_a_token_when_at_least_half_its_pixels_are_removed():
 
 def test_token_drop_is_the_vit_predicting_without_the_removed_tokens():
     import jax
+    from flax import nnx
 
     from ibo_jax import occlusion
     from ibo_jax.occlusion.token_drop import kept_tokens
@@ -158,11 +94,13 @@ def test_token_drop_is_the_vit_predicting_without_the_removed_tokens():
     out = occlusion.apply("token_drop", x, remove, model=model, tumor_class=1)
     keep = kept_tokens(remove, model.grid_size)
     assert keep[0].all() and keep[1].sum() == 12 and keep[2].sum() == 12
-    lp = np.asarray(jax.nn.log_softmax(model(x, keep=keep), -1), np.float64)
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda st, x, keep: jax.nn.log_softmax(nnx.merge(graphdef, st)(x, keep=keep), -1))
+    lp = np.asarray(forward(state, x, keep), np.float64)
     np.testing.assert_allclose(out["p"], np.exp(lp[:, 1]), rtol=1e-5)
     np.testing.assert_allclose(out["logit"], lp[:, 1] - lp[:, 0], rtol=1e-4, atol=1e-5)
     # nothing removed: the plain prediction of the original image
-    np.testing.assert_allclose(out["p"][0], jax.nn.softmax(model(x[:1]), -1)[0, 1], rtol=1e-5)
+    np.testing.assert_allclose(out["p"][0], np.exp(forward(state, x[:1], None)[0, 1]), rtol=1e-5)
     assert abs(out["p"][1] - out["p"][0]) > 1e-6  # dropping tokens changes the prediction
     assert occlusion.predicted_by("token_drop") == "stored"
 
@@ -174,3 +112,84 @@ def test_token_drop_refuses_a_cnn():
     x, remove = np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 16, 16), bool)
     with pytest.raises(ValueError, match="only ViT classifiers drop tokens"):
         occlusion.apply("token_drop", x, remove, model=colour_classifier())
+
+
+TINY = {"img_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_hidden": 32}
+
+
+def test_vit_linear_probe_explained_and_token_dropped_end_to_end(tmp_path):
+    """A linear probe on a (random) ViT backbone: features cached, only fc trained; explained by a
+    CAM and a gradient method, occluded by pixels and by token dropping, scored; heatmaps from
+    elsewhere scored exactly like computed ones; then the ViT fine-tuned instead."""
+    from ibo_jax import artifacts
+    from ibo_jax.models import loaders
+    from ibo_jax_testing import write_patches_npz
+
+    write_patches_npz(tmp_path / "patches.npz", n=40, size=16, splits={"train": 24, "val": 8, "test": 8})
+    c = pipeline.default_config(("data", "train_classifier", "explain", "occlude", "score"))
+    c.image_size = 16
+    c.data.source, c.data.npz_path, c.data.n_examples = "npz", str(tmp_path / "patches.npz"), 0
+    t = c.train_classifier
+    t.arch, t.model_kwargs, t.freeze_backbone = "vit", dict(TINY, global_pool="avg"), True
+    t.epochs, t.batch_size, t.lr, t.eval_batch_size = 3, 8, 0.05, 16
+    c.explain.n_images, c.explain.methods, c.explain.controls = 3, ("gradcam", "saliency"), ("random",)
+    c.occlude.curves, c.occlude.strategies, c.occlude.residual = ("morf",), ("blackening", "token_drop"), False
+    c.score.n_boot = 20
+    summary = pipeline.run(c, tmp_path / "w", registry=_registry())
+    w = tmp_path / "w"
+    ran = {r["stage"]: r["summary"] for r in summary["stages"]}
+    assert ran["train_classifier"]["freeze_backbone"] and ran["train_classifier"]["arch"]["vit"]["depth"] == 1
+    assert (w / "train_classifier" / "probe_features.npz").is_file()
+    probe = loaders.load_classifier(w / "train_classifier")
+    fresh = loaders.fresh_classifier(w / "train_classifier", 0)
+    assert type(probe).__name__ == "VisionTransformer"
+    # only the head moved: the backbone is the (random) initialization the stage drew
+    feats = ibo_io.read_npz(w / "train_classifier" / "probe_features.npz")["train"]
+    train = np.load(tmp_path / "patches.npz")["image"][:24]
+    np.testing.assert_allclose(np.asarray(probe.embed(train[:2].astype(np.float32) / 255)), feats[:2], rtol=1e-4,
+                               atol=1e-5)
+    assert not np.allclose(np.asarray(probe.fc.kernel[...]), np.asarray(fresh.fc.kernel[...]))
+    layout = artifacts.read_layout(w / "occlude")
+    assert layout["predicted_by"]["token_drop"] == "stored"
+    s = ibo_io.read_json(w / "score" / "summary.json")
+    assert set(s["strategies"]) == {"blackening", "token_drop"}
+    rows = [r for r in csv.DictReader(open(w / "score" / "scores.csv")) if r["strategy"] == "token_drop"]
+    assert rows and {r["method"] for r in rows} >= {"gradcam", "saliency"}
+
+    # heatmaps from elsewhere: the saliency maps written out by "another tool" (rows in another
+    # order, one patch not in the evaluation set, an affine change of the values) score exactly
+    # like the saliency maps computed here
+    ev, hm = artifacts.read_explained(w / "explain")
+    sal = hm["heatmaps"][:, list(hm["methods"]).index("saliency")].astype(np.float32)
+    order = [2, 0, 1]
+    ext = {"index": np.concatenate([ev["index"][order], [999_999]]), "methods": np.array(["ext_saliency"]),
+           "heatmaps": np.concatenate([3.0 * sal[order] - 1.0, np.ones((1, 16, 16))])[:, None]}
+    np.savez(tmp_path / "ext.npz", **ext)
+    c.explain.heatmaps_npz = str(tmp_path / "ext.npz")
+    summary = pipeline.run(c, w, registry=_registry())
+    ran = {r["stage"]: r for r in summary["stages"]}
+    assert ran["train_classifier"]["status"] == "skipped"
+    out = ran["explain"]["summary"]["external"]
+    assert out["methods"] == ["ext_saliency"] and out["resized"] is None
+    assert "cannot be recomputed" in out["randomization"]["unavailable"]
+    _, hm = artifacts.read_explained(w / "explain")
+    assert list(hm["methods"]) == ["gradcam", "saliency", "ext_saliency", "random"]
+    np.testing.assert_array_equal(hm["levels"][:, 1], hm["levels"][:, 2])
+    a, b = _scores(w, "saliency"), _scores(w, "ext_saliency")
+    assert len(a) == len(b) > 0
+    for col in ("image_id", "strategy", "curve", "mask", "fraction", "p_tumor"):
+        assert [r[col] for r in a] == [r[col] for r in b], col
+    # maps at half the resolution, alone (no computed method): resized bilinearly, and said so
+    np.savez(tmp_path / "half.npz", **{**ext, "heatmaps": ext["heatmaps"][..., ::2, ::2]})
+    c.explain.heatmaps_npz, c.explain.methods = str(tmp_path / "half.npz"), ()
+    summary = pipeline.run(c, w, registry=_registry(), stages=("explain",))
+    out = {r["stage"]: r for r in summary["stages"]}["explain"]["summary"]["external"]
+    assert out["resized"]["from"] == [8, 8] and out["resized"]["to"] == [16, 16]
+
+    # the same ViT fine-tuned (every weight trained) instead: only train_classifier reruns
+    t.freeze_backbone, t.epochs = False, 1
+    summary = pipeline.run(c, w, registry=_registry(), stages=("train_classifier",))
+    tuned = loaders.load_classifier(w / "train_classifier")
+    assert not {r["stage"]: r for r in summary["stages"]}["train_classifier"]["summary"]["freeze_backbone"]
+    assert not np.allclose(np.asarray(tuned.patch_embed.proj.kernel[...]),
+                           np.asarray(probe.patch_embed.proj.kernel[...]))

@@ -122,8 +122,8 @@ def train_linear_probe(spec: tc.ModelSpec, cfg: tc.TrainConfig, *, train: tuple,
         if score > best["accuracy"]:
             best, best_head = {"accuracy": score, "epoch": e + 1, "loss": entry.get("val_loss")}, head
         history.append(entry)
-    model.fc.kernel.value = best_head["kernel"]
-    model.fc.bias.value = best_head["bias"]
+    model.fc.kernel[...] = best_head["kernel"]
+    model.fc.bias[...] = best_head["bias"]
     _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     ibo_io.write_json(workdir / "model_config.json", spec.to_json())
     tc._save(workdir / "model", {"params": params, "stats": stats})

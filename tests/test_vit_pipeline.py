@@ -193,3 +193,22 @@ def test_vit_linear_probe_explained_and_token_dropped_end_to_end(tmp_path):
     assert not {r["stage"]: r for r in summary["stages"]}["train_classifier"]["summary"]["freeze_backbone"]
     assert not np.allclose(np.asarray(tuned.patch_embed.proj.kernel[...]),
                            np.asarray(probe.patch_embed.proj.kernel[...]))
+
+
+def test_vit_arch_specs_and_configs():
+    from ibo_jax.train import classifier as tc
+
+    spec = tc.model_spec("tiny", 3, {"depth": 2})
+    assert spec.arch == "vit" and spec.num_classes == 3 and spec.kwargs["depth"] == 2
+    assert tc.model_spec("vit", 2, dict(TINY)).kwargs["patch_size"] == 4
+    assert tc.model_spec({"preset": "tiny", "depth": 1}, 2).kwargs["embed_dim"] == 64
+    assert tc.model_spec("resnet18", 2, {"strides": (1, 1, 1, 1)}).arch == "resnet18"
+    for arch, kwargs, message in (("vit", {"depht": 2}, "['depht'] are not ViTConfig fields"),
+                                  ("tiny", {"img_size": 60}, "ViTConfig.img_size"),
+                                  ("resnet_big", {}, "a ViT preset of")):
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            tc.model_spec(arch, 2, kwargs)
+    vit_demo = pipeline.config_from_file(pipeline.Path(__file__).parent.parent / "configs" / "vit_demo.py")
+    assert "token_drop" in vit_demo.occlude.strategies and {"saliency", "gradcam"} <= set(vit_demo.explain.methods)
+    own = pipeline.config_from_file(pipeline.Path(__file__).parent.parent / "configs" / "own_models.py", "probe,cpu")
+    assert own.train_classifier.freeze_backbone and own.train_classifier.epochs > 0 and own.explain.n_images == 8

@@ -212,3 +212,16 @@ def test_vit_arch_specs_and_configs():
     assert "token_drop" in vit_demo.occlude.strategies and {"saliency", "gradcam"} <= set(vit_demo.explain.methods)
     own = pipeline.config_from_file(pipeline.Path(__file__).parent.parent / "configs" / "own_models.py", "probe,cpu")
     assert own.train_classifier.freeze_backbone and own.train_classifier.epochs > 0 and own.explain.n_images == 8
+
+
+def test_explain_refuses_a_method_the_classifier_family_lacks():
+    from ibo_jax.stages import explain
+    from ibo_jax_testing.models import colour_classifier
+
+    cnn = colour_classifier()
+    explain.check_methods(("gradcam", "saliency"), cnn)
+    with pytest.raises(ValueError, match=r"explain.methods: \['rollout'\] do not support this cnn classifier") as e:
+        explain.check_methods(("gradcam", "rollout"), cnn)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="unknown method 'gradcan'"):
+        explain.check_methods(("gradcan",), cnn)

@@ -8,6 +8,7 @@ minimal stand-in before pytorch-grad-cam is imported.
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.machinery
 import sys
 import types
@@ -25,30 +26,84 @@ REFERENCE_CLASSES = {
 }
 
 
+class _Placeholder(type):
+    """Stand-in classes: any attribute is another stand-in (enums such as InterpolationMode.BILINEAR
+    work as dict keys); instantiating or calling one raises."""
+
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _placeholder(f"{cls.__name__}.{name}")
+
+    def __call__(cls, *_a, **_k):
+        raise NotImplementedError(f"torchvision stand-in: {cls.__name__} is not available here")
+
+
+_PLACEHOLDERS: dict[str, type] = {}
+
+
+def _placeholder(name: str) -> type:
+    if name not in _PLACEHOLDERS:
+        _PLACEHOLDERS[name] = _Placeholder(name, (), {})
+    return _PLACEHOLDERS[name]
+
+
+class _StubModule(types.ModuleType):
+    """A torchvision (sub)package whose every missing name is a stand-in class."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = _placeholder(f"{self.__name__}.{name}")
+        setattr(self, name, value)
+        return value
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Creates any `<root>.*` submodule on import (timm imports several of torchvision's)."""
+
+    def __init__(self, root: str):
+        self.root, self.installing = root, False
+
+    def find_spec(self, fullname, path=None, target=None):
+        # Only while installing, or below an installed stand-in root: once a test fixture drops
+        # the stand-in from sys.modules, find_spec(root) is None again (nothing leaks).
+        active = self.installing or isinstance(sys.modules.get(self.root), _StubModule)
+        if active and (fullname == self.root or fullname.startswith(self.root + ".")):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        mod = _StubModule(spec.name)
+        mod.__path__ = []
+        return mod
+
+    def exec_module(self, module):
+        if module.__name__ == self.root:
+            module.__version__ = "0.0+stand-in"
+
+
+def install_stub_package(root: str) -> None:
+    """Imports a stand-in package `root` (every submodule imports; its names raise when used); its
+    finder is appended to sys.meta_path, so an installed real package still wins."""
+    finder = next((f for f in sys.meta_path if isinstance(f, _StubFinder) and f.root == root), None)
+    if finder is None:
+        finder = _StubFinder(root)
+        sys.meta_path.append(finder)
+    finder.installing = True
+    try:
+        importlib.import_module(root)
+    finally:
+        finder.installing = False
+
+
 def install_torchvision_stub() -> None:
-    """Registers a stand-in `torchvision` (only the names pytorch-grad-cam imports)."""
+    """Registers a stand-in `torchvision`: enough for pytorch-grad-cam and for `import timm` (every
+    `torchvision.*` module imports; its names are classes that raise when used). Neither uses
+    torchvision for the models and methods the tests compare."""
     if "torchvision" in sys.modules:
-        return
-    tv = types.ModuleType("torchvision")
-    transforms = types.ModuleType("torchvision.transforms")
-    functional = types.ModuleType("torchvision.transforms.functional")
-    ops = types.ModuleType("torchvision.ops")
-
-    def _missing(*_a, **_k):
-        raise NotImplementedError("torchvision stand-in: not available in this environment")
-
-    for name in ("Compose", "Normalize", "ToTensor", "Resize"):
-        setattr(transforms, name, _missing)
-    functional.resize = _missing
-    ops.box_iou = _missing
-    transforms.functional = functional
-    tv.transforms, tv.ops = transforms, ops
-    for mod in (tv, transforms, functional, ops):  # importlib.util.find_spec() needs a spec
-        mod.__spec__ = importlib.machinery.ModuleSpec(mod.__name__, None)
-    sys.modules.update({
-        "torchvision": tv, "torchvision.transforms": transforms,
-        "torchvision.transforms.functional": functional, "torchvision.ops": ops,
-    })
+        return  # a real one, or the stand-in already
+    install_stub_package("torchvision")
 
 
 class Bottleneck(nn.Module):

@@ -32,7 +32,8 @@ from ibo_jax.models.vit import DEFAULT_OPS, Ops, TokenContext, VisionTransformer
 from ibo_jax.models.vit_presets import PRESETS as VIT_PRESETS
 from ibo_jax.models.vit_presets import vit_preset
 
-_LAZY = {"unet2d": "unet", "UNet2DModel": "unet", "from_diffusers_unet": "unet_convert"}
+_LAZY = {"unet2d": "unet", "UNet2DModel": "unet", "from_diffusers_unet": "unet_convert",
+         "from_timm": "vit_import", "from_hf_vit": "vit_import"}
 
 __all__ = [
     "ARCHS", "DEFAULT_OPS", "VIT_PRESETS", "Classifier", "InceptionV3", "Ops", "PlainCNN", "ResNet",

@@ -88,6 +88,9 @@ class ViTConfig:
             raise ValueError(f"ViTConfig.global_pool: expected one of {POOLS}, got {self.global_pool!r}")
         if self.global_pool in ("token", "token_avg") and not self.class_token:
             raise ValueError(f"ViTConfig.global_pool: {self.global_pool!r} needs class_token=True")
+        if self.global_pool == "map" and self.mlp != "gelu":
+            raise ValueError("ViTConfig.global_pool: 'map' is supported with mlp='gelu' only (timm's attention "
+                             "pool then has the same GELU MLP)")
         if not isinstance(self.reg_tokens, int) or self.reg_tokens < 0:
             raise ValueError(f"ViTConfig.reg_tokens: expected an int >= 0, got {self.reg_tokens!r}")
         if self.mlp_hidden is not None and (self.mlp_hidden < 1 or (self.mlp == "swiglu" and self.mlp_hidden % 2)):
@@ -262,7 +265,7 @@ class AttentionPoolLatent(nnx.Module):
         self.kv = _linear(d, 2 * d, bias=c.qkv_bias, rngs=rngs)
         self.proj = _linear(d, d, rngs=rngs)
         self.norm = LayerNorm(d, c.norm_eps, rngs=rngs)
-        self.mlp = Mlp(d, 4 * d, "gelu", rngs=rngs)
+        self.mlp = Mlp(d, c.hidden, "gelu", rngs=rngs)  # timm: Mlp(int(dim * mlp_ratio))
 
     def __call__(self, x: jax.Array, ops: Ops, mask: jax.Array | None) -> jax.Array:  # [B,N,D] -> [B,D]
         b, n, d = x.shape

@@ -123,6 +123,7 @@ def test_vit_linear_probe_explained_and_token_dropped_end_to_end(tmp_path):
     elsewhere scored exactly like computed ones; then the ViT fine-tuned instead."""
     from ibo_jax import artifacts
     from ibo_jax.models import loaders
+    from ibo_jax.train.probe import embed_features
     from ibo_jax_testing import write_patches_npz
 
     write_patches_npz(tmp_path / "patches.npz", n=40, size=16, splits={"train": 24, "val": 8, "test": 8})
@@ -146,8 +147,7 @@ def test_vit_linear_probe_explained_and_token_dropped_end_to_end(tmp_path):
     # only the head moved: the backbone is the (random) initialization the stage drew
     feats = ibo_io.read_npz(w / "train_classifier" / "probe_features.npz")["train"]
     train = np.load(tmp_path / "patches.npz")["image"][:24]
-    np.testing.assert_allclose(np.asarray(probe.embed(train[:2].astype(np.float32) / 255)), feats[:2], rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(embed_features(probe, train[:2]), feats[:2], rtol=1e-4, atol=1e-5)
     assert not np.allclose(np.asarray(probe.fc.kernel[...]), np.asarray(fresh.fc.kernel[...]))
     layout = artifacts.read_layout(w / "occlude")
     assert layout["predicted_by"]["token_drop"] == "stored"
@@ -225,3 +225,32 @@ def test_explain_refuses_a_method_the_classifier_family_lacks():
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="unknown method 'gradcan'"):
         explain.check_methods(("gradcan",), cnn)
+
+
+def test_linear_probe_on_a_timm_checkpoint_keeps_its_backbone(tmp_path):
+    """init_weights = a timm-layout foundation checkpoint without a head (.npz here; .bin/.pth/
+    .safetensors read the same way): the probe's backbone is the checkpoint's, only fc is new."""
+    import jax
+
+    from ibo_jax import models
+    from ibo_jax.models.vit_import import expected_shapes
+    from ibo_jax.train import classifier as tc
+    from ibo_jax.train.probe import embed_features, train_linear_probe
+
+    config = models.ViTConfig(**TINY, num_classes=2)
+    rng = np.random.default_rng(0)
+    sd = {k: rng.normal(0, 0.2, s).astype(np.float32) for k, s in expected_shapes(config).items()
+          if not k.startswith("head.")}
+    np.savez(tmp_path / "backbone.npz", **sd)
+    x = rng.integers(0, 255, (16, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(16) % 2
+    summary = train_linear_probe(tc.model_spec("vit", 2, TINY), tc.TrainConfig(epochs=2, batch_size=8),
+                                 train=(x, y), val=(x, y), workdir=tmp_path / "w", key=jax.random.key(0),
+                                 init_weights=str(tmp_path / "backbone.npz"))
+    assert summary["best"]["linear_probe"] and len(summary["history"]) == 2
+    got = tc.load_classifier(tmp_path / "w")
+    want = models.from_timm(config, str(tmp_path / "backbone.npz"), num_classes=2)
+    np.testing.assert_allclose(embed_features(got, x[:4]), embed_features(want, x[:4]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="init_weights: cannot load the checkpoint into vit"):
+        tc.initial_model(tc.model_spec("vit", 2, dict(TINY, depth=2)), str(tmp_path / "backbone.npz"),
+                         jax.random.key(0))

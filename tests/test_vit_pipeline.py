@@ -254,3 +254,33 @@ def test_linear_probe_on_a_timm_checkpoint_keeps_its_backbone(tmp_path):
     with pytest.raises(ValueError, match="init_weights: cannot load the checkpoint into vit"):
         tc.initial_model(tc.model_spec("vit", 2, dict(TINY, depth=2)), str(tmp_path / "backbone.npz"),
                          jax.random.key(0))
+
+
+@pytest.mark.interop
+def test_init_weights_reads_a_hugging_face_vit_folder_with_its_own_config(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("tokenizers")  # transformers refuses to import without it
+    import json
+
+    import jax
+    from safetensors.numpy import save_file
+
+    from ibo_jax import models
+    from ibo_jax.train import classifier as tc
+    from ibo_jax.train.probe import embed_features
+    from ibo_jax_testing import vit_reference as vr
+
+    tr = vr.import_transformers()
+    hf = tr.ViTModel(tr.ViTConfig(hidden_size=128, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                                  patch_size=4, intermediate_size=64), add_pooling_layer=False)
+    hf = vr.randomize_(hf, seed=0)
+    (tmp_path / "phikon").mkdir()
+    save_file({k: v.detach().numpy() for k, v in hf.state_dict().items()}, str(tmp_path / "phikon" / "model.safetensors"))
+    (tmp_path / "phikon" / "config.json").write_text(json.dumps(hf.config.to_dict(), default=str))
+    # the stage's arch (here the tiny preset at 16 px) is replaced by the checkpoint's own config
+    model, spec = tc.initial_model(tc.model_spec("vit", 2, TINY), str(tmp_path / "phikon"), jax.random.key(0))
+    assert spec.kwargs["embed_dim"] == 128 and spec.kwargs["norm_eps"] == hf.config.layer_norm_eps
+    want = models.from_hf_vit(tmp_path / "phikon", num_classes=2)
+    x = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_allclose(embed_features(model, x), embed_features(want, x), rtol=1e-6, atol=1e-6)
+    assert spec.build().config == model.config  # what model_config.json rebuilds

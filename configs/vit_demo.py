@@ -15,6 +15,10 @@ from scratch: nothing can be downloaded here, so there is no foundation-model ba
   image, so no realism columns), on every curve;
 - no RePaint sweep (it compares inpainting samplers and does not depend on the classifier: the CNN
   demo runs it).
+Measured (2026-12-05, 2-core Intel Xeon shared with other jobs, load average 8-12, so the process got
+54% of one core): test accuracy 0.986 (ROC AUC 0.9995) after 4 epochs; 38.9 min wall, 1,275 CPU
+seconds (data 80 s, train_classifier 213 s, train_ddpm 465 s, ddpm_check 158 s, explain 188 s,
+occlude 845 s of which IBO 487 s and token_drop 11 s, score 65 s, trust 296 s, report 6 s).
 """
 
 from pathlib import Path

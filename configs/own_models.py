@@ -13,9 +13,22 @@
   trained with another input normalization than ImageNet's.
 - DDPM: a diffusers UNet2DModel or pipeline folder, used as is (`num_steps = 0`); its noise schedule
   comes from its scheduler config.
+- a ViT instead (a pathology foundation model or your fine-tuned ViT): `train_classifier.arch` its
+  preset (`models.vit_preset`: uni, uni2_h, virchow, virchow2, h_optimus_0, prov_gigapath, phikon,
+  phikon_v2, conch_v1 where supported) and `init_weights` its timm checkpoint (.bin / .pth /
+  .safetensors) or Hugging Face ViTModel / Dinov2Model checkpoint or folder (Phikon, Phikon-v2):
+
+      --config.train_classifier.arch=uni --config.train_classifier.init_weights=uni/pytorch_model.bin
+
+  A checkpoint with its trained 2-class head is used as is; a foundation backbone without one needs
+  its head trained first: pass `:probe` for a linear probe (the backbone frozen, its features computed
+  once, only the head trained for 20 epochs; your .npz then needs a `train` split).
+  `explain.methods` then also takes the attribution methods (`attribution.METHODS`: rollout,
+  grad_rollout, attnlrp, cp_lrp, saliency, integrated_gradients, ...), and `occlude.strategies`
+  `token_drop`.
 Everything else is the study's (`camelyon16.py`): 224 px, seven CAM methods, RePaint (250, 10, 10),
 bootstrap intervals. Pass `:cpu` for a quick look on a CPU: 8 patches, RePaint (20, 5, 2), the
-cheap CAM methods only.
+cheap CAM methods only; arguments combine with commas (`:probe,cpu`).
 """
 
 from pathlib import Path
@@ -27,9 +40,14 @@ def _study_config():
     return pipeline.config_from_file(Path(__file__).with_name("camelyon16.py"))
 
 
+ARGS = ("cpu", "probe")
+
+
 def get_config(arg=None):
-    if arg not in (None, "", "cpu"):
-        raise ValueError(f"configs/own_models.py: argument must be empty or 'cpu', got {arg!r}")
+    args = [a for a in (arg or "").split(",") if a]
+    if any(a not in ARGS for a in args):
+        raise ValueError(f"configs/own_models.py: argument must be empty or some of {ARGS} joined by commas, "
+                         f"got {arg!r}")
     config = _study_config()
     config.data.source = "npz"
     config.data.npz_path = ""  # required: the launcher's error names the field
@@ -38,13 +56,19 @@ def get_config(arg=None):
     c = config.train_classifier
     c.epochs = 0  # used as is
     c.init_weights = ""
+    if "probe" in args:  # a ViT backbone without a head: a linear probe on the frozen features
+        c.freeze_backbone = True
+        c.epochs = 20
+        c.batch_size = 64
+        c.lr = 1e-3
+        c.augment = False  # cached features are not augmented
 
     m = config.train_ddpm
     m.num_steps = 0  # used as is
     m.init_weights = ""
     m.image_size = 0  # the checkpoint's sample_size
 
-    if arg == "cpu":
+    if "cpu" in args:
         config.explain.n_images = 8
         config.explain.methods = ("gradcam", "gradcam++", "xgradcam", "fullgrad", "eigencam")
         o = config.occlude.ibo

@@ -110,7 +110,7 @@ STAGES: dict[str, Stage] = {
               content_key="ibo_jax.stages.train_ddpm:input_key"),
         # The DDPM's samples against held-out normal patches (needs the classifier's features).
         Stage("ddpm_check", "ibo_jax.stages.ddpm_check", deps=("data", "train_classifier", "train_ddpm")),
-        Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier")),
+        Stage("explain", "ibo_jax.stages.explain", deps=("data", "train_classifier"), file_fields=("heatmaps_npz",)),
         Stage("occlude", "ibo_jax.stages.occlude", deps=("explain", "train_ddpm"),
               optional_deps=("finetune_ffidelity",)),
         Stage("score", "ibo_jax.stages.score", deps=("train_classifier", "explain", "occlude"),

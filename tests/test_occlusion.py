@@ -409,24 +409,24 @@ def test_strategies_that_store_predictions_or_name_another_model(tmp_path, monke
 
     monkeypatch.setenv("IBO_JAX_NO_PROGRESS", "1")
 
-    def token_drop(images, remove_mask, *, key=None):  # stands in for a ViT's token dropping
+    def self_predicted(images, remove_mask, *, key=None):  # predicts itself, as token_drop does
         share = np.asarray(remove_mask).mean(axis=(1, 2))
         return {"p": 1.0 - share, "logit": np.log((1.0 - share + 1e-6) / (share + 1e-6))}
 
-    monkeypatch.setitem(occlusion.REGISTRY, "token_drop", token_drop)
+    monkeypatch.setitem(occlusion.REGISTRY, "self_predicted", self_predicted)
     monkeypatch.setitem(occlusion.REGISTRY, "retrained", occlusion.REGISTRY["mean"])
-    monkeypatch.setattr(occlusion, "STRATEGIES", (*occlusion.STRATEGIES, "token_drop", "retrained"))
-    monkeypatch.setitem(occlusion.PREDICTED_BY, "token_drop", "stored")
+    monkeypatch.setattr(occlusion, "STRATEGIES", (*occlusion.STRATEGIES, "self_predicted", "retrained"))
+    monkeypatch.setitem(occlusion.PREDICTED_BY, "self_predicted", "stored")
     monkeypatch.setitem(occlusion.PREDICTED_BY, "retrained", "roar_model")
     _fake_explain(tmp_path)
     cfg = occlude.default_config()
-    cfg.strategies, cfg.curves, cfg.grid_patches = ("blackening", "token_drop", "retrained"), ("morf",), 2
+    cfg.strategies, cfg.curves, cfg.grid_patches = ("blackening", "self_predicted", "retrained"), ("morf",), 2
     occlude.run(_ctx(tmp_path, cfg))
     d = tmp_path / "occlude"
     layout = artifacts.read_layout(d)
-    assert layout["predicted_by"] == {"blackening": "classifier", "token_drop": "stored", "retrained": "roar_model"}
+    assert layout["predicted_by"] == {"blackening": "classifier", "self_predicted": "stored", "retrained": "roar_model"}
     blocks = list(artifacts.occluded_blocks(d))
-    stored = [b for b in blocks if b["strategy"] == "token_drop"]
+    stored = [b for b in blocks if b["strategy"] == "self_predicted"]
     assert stored and all("image" not in b and len(b["p"]) == len(b["pos"]) for b in stored)
     ev, _ = artifacts.read_explained(tmp_path / "explain")
 
@@ -446,14 +446,14 @@ def test_strategies_that_store_predictions_or_name_another_model(tmp_path, monke
     main_calls.clear()
     res = scoring.score_occluded(artifacts.occluded_blocks(d), ev["image"], main_fn,
                                  model_predict_fns={"roar_model": other_fn})
-    n = {s: sum(len(b["pos"]) for b in blocks if b["strategy"] == s) for s in ("blackening", "token_drop", "retrained")}
+    n = {s: sum(len(b["pos"]) for b in blocks if b["strategy"] == s) for s in ("blackening", "self_predicted", "retrained")}
     assert sum(main_calls) == n["blackening"] and sum(other_calls) == n["retrained"]
     np.testing.assert_array_equal(res[("retrained", "morf")]["p"], 0.25)
-    got = res[("token_drop", "morf")]
+    got = res[("self_predicted", "morf")]
     np.testing.assert_allclose(got["p"], np.concatenate([b["p"] for b in stored]))
     assert "feat" not in got
     _, hm = artifacts.read_explained(tmp_path / "explain")
     table, summary = scoring.summarize_run(ev, artifacts.read_geometry(d), res, main_fn, methods=hm["methods"],
                                            controls=hm["controls"], n_boot=20)
-    assert set(summary["strategies"]) == {"blackening", "token_drop", "retrained"}
-    assert "token_drop" not in summary["kid"] and table.n_rows > 0
+    assert set(summary["strategies"]) == {"blackening", "self_predicted", "retrained"}
+    assert "self_predicted" not in summary["kid"] and table.n_rows > 0

@@ -28,7 +28,20 @@ from ibo_jax.models.plain import cnn_small
 from ibo_jax.models.resnet import resnet_small
 from ibo_jax.models.unet import UNet2DModel, UNetConfig
 
-FACTORIES: dict[str, Callable[..., nnx.Module]] = {**ARCHS, "resnet_small": resnet_small, "cnn_small": cnn_small}
+
+def vit_from_fields(num_classes: int, *, rngs: nnx.Rngs | None = None, dtype: Any = None, **fields) -> nnx.Module:
+    """A `models.VisionTransformer` from ViTConfig fields (what model_config.json stores for arch
+    'vit'; JSON lists become tuples). A `dtype` is refused: the ViT computes in float32."""
+    from ibo_jax.models.vit import ViTConfig, vit
+
+    if dtype is not None:
+        raise ValueError(f"dtype={dtype}: ViT classifiers compute in float32 (train_classifier.bf16 must be False)")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return vit(ViTConfig(**fields, num_classes=int(num_classes)), rngs=rngs)
+
+
+FACTORIES: dict[str, Callable[..., nnx.Module]] = {**ARCHS, "resnet_small": resnet_small, "cnn_small": cnn_small,
+                                                   "vit": vit_from_fields}
 
 
 @dataclasses.dataclass(frozen=True)

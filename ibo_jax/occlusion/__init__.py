@@ -9,6 +9,9 @@ the batch position) or, better, per-example keys [B] so results do not depend on
 `ffidelity` (F-Fidelity, `ibo_jax/occlusion/ffidelity.py`) returns predictions instead of images:
 {"p", "logit"} [B], the mean over random sub-masks predicted by a fine-tuned classifier (`model=`,
 `fill=`, from the `finetune_ffidelity` stage); it is declared "stored" in `PREDICTED_BY`.
+`token_drop` (ViT classifiers only, `ibo_jax/occlusion/token_drop.py`) also predicts instead of
+producing images: the ViT (`model=`) predicts the original image with the tokens of the removed
+patches dropped (a token goes when at least half of its pixels are removed); "stored" too.
 
 Every strategy is `fn(images, remove_mask, *, key=None, **options)`. `counterfactual` (synthetic
 data only) takes `twin=` (the patches without their tumor) and gives the faithfulness reference. `ibo` comes from
@@ -24,7 +27,15 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ibo_jax.occlusion import blurring, counterfactual, ffidelity, histogram, nli, simple
+from ibo_jax.occlusion import (
+    blurring,
+    counterfactual,
+    ffidelity,
+    histogram,
+    nli,
+    simple,
+    token_drop,
+)
 from ibo_jax.occlusion.simple import check_inputs, to_uint8
 from ibo_jax.rng import example_keys
 
@@ -38,6 +49,8 @@ REGISTRY: dict[str, Callable[..., jax.Array]] = {
     "counterfactual": counterfactual.counterfactual,  # synthetic data only: needs twin=
     # F-Fidelity: stochastic sub-masks predicted by the fine-tuned classifier (needs model=, fill=)
     "ffidelity": ffidelity.ffidelity,
+    # ViTs only: the removed patches' tokens dropped, predicted by the ViT itself (needs model=)
+    "token_drop": token_drop.token_drop,
 }
 RANDOM = frozenset({"histogram", "nli", "ibo"})
 
@@ -55,7 +68,7 @@ STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
 # re-predicted by the run's classifier), "stored" (it writes p(tumor) and the logit itself, e.g.
 # a ViT's token dropping) or the name of another model that re-predicts its images (a retrained
 # classifier). Strategies not listed are "classifier".
-PREDICTED_BY: dict[str, str] = {"ffidelity": "stored"}
+PREDICTED_BY: dict[str, str] = {"ffidelity": "stored", "token_drop": "stored"}
 
 
 def predicted_by(name: str) -> str:

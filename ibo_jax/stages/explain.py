@@ -1,11 +1,13 @@
-"""Stage `explain`: the evaluation set, CAM heatmaps per method, importance levels, a figure.
+"""Stage `explain`: the evaluation set, heatmaps per method, importance levels, a figure.
 
-Inputs: `data` (test split), `train_classifier` (the trained model).
+Inputs: `data` (test split), `train_classifier` (the trained model); optionally `heatmaps_npz`,
+maps computed elsewhere.
 Outputs (explain/, written through `ibo_jax.artifacts`):
   eval_set.npz    index int64 [N], image uint8 [N,H,W,3], label int32 [N], tumor_mask bool [N,H,W];
                   twin uint8 [N,H,W,3] (the patches without their tumor: synthetic data only,
                   `artifacts.twins_of`) or twin_unavailable str (why not)
-  heatmaps.npz    methods str [M] (CAM methods, then controls), controls str [C],
+  heatmaps.npz    methods str [M] (computed methods, then external maps, then controls),
+                  controls str [C], external str [E] (the maps read from `heatmaps_npz`),
                   heatmaps float16 [N,M,H,W] in [0,1], levels int8 [N,M,H,W] (1 = most important,
                   0 = excluded), n_levels int8 [N,M], k, valid bool [N,M] (CAM map not degenerate
                   and at least 2 levels), cam_valid bool [N,M]; with derived controls also
@@ -14,7 +16,22 @@ Outputs (explain/, written through `ibo_jax.artifacts`):
   chunks/         per-batch heatmaps (resume after a kill; hosts split the batches)
 
 The evaluation set is `n_images` random tumor patches (label `label`) of the `split` split, drawn
-with the stage key, sorted by patch index. Levels are computed from the float16 heatmaps that
+with the stage key, sorted by patch index. Methods (`methods`) are any of `ibo_jax.attribution.METHODS` (the CAM
+methods and the gradient / attention attributions) that support the classifier's family (a ViT
+or a CNN: `attribution.supports`); an unsupported pair is a one-line error.
+
+Heatmaps computed elsewhere (`heatmaps_npz`, a path): an .npz with `index` int [N'] (patch indices
+of the evaluation set: run the stages up to `explain` with `methods = ()` and read
+explain/eval_set.npz's `index` to get them), `methods` str [M'] (names not used by a registered
+method or a control) and `heatmaps` float [N', M', h, w]. Every evaluation patch must be among the
+N' rows (extra rows are ignored); the maps are resized bilinearly (`jax.image.resize`) to the
+image size when h, w differ (`external.resized` in the summary says so), then min-max normalized
+per map to [0, 1] (importance levels and top-q masks are invariant to it); a constant or
+non-finite map is invalid, as a degenerate CAM map is. They are then scored exactly like the
+computed maps. The trust stage's model-randomization check cannot cover them (they cannot be
+recomputed on a randomized model): `external.randomization` gives the reason.
+
+Levels are computed from the float16 heatmaps that
 are stored, so any later recomputation from the file gives the same masks. Controls: 'random' is
 a smooth random map (uniform noise on a coarse grid, bilinear upsampling, per-image key from the
 patch index); 'oracle' is the ground-truth mask, Gaussian-smoothed. Derived controls
@@ -31,7 +48,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ibo_jax import artifacts, cam, parallel, rng
+from ibo_jax import artifacts, attribution, cam, parallel, rng
 from ibo_jax import io as ibo_io
 from ibo_jax.cam import controls as control_maps
 
@@ -42,7 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.n_images = 16          # the study used 100
     c.split = "test"
     c.label = 1              # tumor patches
-    c.methods = cam.METHODS
+    c.methods = cam.METHODS   # any of ibo_jax.attribution.METHODS the classifier supports
+    c.heatmaps_npz = ""      # heatmaps computed elsewhere (index, methods, heatmaps): see above
     # controls of known quality (evaluation.controls), () for none: a random map, the annotation, the
     # annotation degraded on nested random blobs (the trust stage's known order), the shifted oracle
     c.controls = ("random", "oracle", "graded", "oracle_shifted")
@@ -71,6 +89,73 @@ def default_config() -> ml_collections.ConfigDict:
 def method_options(method: str, cfg) -> dict:
     """`explain.method_options.<method>` as keyword arguments (dtype names become dtypes)."""
     return cam.resolve_options(cfg.method_options.get(method, {}))
+
+
+RANDOMIZATION_UNAVAILABLE = ("maps read from explain.heatmaps_npz were computed outside ibo_jax: they cannot be "
+                             "recomputed on the randomized models of the cascade")
+
+
+def check_methods(methods, model) -> None:
+    """Each name is a registered method (`attribution.METHODS`) that supports `model`'s family."""
+    for m in methods:
+        if m not in attribution.METHODS:
+            raise ValueError(f"explain.methods: unknown method {m!r}; expected some of {attribution.METHODS}")
+    bad = [m for m in methods if not attribution.supports(m, model)]
+    if bad:
+        ok = [m for m in attribution.METHODS if attribution.supports(m, model)]
+        raise ValueError(f"explain.methods: {bad} do not support this {attribution.family(model)} classifier "
+                         f"({type(model).__name__}); methods that do: {ok}")
+
+
+def read_external(path: str, index: np.ndarray, size: tuple[int, int], reserved) -> dict:
+    """Heatmaps computed elsewhere (`explain.heatmaps_npz`) for the evaluation patches `index`:
+    {methods [E], heatmaps float32 [N, E, H, W] in [0, 1], valid bool [N, E], resized} (see the
+    module docstring). Every problem is one line naming the file and the array."""
+    field = f"explain.heatmaps_npz {path}"
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{field}: not found (expected an .npz with index, methods, heatmaps)")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{field}: not a readable .npz ({e})") from e
+    missing = [k for k in ("index", "methods", "heatmaps") if k not in arrays]
+    if missing:
+        raise ValueError(f"{field}: missing array(s) {missing}; expected index int [N], methods str [M], "
+                         f"heatmaps float [N, M, H, W]")
+    idx, names, heat = arrays["index"], arrays["methods"], arrays["heatmaps"]
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise ValueError(f"{field}: index is {idx.dtype} {list(idx.shape)}, expected int [N]")
+    if names.ndim != 1 or names.dtype.kind != "U" or not len(names):
+        raise ValueError(f"{field}: methods is {names.dtype} {list(names.shape)}, expected str [M], M >= 1")
+    if heat.ndim != 4 or heat.dtype.kind != "f" or heat.shape[:2] != (len(idx), len(names)):
+        raise ValueError(f"{field}: heatmaps is {heat.dtype} {list(heat.shape)}, expected float "
+                         f"[N={len(idx)}, M={len(names)}, H, W]")
+    names = [str(m) for m in names]
+    clash = sorted(set(names) & set(reserved))
+    if clash or len(set(names)) != len(names) or "" in names:
+        raise ValueError(f"{field}: methods must be distinct non-empty names not used by a registered method or "
+                         f"a control (rename e.g. 'gradcam' to 'ext_gradcam'); got {names}")
+    if len(np.unique(idx)) != len(idx):
+        raise ValueError(f"{field}: index has repeated patch indices")
+    row = {int(v): i for i, v in enumerate(idx)}
+    absent = [int(v) for v in index if int(v) not in row]
+    if absent:
+        raise ValueError(f"{field}: {len(absent)} of the {len(index)} evaluation patches are missing (first: "
+                         f"{absent[:5]}); its index must cover explain/eval_set.npz's index (run the stages up to "
+                         f"explain with explain.methods = () to get it)")
+    heat = heat[[row[int(v)] for v in index]].astype(np.float32)  # [N, E, h, w], eval-set order
+    resized = None
+    if heat.shape[2:] != tuple(size):
+        resized = {"from": list(heat.shape[2:]), "to": list(size), "method": "bilinear (jax.image.resize)"}
+        heat = np.asarray(jax.image.resize(heat, heat.shape[:2] + tuple(size), "bilinear"))
+    finite = np.isfinite(heat).all((2, 3))
+    safe = np.where(np.isfinite(heat), heat, 0.0)
+    lo, hi = safe.min((2, 3), keepdims=True), safe.max((2, 3), keepdims=True)
+    valid = finite & (hi > lo)[..., 0, 0]
+    heat = np.where(valid[..., None, None], (safe - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+    return {"methods": names, "heatmaps": heat.astype(np.float32), "valid": valid, "resized": resized}
 
 
 def choose_eval_set(data_dir: Path, cfg, key: jax.Array) -> dict[str, np.ndarray]:
@@ -147,8 +232,10 @@ def run(ctx) -> dict:
     cfg = ctx.cfg
     methods = [str(m) for m in cfg.methods]
     controls = [str(c) for c in cfg.controls]
+    known = attribution.METHODS
     for m in methods:
-        cam.base.check_method(m)
+        if m not in known:
+            raise ValueError(f"explain.methods: unknown method {m!r}; expected some of {known}")
     control_maps.expand(controls)  # unknown names: an error naming the field
     derived = [str(d) for d in cfg.get("derived_controls", ())]
     shares = tuple(float(x) for x in cfg.get("shuffle_shares", control_maps.SHUFFLE_SHARES))
@@ -161,11 +248,16 @@ def run(ctx) -> dict:
         ev["twin"] = twins
     else:
         ev["twin_unavailable"] = np.asarray(why)
+    external = None
+    if str(cfg.get("heatmaps_npz", "") or ""):  # before the model: a bad file fails fast
+        reserved = {*known, *control_maps.expand(controls), *methods}
+        external = read_external(str(cfg.heatmaps_npz), ev["index"], (H, W), reserved)
     model = loaders.load_classifier(ctx.input_dir("train_classifier"))
+    check_methods(methods, model)
     graphdef, state = nnx.split(model)
     if ctx.process_count == 1 and ctx.mesh is not None and ctx.mesh.devices.size > 1:
         state = parallel.replicate(state, ctx.mesh)
-    fns = {m: cam.make_cam_fn(m, graphdef, target_class=ctx.tumor_class, **method_options(m, cfg))
+    fns = {m: attribution.make_fn(m, graphdef, target_class=ctx.tumor_class, **method_options(m, cfg))
            for m in methods}
 
     batch = max(1, int(cfg.batch_size))
@@ -190,6 +282,11 @@ def run(ctx) -> dict:
     parts = [ibo_io.read_npz(ctx.chunk_path(f"heat_{s:06d}.npz")) for s in starts] if methods else []
     heat = np.concatenate([p["heat"] for p in parts]) if methods else np.zeros((n, 0, H, W), np.float16)
     cam_valid = np.concatenate([p["valid"] for p in parts]) if methods else np.zeros((n, 0), bool)
+    external_names = external["methods"] if external is not None else []
+    if external is not None:  # scored like the computed maps: ranked methods, before the controls
+        heat = np.concatenate([heat, external["heatmaps"].astype(np.float16)], axis=1)
+        cam_valid = np.concatenate([cam_valid, external["valid"]], axis=1)
+        methods = methods + external_names
     controls, extra = control_maps.make(
         controls, key=ctx.key, index=ev["index"], tumor_mask=ev["tumor_mask"], random_grid=int(cfg.random_grid),
         oracle_sigma=float(cfg.oracle_sigma), blob_grid=int(cfg.blob_grid),
@@ -222,6 +319,7 @@ def run(ctx) -> dict:
         "methods": np.asarray(names, dtype=str), "controls": np.asarray(controls, dtype=str),
         "heatmaps": heat, "levels": levels.astype(np.int8), "n_levels": n_levels.astype(np.int8),
         "k": np.int32(cfg.k), "valid": valid, "cam_valid": cam_valid, **derived_info,
+        "external": np.asarray(external_names, dtype=str),
     })
     shown = [names.index(m) for m in figure_names]  # derived controls: the first method's only
     heatmap_figure(artifacts.figure_path("explain", ctx.dir), ev, figure_names, heat[:, shown], int(cfg.figure_patches))
@@ -239,6 +337,10 @@ def run(ctx) -> dict:
         out_derived = {"derived_controls": {"kinds": derived, "names": d_names, **(
             {"smooth_sigma": smooth_sigma, "smooth_sigma_px": sigma_px} if "smooth" in derived else {}),
             **({"shuffle_shares": list(shares)} if "shuffle" in derived else {})}}
+    if external is not None:
+        out_derived["external"] = {"path": str(cfg.heatmaps_npz), "methods": external_names,
+                                   "resized": external["resized"], "n_valid": external["valid"].sum(0).tolist(),
+                                   "randomization": {"unavailable": RANDOMIZATION_UNAVAILABLE}}
     return {"n_images": n, "image_size": [H, W], "methods": names, "controls": controls, **out_derived,
             "twins": "available" if twins is not None else why,
             "per_method": per_method, "seconds": time.time() - t0}

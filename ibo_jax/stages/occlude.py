@@ -150,7 +150,24 @@ def strategy_options(name: str, cfg, ctx) -> dict:
         opts.update(ibo_options(cfg.ibo, ctx.input_dir("train_ddpm")))
     if name == "ffidelity":  # strategy_options.ffidelity: n_samples, alpha, beta, batch_size
         opts.update(ffidelity_options(ctx))
+    if name == "token_drop":  # strategy_options.token_drop: batch_size
+        opts.update(token_drop_options(ctx))
     return opts
+
+
+def token_drop_options(ctx) -> dict:
+    """occlusion.apply('token_drop', ...) keywords: the run's classifier (a ViT, else one line) and the
+    tumor class. The classifier is the one explain read (its fingerprint is in explain's, so in this
+    stage's): workdir/train_classifier."""
+    from ibo_jax.models import loaders
+    from ibo_jax.occlusion.token_drop import check_vit
+
+    model = loaders.load_classifier(ctx.workdir / "train_classifier")
+    try:
+        check_vit(model, "the run's classifier")
+    except ValueError as e:
+        raise ValueError(f"occlude.strategies has 'token_drop': {e}") from e
+    return {"model": model, "tumor_class": ctx.tumor_class}
 
 
 def _residual_rows(ev, pos_list, n_draws):

@@ -30,7 +30,7 @@ import time
 import ml_collections
 import numpy as np
 
-from ibo_jax import artifacts, cam
+from ibo_jax import artifacts, attribution, cam
 from ibo_jax.data.patches import read_split
 from ibo_jax.evaluation.predict import make_predict_fn
 from ibo_jax.models import loaders
@@ -143,12 +143,18 @@ def run(ctx) -> dict:
     n_rand = int(cfg.randomization_images)
     if n_rand > 0:
         model = loaders.load_classifier(ctx.input_dir("train_classifier"))
-        methods = [m for m in hm["methods"] if m in cam.REGISTRY]
+        # every computed method; maps read from explain.heatmaps_npz (`external`) cannot be recomputed
+        external = [str(m) for m in hm.get("external", [])]
+        methods = [m for m in hm["methods"] if m in attribution.METHODS and m not in external]
         opts = ctx.config.explain.method_options if "explain" in ctx.config else {}  # explain's own options
         summary["randomization"] = randomization.cascade(
             model, lambda s: loaders.fresh_classifier(ctx.input_dir("train_classifier"), int(ctx.config.seed) + 1000 + s),
             ev["image"][:n_rand], methods=methods, target_class=ctx.tumor_class,
             method_options={m: cam.resolve_options(opts.get(m, {})) for m in methods})
+        if external:
+            summary["randomization"]["unavailable"] = dict.fromkeys(
+                external, "read from explain.heatmaps_npz (computed outside ibo_jax): cannot be recomputed on the "
+                          "randomized models of the cascade")
     else:
         summary["randomization"] = {"skipped": "trust.randomization_images = 0"}
     summary["in_distribution"] = in_distribution_section(ctx, cfg, arrays, **kw)

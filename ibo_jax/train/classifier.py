@@ -5,6 +5,11 @@
                     workdir=path, key=key)
     model = ibo_jax.models.loaders.load_classifier(path)   # eval mode, best-on-validation weights
 
+ViTs: `model_spec("uni" | {ViTConfig fields}, num_classes)` gives the spec (arch 'vit', the
+ViTConfig fields as kwargs); `init_weights` is then a timm or Hugging Face checkpoint
+(`models.from_timm` / `models.from_hf_vit`), and `train_linear_probe` trains only the head `fc` on
+the frozen backbone's pooled features `model.embed(x)`, computed once and cached.
+
 The model is split once (`nnx.split` into graphdef, params, batch stats, rest); `train_step` and
 `eval_step` are plain `jax.jit` functions of (state, batch) that `nnx.merge` inside. Batches are
 sharded over the mesh axis `data`, parameters replicated (BatchNorm statistics are then global-batch
@@ -226,15 +231,99 @@ def _host_batch(batch: Mapping[str, Any], num_classes: int) -> dict:
     return {"image": img, "label": label, "index": index.astype(np.int32)}
 
 
+VIT = "vit"  # ModelSpec.arch of every ViT (its kwargs are the ViTConfig fields but num_classes)
+
+
+def model_spec(arch: Any, num_classes: int, kwargs: Mapping[str, Any] | None = None) -> ModelSpec:
+    """The ModelSpec of `arch`: a CNN name of FACTORIES (kwargs = its constructor's), a ViT preset
+    name (`models.vit_preset`; kwargs override its ViTConfig fields), a mapping of ViTConfig fields
+    (optionally with 'preset': the fields override that preset; kwargs override both) or 'vit'
+    (the mapping is kwargs: what a config file can say, as ConfigDict fields keep their type).
+    Errors name `arch`."""
+    from ibo_jax.models import vit_preset
+    from ibo_jax.models.vit import ViTConfig
+    from ibo_jax.models.vit_presets import PRESETS
+
+    kwargs = dict(kwargs or {})
+    if arch == VIT:  # 'vit': the ViTConfig fields are all in kwargs (a config file's model_kwargs)
+        arch = {}
+    if isinstance(arch, str) and arch not in PRESETS:
+        if arch not in FACTORIES:
+            raise ValueError(f"arch: expected a CNN of {sorted(set(FACTORIES) - {VIT})}, a ViT preset of "
+                             f"{sorted(PRESETS)} or a mapping of ViTConfig fields, got {arch!r}")
+        return ModelSpec(arch, int(num_classes), kwargs)
+    if isinstance(arch, str):
+        fields, base = kwargs, arch
+    elif isinstance(arch, Mapping):
+        fields = {**{k: v for k, v in dict(arch).items() if k != "preset"}, **kwargs}
+        base = dict(arch).get("preset")
+    else:
+        raise ValueError(f"arch: expected a name or a mapping of ViTConfig fields, got {type(arch).__name__}")
+    known = {f.name for f in dataclasses.fields(ViTConfig)} - {"num_classes"}
+    bad = sorted(set(fields) - known)
+    if bad:
+        raise ValueError(f"arch: {bad} are not ViTConfig fields (num_classes is the global one); "
+                         f"expected some of {sorted(known)}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    try:
+        config = vit_preset(base, **fields) if base else ViTConfig(**fields)
+        config = dataclasses.replace(config, num_classes=int(num_classes))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"arch: {e}") from e
+    return vit_spec(config)
+
+
+def vit_spec(config) -> ModelSpec:
+    """The ModelSpec that rebuilds a ViT of ViTConfig `config`."""
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    return ModelSpec(VIT, int(fields.pop("num_classes")), fields)
+
+
+def _pretrained_vit(spec: ModelSpec, weights: Any) -> nnx.Module:
+    """A ViT from a timm checkpoint (onto the spec's config) or a Hugging Face ViTModel /
+    Dinov2Model one (a folder with config.json, or keys under `embeddings.`: its own config)."""
+    from ibo_jax import models
+    from ibo_jax.models.convert import load_state_dict
+    from ibo_jax.models.vit import ViTConfig
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(spec.kwargs).items()}
+    config = ViTConfig(**fields, num_classes=int(spec.num_classes))
+    is_dir = isinstance(weights, (str, Path)) and Path(weights).is_dir()
+    sd = None if is_dir else load_state_dict(weights)
+    if is_dir or any(k.startswith(("embeddings.", "vit.embeddings.", "dinov2.embeddings.")) for k in sd):
+        return models.from_hf_vit(weights if is_dir else sd, num_classes=spec.num_classes)
+    return models.from_timm(config, sd, num_classes=spec.num_classes)
+
+
 def _pretrained(spec: ModelSpec, weights: Any) -> nnx.Module:
-    """`spec`'s module with a torchvision/timm checkpoint loaded; errors name `init_weights`."""
+    """`spec`'s module with a torchvision/timm checkpoint loaded (a ViT: timm or Hugging Face
+    layout, `_pretrained_vit`); errors name `init_weights`."""
     from ibo_jax.models import from_torchvision
 
     try:
+        if spec.arch == VIT:
+            return _pretrained_vit(spec, weights)
         return from_torchvision(spec.arch, weights, num_classes=spec.num_classes, **dict(spec.kwargs))
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"init_weights: cannot load the checkpoint into {spec.arch} with model_kwargs "
                          f"{dict(spec.kwargs)}: {e}") from e
+
+
+def initial_model(spec: ModelSpec, init_weights: Any, key: jax.Array, *, bf16: bool = False
+                  ) -> tuple[nnx.Module, ModelSpec]:
+    """(the module training starts from, its spec): random init from `key`, then `init_weights`
+    loaded if given. A ViT read from a Hugging Face checkpoint has that checkpoint's config, which
+    the returned spec records (what model_config.json holds)."""
+    model = spec.build(rngs=nnx.Rngs(int(jax.random.randint(key, (), 0, 2**31 - 1))),
+                       dtype="bfloat16" if bf16 else None)
+    if init_weights is None:
+        return model, spec
+    loaded = _pretrained(spec, init_weights)
+    if spec.arch == VIT:
+        spec = vit_spec(loaded.config)
+        return loaded, spec
+    nnx.update(model, nnx.state(loaded))
+    return model, spec
 
 
 def _use_as_is(spec: ModelSpec, cfg: TrainConfig, model: nnx.Module, workdir: Path, val, mesh,
@@ -287,10 +376,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
         raise ValueError(f"steps_per_epoch: expected >= 1 (fewer training examples than one batch?), got {steps_per_epoch}")
     total = cfg.epochs * steps_per_epoch
     k_init, k_aug = jax.random.split(key)
-    model = spec.build(rngs=nnx.Rngs(int(jax.random.randint(k_init, (), 0, 2**31 - 1))),
-                       dtype="bfloat16" if cfg.bf16 else None)
-    if init_weights is not None:
-        nnx.update(model, nnx.state(_pretrained(spec, init_weights)))
+    model, spec = initial_model(spec, init_weights, k_init, bf16=cfg.bf16)
     if cfg.epochs == 0:
         return _use_as_is(spec, cfg, model, workdir, val, mesh, class_names)
     model.train()
@@ -357,6 +443,6 @@ def train(spec: ModelSpec, cfg: TrainConfig, *, train_batches: Callable[[int], I
             "train_seconds": seconds, "train_images_per_s": seen / seconds if seconds > 0 else None}
 
 
-__all__ = ["FACTORIES", "ModelSpec", "TrainConfig", "array_batches", "augment_batch", "check_labels",
+__all__ = ["FACTORIES", "VIT", "ModelSpec", "TrainConfig", "initial_model", "model_spec", "vit_spec", "array_batches", "augment_batch", "check_labels",
            "classification_metrics", "eval_step", "load_classifier", "make_optimizer", "predict", "train",
            "train_step"]

@@ -13,8 +13,9 @@ from scratch: nothing can be downloaded here, so there is no foundation-model ba
   gradients, SmoothGrad) at their default options;
 - `token_drop` beside the pixel strategies (the ViT predicts without the removed patches' tokens; no
   image, so no realism columns), on every curve;
-- no RePaint sweep (it compares inpainting samplers and does not depend on the classifier: the CNN
-  demo runs it).
+- no RePaint sweep (it compares inpainting samplers and does not depend on the classifier), no
+  F-Fidelity and no derived bias controls (17 methods would make 68 control maps): the CNN demo runs
+  them.
 Measured (2026-12-05, 2-core Intel Xeon shared with other jobs, load average 8-12, so the process got
 54% of one core): test accuracy 0.986 (ROC AUC 0.9995) after 4 epochs; 38.9 min wall, 1,275 CPU
 seconds (data 80 s, train_classifier 213 s, train_ddpm 465 s, ddpm_check 158 s, explain 188 s,
@@ -36,6 +37,10 @@ def get_config(arg=None):
         raise ValueError(f"configs/vit_demo.py: takes no argument, got {arg!r}")
     config = pipeline.config_from_file(Path(__file__).with_name("demo.py"))
     del config.repaint_sweep
+    del config.finetune_ffidelity
+    config.explain.derived_controls = ()
+    config.occlude.strategies = tuple(s for s in config.occlude.strategies if s != "ffidelity")
+    config.occlude.ranked_only = ()
 
     t = config.train_classifier
     t.arch = "tiny"  # models.vit_preset('tiny'): 64 px, 8 px patches, width 64, depth 4, 4 heads

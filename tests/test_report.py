@@ -123,6 +123,9 @@ def test_report_without_a_gt_ranking_gives_no_verdict():
     text = report.render_markdown(s)
     assert "No verdict in this run:** only 1 method could be ranked" in text and "Plausibility verdict" not in text
     assert f"| {M[1]} | n/a | 0 | unranked (no valid patch) |" in text and "| random |" in text
+    ext = {"path": "maps.npz", "methods": ["mymap"], "resized": {"from": [16, 16], "to": [64, 64], "method": "bilinear"}}
+    text = report.render_markdown(s, external=ext)
+    assert "| maps computed elsewhere | mymap from maps.npz, resized bilinear from 16x16 to 64x64; no randomization" in text
 
 
 def _tiny_classifier():

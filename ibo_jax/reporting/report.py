@@ -357,17 +357,19 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
                     config: Mapping | None = None, figures: Sequence[tuple[str, str]] = (),
                     ground_truth: str | None = None, sweep: Mapping | None = None,
                     ddpm_check: Mapping | None = None, trust: Sequence[str] = (),
-                    slides: Mapping | None = None, trust_summary: Mapping | None = None) -> str:
+                    slides: Mapping | None = None, trust_summary: Mapping | None = None,
+                    external: Mapping | None = None) -> str:
     """The report text; `figures` are (file name beside report.md, caption); `ground_truth`
     says what the GT masks are (`ground_truth_kind`); `ddpm_check` the ddpm_check summary;
     `trust` the lines of 'Can this verdict be trusted?' (reporting.trust.trust_section), which
-    follow the verdicts; `trust_summary` (trust/summary.json) gives the faithfulness verdict."""
+    follow the verdicts; `trust_summary` (trust/summary.json) gives the faithfulness verdict;
+    `external` explain's summary entry for maps read from `explain.heatmaps_npz`."""
     strategies = [s for s in summary["strategies"] if "agreement" in summary["strategies"][s].get(PRIMARY, {})]
     mard_of = {s: summary["strategies"][s][PRIMARY]["agreement"]["mard"] for s in strategies}
     best = [s for s in strategies if mard_of[s] <= min(mard_of.values()) + 1e-9] if strategies else None
     n_ranked = len(summary.get("gt", {}).get("ranking", {}))
     n_strat = len(summary["strategies"])
-    out = [f"# Which CAM explanation can we trust? Deletion tests under {n_strat} occlusion "
+    out = [f"# Which explanation can we trust? Deletion tests under {n_strat} occlusion "
            f"strateg{'y' if n_strat == 1 else 'ies'}\n\n", _introduction(summary, config)]
     faithful = faithfulness_verdict(trust_summary)
     if faithful:
@@ -388,6 +390,11 @@ def render_markdown(summary: Mapping, *, classifier_metrics: Mapping | None = No
              ["misclassified (original image, p(tumor) < 0.5)", str(summary.get("misclassified", "n/a"))],
              ["methods", ", ".join(summary["methods"])], ["controls", ", ".join(summary.get("controls", [])) or "none"],
              ["strategies", ", ".join(summary["strategies"])]]
+    if external:
+        rs = external.get("resized")
+        facts.append(["maps computed elsewhere", f"{', '.join(external.get('methods', []))} from {external.get('path')}"
+                      + (f", resized {rs['method']} from {rs['from'][0]}x{rs['from'][1]} to {rs['to'][0]}x{rs['to'][1]}"
+                         if rs else "") + "; no randomization check for them (not recomputable)"])
     if ground_truth:
         facts.append(["ground-truth masks", ground_truth])
     facts += [[f"excluded ({k})", str(v)] for k, v in sorted((summary.get("exclusions") or {}).items())]
@@ -414,7 +421,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
                  explain: tuple[Mapping, Mapping] | None = None,
                  upstream_figures: Sequence[tuple[str | Path, str]] = (), ground_truth: str | None = None,
                  config: Mapping | None = None, trust: Mapping | None = None, slides: Mapping | None = None,
-                 meta: Mapping | None = None, roar: Mapping | None = None) -> dict:
+                 meta: Mapping | None = None, roar: Mapping | None = None, external: Mapping | None = None) -> dict:
     """Writes out_dir/report.md and its figures from what it is given; returns a small summary.
     roar: the roar stage's summary (ROAR / KAR rows in the trust section's known-answer table).
     upstream_figures: (PNG file another stage wrote, caption), copied beside the report as
@@ -449,6 +456,6 @@ def write_report(out_dir: str | Path, *, summary: Mapping, classifier_metrics: M
         figures = trust_figures + figures
     text = render_markdown(summary, classifier_metrics=classifier_metrics, config=config, figures=figures,
                            ground_truth=ground_truth, sweep=sweep, ddpm_check=ddpm_check, trust=trust_lines, slides=slides,
-                           trust_summary=checks)
+                           trust_summary=checks, external=external)
     ibo_io.write_text(out_dir / "report.md", text)
     return {"figures": len(figures), "strategies": len(summary["strategies"]), "chars": len(text)}

@@ -39,6 +39,7 @@ def run(ctx) -> dict:
         classifier_metrics=artifacts.read_json(artifacts.CLASSIFIER_METRICS, ctx.input_dir("train_classifier"),
                                                required=False),
         ddpm_check=optional["ddpm_check"], trust=optional["trust"], roar=optional["roar"],
+        external=(artifacts.read_summary(ctx.input_dir("explain"), required=False) or {}).get("external"),
         sweep=artifacts.read_json(artifacts.SWEEP_JSON, inputs["repaint_sweep"], required=False)
         if "repaint_sweep" in inputs else None,
         slides=artifacts.read_json(artifacts.SLIDES, data_dir, required=False),

@@ -1,9 +1,10 @@
 """The README's python blocks run as written, on tiny stand-ins for the heavy parts.
 
-Two names the README uses are swapped for tiny versions with `monkeypatch.setattr`, which
+Three names the README uses are swapped for tiny versions with `monkeypatch.setattr`, which
 raises if the name does not exist: a renamed or removed function in the README fails here.
 - `models.resnet50` -> the demo's small ResNet (the block's code path is the same);
-- `models.loaders.load_eps_model` -> a toy epsilon model (no trained DDPM on disk).
+- `models.loaders.load_eps_model` -> a toy epsilon model (no trained DDPM on disk);
+- `models.from_timm` -> a tiny random ViT at 224 px (no foundation-model checkpoint on disk).
 Everything else (data, cam, evaluation, occlusion, repaint) is the real library, on two 64 px
 synthetic patches (the smallest the generator makes).
 """
@@ -46,6 +47,9 @@ def test_readme_python_blocks_run(monkeypatch):
                                 betas=np.linspace(1e-4, 0.02, 50, dtype=np.float32), image_size=64)
 
     monkeypatch.setattr(loaders, "load_eps_model", toy_eps)
+    # no foundation-model checkpoint on disk: a tiny random ViT at 224 px in the timm layout
+    monkeypatch.setattr(models, "from_timm", lambda preset, path, num_classes=None, **kw: models.vit(
+        "tiny", img_size=224, patch_size=32, num_classes=num_classes or 2))
 
     for block in python_blocks(README.read_text()):
         namespace: dict = {"__name__": "readme"}
@@ -55,6 +59,9 @@ def test_readme_python_blocks_run(monkeypatch):
             assert auc.shape == (2,)
             probs = np.asarray(namespace["probs"])
             assert probs.shape == (2, 5) and np.all((probs >= 0) & (probs <= 1))
+        if "vit" in namespace:
+            heat = np.asarray(namespace["heat"])
+            assert heat.shape == (2, 224, 224) and heat.min() >= 0 and heat.max() <= 1 and heat.max() > 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 # benchmark in $OUT/<name>.log (last line), device facts in $OUT/gpu.txt.
 #   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh                       # profile variants repaint unet (<= 570 s)
 #   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh variants unet repaint  # some, in this order
-# profile: per-kernel time of one UNet forward (benchmarks/gpu_profile.py).
+# profile: per-kernel time of one UNet forward (benchmarks/gpu_profile.py). vit_h14, vit_g14: forward,
+# rollout, gradient-weighted rollout, AttnLRP and 50-step IG on full-size ViTs (benchmarks/gpu_vit.py).
 # repaint8: the RePaint benchmark with diffusers' default 8-channel attention heads, reported apart.
 # After `variants`, the benchmarks that follow build the UNet in the fastest formulation it found
 # (benchmarks/_variants.py: 'ibo', the library's default, unless another beats it by > 2%), so one
@@ -46,6 +47,8 @@ for name in $names; do
     cam) run cam "${T_CAM:-150}" benchmarks/cam_throughput.py --gpu ;;
     unet) run unet "${T_UNET:-130}" benchmarks/unet_throughput.py --gpu --variant "$VARIANT" ;;
     classifier) run classifier "${T_CLASSIFIER:-90}" benchmarks/classifier_throughput.py --gpu ;;
-    *) echo "gpu_suite: unknown benchmark '$name' (profile, variants, repaint, repaint8, unet, cam, classifier)"; exit 2 ;;
+    vit_h14) run vit_h14 "${T_VIT:-240}" benchmarks/gpu_vit.py --models vit_h14 ;;
+    vit_g14) run vit_g14 "${T_VIT:-240}" benchmarks/gpu_vit.py --models vit_g14 ;;
+    *) echo "gpu_suite: unknown benchmark '$name' (profile, variants, repaint, repaint8, unet, cam, classifier, vit_h14, vit_g14)"; exit 2 ;;
   esac
 done

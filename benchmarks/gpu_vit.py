@@ -170,7 +170,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--ig-chunk", type=int, default=4, help="IG steps per forward/backward pass")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    args.models = args.models or (["tiny"] if args.tiny else ["vit_h14", "vit_g14"])
+    # --tiny / --smoke always runs the toy ViT (gpu_suite.sh's SMOKE mode adds --smoke to a full-size call)
+    args.models = ["tiny"] if args.tiny else (args.models or ["vit_h14", "vit_g14"])
     args.batch = args.batch or (2 if args.tiny else 4)
     if args.tiny:
         args.repeats = min(args.repeats, 1)

@@ -15,8 +15,8 @@
   comes from its scheduler config.
 - a ViT instead (a pathology foundation model or your fine-tuned ViT): `train_classifier.arch` its
   preset (`models.vit_preset`: uni, uni2_h, virchow, virchow2, h_optimus_0, prov_gigapath, phikon,
-  phikon_v2, conch_v1 where supported) and `init_weights` its timm checkpoint (.bin / .pth /
-  .safetensors) or Hugging Face ViTModel / Dinov2Model checkpoint or folder (Phikon, Phikon-v2):
+  phikon_v2; conch_v1 is refused: its pooling head is open_clip's attentional pooler, not timm's)
+  and `init_weights` its timm checkpoint (.bin / .pth / .safetensors) or Hugging Face ViTModel / Dinov2Model checkpoint or folder (Phikon, Phikon-v2):
 
       --config.train_classifier.arch=uni --config.train_classifier.init_weights=uni/pytorch_model.bin
 

@@ -297,6 +297,19 @@ def test_occlude_runs_the_derived_controls_on_the_fixed_fraction_curve_only(tmp_
         seen.setdefault((b["strategy"], b["curve"]), set()).update(allm[j] for j in b["method"])
     assert seen[("mean", "morf")] == seen[("mean", "fixed")] == {"gradcam"}
     assert seen[("blackening", "fixed")] == set(allm) and artifacts.read_layout(ctx.dir)["ranked_only"] == ["mean"]
+    # the derived controls on the first patches only (occlude.control_images), every map elsewhere
+    cfg.ranked_only, cfg.control_images = (), {"all": 1, "mean": 2}
+    ctx = stage_context("occlude", tmp_path / "ci", cfg, key=jax.random.key(0), inputs=ins)
+    occlude.run(ctx)
+    for b in artifacts.occluded_blocks(ctx.dir):
+        if b["curve"] == "fixed":
+            got = {allm[j] for j, p in zip(b["method"], b["pos"]) if p >= {"mean": 2}.get(b["strategy"], 1)}
+            assert got == {"gradcam", "random"}, (b["strategy"], got)
+    assert artifacts.read_layout(ctx.dir)["control_images"] == {"all": 1, "mean": 2}
+    cfg.control_images = {"meen": 3}
+    with pytest.raises(ValueError, match="occlude.control_images: .*'meen'"):
+        occlude.run(stage_context("occlude", tmp_path / "ci2", cfg, key=jax.random.key(0), inputs=ins))
+    cfg.control_images = {}
     cfg.ranked_only = ("mean", "meen")
     with pytest.raises(ValueError, match="occlude.ranked_only: .*'meen'.* are no strategies"):
         occlude.run(stage_context("occlude", tmp_path / "ro2", cfg, key=jax.random.key(0), inputs=ins))

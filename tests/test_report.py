@@ -257,8 +257,8 @@ def test_known_answer_table_gains_rival_columns_and_roar_kar_rows(tmp_path):
     text = "".join(lines)
     morf = text.split("**morf**")[1].split("**fixed**")[0]
     assert "Kendall (all pairs) | OOD percentile | R-OMS" in morf
-    assert "| mean | 0.50 |" in morf and "| 0.33 | 42 | 0.981 | - | 0.83 |" in morf
-    assert "| ffidelity |" in morf and "| ROAR | - | - | - | - | - | - | -0.20 |" in morf and "| KAR |" in morf
+    assert "| mean | 0.50 |" in morf and "| 0.33 | 42 | 0.981 | 0.83 |" in morf and "blur excess" not in morf
+    assert "| ffidelity |" in morf and "| ROAR | - | - | - | - | - | - | -0.20 | - | - | - |" in morf and "| KAR |" in morf
     assert "confounded for gradcam" in morf and "57 retrainings" in morf and "otherwise" in morf
     fixed = text.split("**fixed**")[1]
     assert "OOD percentile |" not in fixed.split("\n\n")[1] and "ROAR |" not in fixed

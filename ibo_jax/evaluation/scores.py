@@ -195,9 +195,10 @@ class ScoreTable:
             # is missing
             pts = np.isfinite(d["p"][..., 1:])
             scored = pts.any(axis=(1, 2, 3))  # [N]
-            # a control with no point on this curve was left out on purpose; a ranked method never is
-            ran = pts.any(axis=(0, 2, 3)) | ~np.isin(self.methods, self.controls)  # [M]
-            s["missing"] = int(np.sum(self.valid & scored[:, None] & ran[None, :] & ~np.isfinite(a["p"])))
+            # a control with no point on this curve, or in this image (occlude.control_images), was left
+            # out on purpose; a ranked method never is
+            ran = pts.any(axis=(2, 3)) | ~np.isin(self.methods, self.controls)[None, :]  # [N, M]
+            s["missing"] = int(np.sum(self.valid & scored[:, None] & ran & ~np.isfinite(a["p"])))
             out["strategies"].setdefault(strategy, {})[curve] = s
         for (sa, ca), (sb, cb) in itertools.permutations(aucs, 2):
             if ca == cb == curve_registry.PRIMARY:

@@ -141,7 +141,8 @@ def rival_columns(trust: Mapping) -> tuple[list[str], dict[str, list[str]]]:
         i, b, h = ind.get(st, {}), bc.get(st, {}), sc.get(st, {})
         cells[st] = [md.num(i.get("ood_percentile"), 0), md.num(i.get("r_oms"), 3),
                      md.mean_interval(b.get("excess"), 3) if b.get("excess") else "-", md.num(h.get("spearman"), 2)]
-    return heads, cells
+    keep = [j for j, present in enumerate((bool(ind), bool(ind), bool(bc), bool(sc))) if present]  # measured columns
+    return [heads[j] for j in keep], {st: [c[j] for j in keep] for st, c in cells.items()}
 
 
 RIVAL_TEXT = ("OOD percentile: the Mahalanobis distance of the filled images' classifier features to the training "

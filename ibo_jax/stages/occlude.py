@@ -73,6 +73,9 @@ def default_config() -> ml_collections.ConfigDict:
     # strategies that occlude the ranked methods only, no control map (a costly strategy whose trust
     # checks need only the ranking, e.g. ('ffidelity',) in the demo); their control rows have no points
     c.ranked_only = ()
+    # the controls derived from each method's map (explain.derived_controls) on the first N evaluation
+    # patches only: strategy -> N, 'all' for the strategies not named (0 / absent: every patch)
+    c.control_images = ml_collections.ConfigDict({})
     c.n_draws = 1  # draws per mask for random strategies (histogram, nli, ibo)
     c.images_per_chunk = 4
     # keyword arguments of each strategy (occlusion.apply); nli solver 'cg' = batched JAX (accelerators)
@@ -218,7 +221,8 @@ def curve_methods(methods, restricted: dict[str, list[str]], curve: str) -> np.n
 
 def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_list, curve, cfg,
                    n_draws, key, maps=None) -> dict:
-    """One chunk of one (strategy, curve); `maps` bool [M]: the maps occluded on it (None: all)."""
+    """One chunk of one (strategy, curve); `maps` bool [M] or, per patch position, [N, M]: the maps
+    occluded on it (None: all)."""
     if curve == RESIDUAL:
         rows, masks_all, ids = _residual_rows(ev, pos_list, n_draws)
         return _apply(name, opts, ev, rows, masks_all, ids, key)
@@ -226,7 +230,7 @@ def _occlude_chunk(name, opts, ev, methods, heat, levels, n_levels, valid, pos_l
     masks_all, ids = [], []
     n_pts = curve_registry.get(curve).n_points(int(cfg.n_masks), cfg.fractions)
     for p in pos_list:
-        ok = np.flatnonzero(valid[p] if maps is None else valid[p] & maps)
+        ok = np.flatnonzero(valid[p] if maps is None else valid[p] & (maps[p] if maps.ndim == 2 else maps))
         if ok.size == 0:
             continue
         m = geometry.curve_masks(curve, heat[p, ok], levels[p, ok], n_levels[p, ok], int(cfg.n_masks),
@@ -315,6 +319,14 @@ def run(ctx) -> dict:
     if unknown:
         raise ValueError(f"occlude.ranked_only: {unknown} are no strategies; expected some of {occlusion.STRATEGIES}")
     is_ranked = ~np.isin(np.asarray(methods), np.asarray(list(hm["controls"]) or [""]))
+    ranked_names = [m for m, r in zip(methods, is_ranked) if r]
+    is_derived = np.array([not r and control_maps.kind_of(m, ranked_names) in control_maps.DERIVED
+                           for m, r in zip(methods, is_ranked)], bool)
+    control_images = {str(k): int(v or 0) for k, v in cfg.get("control_images", {}).items()}
+    bad = [k for k in control_images if k != "all" and k not in occlusion.STRATEGIES]
+    if bad:
+        raise ValueError(f"occlude.control_images: {bad} are no strategies (or 'all'); expected some of "
+                         f"{occlusion.STRATEGIES}")
     if ctx.process_index == 0:
         artifacts.write_geometry(ctx.dir, geo, methods=methods)
 
@@ -343,6 +355,10 @@ def run(ctx) -> dict:
             use = maps.get(curve)
             if strategy in ranked_only and curve != RESIDUAL:
                 use = use & is_ranked
+            c_limit = control_images.get(strategy, control_images.get("all", 0))
+            if c_limit and use is not None and is_derived.any():  # derived controls on the first patches only
+                use = np.repeat(use[None], n, axis=0)
+                use[c_limit:, is_derived] = False
             out = _occlude_chunk(strategy, options[strategy], ev, methods, heat, levels, n_levels, valid, pos_list,
                                  curve, cfg, draws[strategy], ctx.key, use)
             ibo_io.write_npz(ctx.chunk_path(fname), out)
@@ -356,7 +372,8 @@ def run(ctx) -> dict:
               "residual_blocks": residual_blocks, "skipped": skipped,
               "predicted_by": {s: occlusion.predicted_by(s) for s in strategies},
               "curve_images": {k: int(v) for k, v in cfg.curve_images.items() if int(v or 0)},
-              "control_curves": restricted, "ranked_only": [x for x in ranked_only if x in strategies]}
+              "control_curves": restricted, "ranked_only": [x for x in ranked_only if x in strategies],
+              "control_images": {k: v for k, v in control_images.items() if v}}
     if ctx.process_index == 0:
         artifacts.write_layout(ctx.dir, layout)
         if int(cfg.grid_patches) > 0 and curve_registry.PRIMARY in curves:

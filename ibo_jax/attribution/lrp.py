@@ -74,11 +74,8 @@ def halve_gradient(y: jax.Array) -> jax.Array:
     return half + jax.lax.stop_gradient(half)
 
 
-class AttnLRPOps(Ops):
-    """AttnLRP: softmax rule (plain gradient), uniform rule on products of two activations,
-    identity rule on GELU/SiLU and on LayerNorm's normalization."""
-
-    name = "attnlrp"
+class _IdentityRuleOps(Ops):
+    """The rules both methods share: identity rule on GELU/SiLU and on LayerNorm's normalization."""
 
     def layer_norm(self, x, scale, bias, eps):
         return _layer_norm_identity(x, scale, bias, eps)
@@ -88,6 +85,13 @@ class AttnLRPOps(Ops):
 
     def silu(self, x):
         return identity_rule(super().silu, x)
+
+
+class AttnLRPOps(_IdentityRuleOps):
+    """AttnLRP: softmax rule (plain gradient), uniform rule on products of two activations,
+    identity rule on GELU/SiLU and on LayerNorm's normalization."""
+
+    name = "attnlrp"
 
     def matmul(self, subscripts, a, b):
         return halve_gradient(super().matmul(subscripts, a, b))
@@ -96,7 +100,7 @@ class AttnLRPOps(Ops):
         return halve_gradient(super().mul(a, b))
 
 
-class CPLRPOps(Ops):
+class CPLRPOps(_IdentityRuleOps):
     """CP-LRP: attention probabilities and the SwiGLU gate are constants in the backward;
     identity rule on GELU/SiLU and on LayerNorm's normalization."""
 
@@ -104,15 +108,6 @@ class CPLRPOps(Ops):
 
     def softmax(self, x, axis=-1):
         return jax.lax.stop_gradient(super().softmax(x, axis=axis))
-
-    def layer_norm(self, x, scale, bias, eps):
-        return _layer_norm_identity(x, scale, bias, eps)
-
-    def gelu(self, x):
-        return identity_rule(super().gelu, x)
-
-    def silu(self, x):
-        return identity_rule(super().silu, x)
 
     def mul(self, a, b):
         """SwiGLU's `mul(silu(gate), value)`: the gate factor is a constant."""

@@ -16,10 +16,11 @@ from scratch: nothing can be downloaded here, so there is no foundation-model ba
 - no RePaint sweep (it compares inpainting samplers and does not depend on the classifier), no
   F-Fidelity and no derived bias controls (17 methods would make 68 control maps): the CNN demo runs
   them.
-Measured (2026-12-05, 2-core Intel Xeon shared with other jobs, load average 8-12, so the process got
-54% of one core): test accuracy 0.986 (ROC AUC 0.9995) after 4 epochs; 38.9 min wall, 1,275 CPU
-seconds (data 80 s, train_classifier 213 s, train_ddpm 465 s, ddpm_check 158 s, explain 188 s,
-occlude 845 s of which IBO 487 s and token_drop 11 s, score 65 s, trust 296 s, report 6 s).
+Measured cold on the 2-core Intel Xeon (2026-12-05; the CNN demo took 749.9 s the same hour): test
+accuracy 0.986 after 4 epochs; 1,056 s wall (1.41x the CNN demo), the last ~8 min sharing the
+machine with the test suite: data 15 s, train_classifier 54 s, train_ddpm 150 s, ddpm_check 49 s,
+explain 48 s (17 methods) idle; occlude 387 s, score 71 s, trust 264 s (randomization over 17
+methods) shared.
 """
 
 from pathlib import Path

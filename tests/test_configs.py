@@ -9,7 +9,8 @@ import pytest
 from ibo_jax import pipeline
 
 # free-form sections: a model's constructor keywords, a strategy's keyword arguments
-FREE = ("train_classifier.model_kwargs.", "occlude.strategy_options.")
+FREE = ("train_classifier.model_kwargs.", "occlude.strategy_options.", "occlude.curve_images.",
+        "occlude.control_images.")  # open mappings (strategy -> options or patch counts)
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.py"))
 VARIANTS = ([(p, None) for p in CONFIGS] + [(p, "full") for p in CONFIGS if p.stem == "repaint_sweep"]
             + [(p, "cpu") for p in CONFIGS if p.stem == "own_models"]

@@ -269,10 +269,11 @@ def test_benchmark_roar_config_runs_the_first_cell_and_roar():
 
     c = pipeline.config_from_file(ROOT / "configs" / "benchmark.py", "roar")
     grid_config = pipeline.config_from_file(ROOT / "configs" / "benchmark.py")
-    assert "grid" not in c and "finetune_ffidelity" not in c
-    assert [s for s in pipeline.STAGES if s in c] == ["data", "train_classifier", "train_ddpm", "explain", "occlude",
-                                                      "score", "trust", "roar"]
+    assert "grid" not in c
+    # the grid cell's own sections (so a copied finished cell's stages are reused), then roar and report
+    assert [s for s in pipeline.STAGES if s in c] == ["data", "train_classifier", "finetune_ffidelity", "train_ddpm",
+                                                      "explain", "occlude", "score", "trust", "roar", "report"]
     assert c.data.cue == "local" and c.train_classifier.arch == "resnet_small" and c.train_classifier.seed == 0
     assert c.train_classifier.epochs == grid_config.train_classifier.epochs
-    assert "ffidelity" not in c.occlude.strategies and "counterfactual" in c.occlude.strategies
+    assert tuple(c.occlude.strategies) == tuple(grid_config.occlude.strategies) and "counterfactual" in c.occlude.strategies
     assert tuple(c.roar.modes) == ("roar", "kar") and tuple(c.roar.fractions) == (0.1, 0.3, 0.5) and c.roar.leakage

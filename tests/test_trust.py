@@ -145,3 +145,32 @@ def test_report_opens_with_the_faithfulness_verdict_when_there_is_a_known_answer
     assert "separated from 1 of the 2 other strategies (blackening)" in line
     assert "2 are separated, 1 equivalent, 0 undecided" in line and "Order: ibo 0.60, mean 0.55, blackening -0.20" in line
     assert report.faithfulness_verdict({"counterfactual": {"unavailable": "no twins"}}) == ""
+
+
+def test_randomization_compiles_each_method_once_whatever_the_weights_placement():
+    """A restored checkpoint's weights carry a NamedSharding, a fresh model's a
+    SingleDeviceSharding: the cascade places the fresh weights like the trained ones, so every
+    step reuses one compilation per method instead of one per mix of placements."""
+    import jax
+    from flax import nnx
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from ibo_jax import models
+    from ibo_jax.attribution import base
+    from ibo_jax.trust import randomization
+
+    kw = dict(widths=(4, 8), layers=(1, 1), strides=(2, 2))
+    model = models.resnet_small(2, rngs=nnx.Rngs(0), **kw)
+    model.eval()
+    named = NamedSharding(Mesh(np.array(jax.devices()[:1]), ("data",)), PartitionSpec())
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, jax.device_put(state, named))
+    fresh = lambda seed: models.resnet_small(2, rngs=nnx.Rngs(50 + seed), **kw)  # noqa: E731
+    mixed = randomization.randomized(model, fresh(1), ["fc"])
+    placed = {str(leaf.sharding) for leaf in jax.tree.leaves(nnx.state(mixed)) if isinstance(leaf, jax.Array)}
+    assert placed == {str(named)}
+    images = synthetic.generate(np.arange(2), seed=1)["image"]
+    before = base._compute_jit._cache_size()
+    res = randomization.cascade(model, fresh, images, methods=("saliency",))
+    assert len(res["steps"]) >= 3
+    assert base._compute_jit._cache_size() - before == 1

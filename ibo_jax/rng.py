@@ -59,16 +59,27 @@ def _positions(key: jax.Array, batch: int) -> jax.Array:
 
 def row_keys(base: jax.Array, ids) -> jax.Array:
     """fold(base, *row) for every row of stable ints ids [R, P] (vectorized) -> typed keys [R]:
-    the key of an occluded image (image id, method, '<curve>:<mask>', draw) whatever its batch."""
-    ids = np.asarray(ids, np.int64)
+    the key of an occluded image (image id, method, '<curve>:<mask>', draw) whatever its batch.
 
-    def one(r):
+    Compiled once per power-of-two bucket of R (rows padded with zeros, then cut off): an occlude
+    stage calls it once per chunk with many row counts, and the eager vmap cost ~50 ms a call."""
+    ids = np.asarray(ids, np.int64)
+    r = len(ids)
+    bucket = max(64, 1 << max(0, r - 1).bit_length())
+    padded = np.zeros((bucket, ids.shape[1] if ids.ndim == 2 else 0), np.uint32)
+    padded[:r] = ids.astype(np.uint32)
+    return _row_keys(base, jax.numpy.asarray(padded))[:r]
+
+
+@jax.jit
+def _row_keys(base: jax.Array, ids: jax.Array) -> jax.Array:
+    def one(row):
         k = base
         for j in range(ids.shape[1]):
-            k = jax.random.fold_in(k, r[j])
+            k = jax.random.fold_in(k, row[j])
         return k
 
-    return jax.vmap(one)(jax.numpy.asarray(ids, jax.numpy.uint32))
+    return jax.vmap(one)(ids)
 
 
 # --- counter-mode normals with an unrolled Threefry-2x32 -------------------------------------

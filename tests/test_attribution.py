@@ -136,17 +136,40 @@ PARITY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def parity_pair():
-    """(ibo_jax resnet_small with float64 parameters, its torch twin in float64)."""
+def _redrawn_vit(seed: int = 3):
+    """The tiny ViT with every parameter redrawn (timm-style inits leave tokens and biases near
+    zero): the parity then exercises the class token, position embedding and biases."""
+    m = _tiny_vit(seed)
+    r = np.random.default_rng(seed)
+    graphdef, state = nnx.split(m)
+
+    def redraw(path, v):
+        if str(path[-1]) == "scale":
+            return jnp.asarray(1.0 + 0.3 * r.normal(size=v.shape), v.dtype)
+        fan_in = int(np.prod(v.shape[:-1])) if v.ndim >= 2 and str(path[-1]) == "kernel" else 1
+        return jnp.asarray((0.3 if fan_in == 1 else 1.0 / np.sqrt(fan_in)) * r.normal(size=v.shape), v.dtype)
+
+    return nnx.merge(graphdef, nnx.map_state(redraw, state))
+
+
+@pytest.fixture(scope="module", params=["cnn", "vit"])
+def parity_pair(request):
+    """(ibo_jax model with float64 parameters, its torch twin in float64): the demo's resnet_small
+    and a tiny ViT (class token, GELU; `ibo_jax_testing.attribution_reference.TorchViT`)."""
     pytest.importorskip("torch")
     pytest.importorskip("captum")
+    import torch
+
     from ibo_jax_testing import attribution_reference as ref
 
-    widths = (4, 8, 8)
-    m = ref.randomize_batchnorm(models.resnet_small(2, widths=widths, rngs=nnx.Rngs(3)), seed=3)
-    m.eval()
-    t = ref.twin(m, widths=widths)
+    if request.param == "cnn":
+        widths = (4, 8, 8)
+        m = ref.randomize_batchnorm(models.resnet_small(2, widths=widths, rngs=nnx.Rngs(3)), seed=3)
+        m.eval()
+        t = ref.twin(m, widths=widths)
+    else:
+        m = _redrawn_vit()
+        t = ref.vit_twin(m, dtype=torch.float64)
     with jax.enable_x64(True):
         graphdef, state = nnx.split(m)
         state = jax.tree.map(lambda v: v.astype("float64") if v.dtype.kind == "f" else v, state)

@@ -137,6 +137,30 @@ def test_all_removed_does_not_crash():
         assert np.isfinite(out).all()
 
 
+def test_row_counts_share_one_compilation_per_bucket():
+    """The row-wise fills pad their rows to a power of two (`simple.bucket_rows`): 3, 5 and 9 rows
+    compile once; host and device inputs give the same images."""
+    from ibo_jax.occlusion import histogram as hist_mod
+    from ibo_jax.occlusion import simple
+
+    assert [simple.bucket_rows(n) for n in (0, 1, 16, 17, 100)] == [16, 16, 16, 32, 128]
+    img, mask = _data()
+    img9, mask9 = np.concatenate([img] * 3), np.concatenate([mask] * 3)
+    sizes = {}
+    for fn in (simple._blacken, simple._mean_fill, blur_mod._blur_fill, hist_mod._batched, nli_mod._add_noise):
+        sizes[fn] = fn._cache_size()
+    outs = {}
+    for n in (3, 5, 9):
+        for name in BASIC:
+            outs[name, n] = np.asarray(occlusion.apply(name, img9[:n], mask9[:n], key=_keys(n)))
+            assert outs[name, n].shape == (n, H, W, 3)
+    assert all(fn._cache_size() - before <= 1 for fn, before in sizes.items())
+    for name in BASIC:
+        np.testing.assert_array_equal(outs[name, 3], outs[name, 9][:3])
+        device = occlusion.apply(name, jnp.asarray(img9[:5]), jnp.asarray(mask9[:5]), key=_keys(5))
+        np.testing.assert_array_equal(np.asarray(device), outs[name, 5])
+
+
 @pytest.mark.parametrize(
     "images, mask, match",
     [

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ibo_jax.occlusion.simple import check_inputs
+from ibo_jax.occlusion.simple import check_inputs, padded_rows
 
 SIGMA_AT_224 = 10.0
 
@@ -57,4 +57,5 @@ def blurring(
     s = default_sigma(w, sigma_at_224) if sigma is None else float(sigma)
     if not np.isfinite(s) or s < 0:
         raise ValueError(f"sigma: expected a non-negative number of pixels, got {sigma!r}")
-    return _blur_fill(images, remove_mask, jnp.asarray(blur_matrix(h, s)), jnp.asarray(blur_matrix(w, s)))
+    gh, gw = jnp.asarray(blur_matrix(h, s)), jnp.asarray(blur_matrix(w, s))
+    return padded_rows(lambda x, m: _blur_fill(x, m, gh, gw), images, remove_mask)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ibo_jax.occlusion.simple import check_inputs
+from ibo_jax.occlusion.simple import check_inputs, padded_rows
 from ibo_jax.rng import example_keys
 
 
@@ -38,4 +38,4 @@ def histogram(images, remove_mask, *, key=None) -> jax.Array:
     """Removed pixels <- per-channel draws from the kept pixels' value distribution."""
     images, remove_mask = check_inputs(images, remove_mask)
     keys = example_keys(key, images.shape[0])
-    return _batched(images, remove_mask, keys)
+    return padded_rows(_batched, images, remove_mask, keys)

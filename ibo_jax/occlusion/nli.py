@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from ibo_jax.occlusion.simple import check_inputs
+from ibo_jax.occlusion.simple import check_inputs, padded_rows
 from ibo_jax.rng import example_keys
 
 NEIGHBOURS = (
@@ -165,4 +165,4 @@ def nli(
     if noise == 0:
         return jnp.clip(filled, 0.0, 1.0)
     keys = example_keys(key, images.shape[0])
-    return _add_noise(filled, remove_mask, keys, jnp.float32(noise))
+    return padded_rows(lambda x, m, k: _add_noise(x, m, k, jnp.float32(noise)), filled, remove_mask, keys)

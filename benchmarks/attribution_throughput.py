@@ -1,12 +1,13 @@
 """Integrated gradients (50 steps) and SmoothGrad on the CPU: ibo_jax against captum 0.9.0 on the
 same weights, side by side in one run.
 
-    python benchmarks/attribution_throughput.py            # demo sizes + ViT-S/16 at 224
+    python benchmarks/attribution_throughput.py            # demo sizes (ResNet, tiny ViT) + ViT-S/16 at 224
     python benchmarks/attribution_throughput.py --configs demo --repeats 3
     python benchmarks/attribution_throughput.py --smoke    # tiny, seconds, checks that it runs
 
 Configs: 'demo' = `models.resnet_small` (the demo's classifier: widths 16/32/64, 64x64 patches),
-batch --batch-demo (goal: ibo_jax >= 3x captum); 'vit_s16' = ViT-S/16 (384 wide, 12 blocks, 6
+and 'vit_tiny' = the `tiny` ViT preset (`configs/vit_demo.py`'s classifier: 64 px, 8 px patches,
+width 64, depth 4), batch --batch-demo (goal: ibo_jax >= 3x captum); 'vit_s16' = ViT-S/16 (384 wide, 12 blocks, 6
 heads) at 224, batch --batch-vit (ratio reported, no goal). The torch twins
 (`ibo_jax_testing.attribution_reference`) carry the NNX model's weights and normalize inside, so
 both sides attribute w.r.t. the [0, 1] image; `max_abs_diff` checks IG agrees (float32).
@@ -48,13 +49,19 @@ def build(config: str, smoke: bool):
         import torch
 
         return m, ref.twin(m, widths=widths, dtype=torch.float32), 16 if smoke else 64
+    if config == "vit_tiny":  # configs/vit_demo.py's classifier: models.vit_preset('tiny'), 64 px
+        c = models.vit_preset("tiny")
+        if smoke:
+            c = models.ViTConfig(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=2)
+        m = models.vit(c, rngs=nnx.Rngs(0), num_classes=2)
+        return m, ref.vit_twin(m), c.img_size
     if config == "vit_s16":
         c = (models.ViTConfig(img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, num_classes=2)
              if smoke else models.ViTConfig(img_size=224, patch_size=16, embed_dim=384, depth=12,
                                             num_heads=6, num_classes=2))
         m = models.vit(c, rngs=nnx.Rngs(0))
         return m, ref.vit_twin(m), c.img_size
-    raise SystemExit(f"--configs: expected 'demo' or 'vit_s16', got {config!r}")
+    raise SystemExit(f"--configs: expected 'demo', 'vit_tiny' or 'vit_s16', got {config!r}")
 
 
 def side_by_side(ours, theirs, repeats: int) -> tuple[float, float, float, tuple]:
@@ -114,7 +121,7 @@ def bench(config: str, batch: int, repeats: int, args) -> list[dict]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="demo,vit_s16")
+    p.add_argument("--configs", default="demo,vit_tiny,vit_s16")
     p.add_argument("--batch-demo", type=int, default=16)
     p.add_argument("--batch-vit", type=int, default=1)
     p.add_argument("--n-steps", type=int, default=50)
@@ -132,7 +139,7 @@ def main(argv=None) -> dict:
            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "smoke": args.smoke, "rows": []}
     for config in [c for c in args.configs.split(",") if c]:
-        vit = config == "vit_s16"
+        vit = config == "vit_s16"  # vit_tiny runs at the demo's batch
         out["rows"] += bench(config, args.batch_vit if vit else args.batch_demo,
                              args.repeats_vit if vit else args.repeats, args)
     print(json.dumps(out))

@@ -3,7 +3,7 @@
     python -m ibo_jax.launch --config configs/vit_demo.py --workdir runs/vit
 
 `configs/demo.py` (the same synthetic 64 px patches with twins, the same tiny DDPM and IBO with DDNM,
-32 evaluation patches, the trust checks) with the small ResNet replaced by the `tiny` ViT preset
+the trust checks) with the small ResNet replaced by the `tiny` ViT preset
 (64 px, 8 px patches: an 8x8 token grid, width 64, depth 4, 4 heads, class-token pooling), trained
 from scratch: nothing can be downloaded here, so there is no foundation-model backbone to probe
 (with one, set `train_classifier.arch` to its preset, `init_weights` to its checkpoint and
@@ -14,13 +14,15 @@ from scratch: nothing can be downloaded here, so there is no foundation-model ba
 - `token_drop` beside the pixel strategies (the ViT predicts without the removed patches' tokens; no
   image, so no realism columns), on every curve;
 - no RePaint sweep (it compares inpainting samplers and does not depend on the classifier), no
-  F-Fidelity and no derived bias controls (17 methods would make 68 control maps): the CNN demo runs
-  them.
-Measured cold on the 2-core Intel Xeon (2026-12-05; the CNN demo took 749.9 s the same hour): test
-accuracy 0.986 after 4 epochs; 1,056 s wall (1.41x the CNN demo), the last ~8 min sharing the
-machine with the test suite: data 15 s, train_classifier 54 s, train_ddpm 150 s, ddpm_check 49 s,
-explain 48 s (17 methods) idle; occlude 387 s, score 71 s, trust 264 s (randomization over 17
-methods) shared.
+  F-Fidelity and no derived bias controls (17 methods would make 68 control maps), no DDPM check
+  (the same DDPM as the CNN demo's, checked there): the CNN demo runs them;
+- 16 evaluation patches (the CNN demo: 32), IBO's fixed-fraction curves on the first 4 (its: 12),
+  3 epochs: with 17 methods IBO's fills are most of the run.
+Measured cold on the 2-core Intel Xeon (model 207, 2026-12-05): **505 s** (data 17 s,
+train_classifier 44 s, train_ddpm 143 s, explain 50 s, occlude 177 s, score 23 s, trust 40 s,
+report 5 s), test accuracy 0.982. With 32 patches, IBO's fixed curves on 12, the DDPM check and 4
+epochs it took 1,056 s (1.41x the CNN demo the same hour), of which 186 s were the randomization
+check recompiling every method at every cascade step (fixed since).
 """
 
 from pathlib import Path
@@ -54,8 +56,8 @@ def get_config(arg=None):
     t.weight_decay = 0.05
 
     config.explain.methods = _vit_methods()
-    # 16 evaluation patches (the CNN demo: 32), IBO's fixed-fraction curves on the first 4 (its: 12):
-    # with 17 methods, IBO's fills are most of the run (measured with 32 and 12: occlude 387 s)
+    # 16 evaluation patches, IBO's fixed-fraction curves on the first 4 (see above; measured with 32
+    # and 12: occlude 387 s of the 1,056)
     config.explain.n_images = 16
     config.occlude.curve_images = {"ibo": 4}
     config.occlude.strategies = (*config.occlude.strategies, "token_drop")

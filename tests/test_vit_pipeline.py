@@ -254,6 +254,12 @@ def test_linear_probe_on_a_timm_checkpoint_keeps_its_backbone(tmp_path):
     with pytest.raises(ValueError, match="init_weights: cannot load the checkpoint into vit"):
         tc.initial_model(tc.model_spec("vit", 2, dict(TINY, depth=2)), str(tmp_path / "backbone.npz"),
                          jax.random.key(0))
+    # the new head comes from the classifier's key (train_classifier.seed), the backbone from the file
+    spec = tc.model_spec("vit", 2, TINY)
+    heads = [np.asarray(tc.initial_model(spec, str(tmp_path / "backbone.npz"), jax.random.key(k))[0].fc.kernel[...])
+             for k in (0, 0, 1)]
+    np.testing.assert_array_equal(heads[0], heads[1])
+    assert np.abs(heads[0] - heads[2]).max() > 1e-4
 
 
 @pytest.mark.interop

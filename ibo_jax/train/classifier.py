@@ -279,9 +279,10 @@ def vit_spec(config) -> ModelSpec:
     return ModelSpec(VIT, int(fields.pop("num_classes")), fields)
 
 
-def _pretrained_vit(spec: ModelSpec, weights: Any) -> nnx.Module:
+def _pretrained_vit(spec: ModelSpec, weights: Any, rngs: nnx.Rngs | None = None) -> nnx.Module:
     """A ViT from a timm checkpoint (onto the spec's config) or a Hugging Face ViTModel /
-    Dinov2Model one (a folder with config.json, or keys under `embeddings.`: its own config)."""
+    Dinov2Model one (a folder with config.json, or keys under `embeddings.`: its own config). A head
+    the checkpoint lacks (or of another class count) is initialized from `rngs`."""
     from ibo_jax import models
     from ibo_jax.models.convert import load_state_dict
     from ibo_jax.models.vit import ViTConfig
@@ -291,18 +292,18 @@ def _pretrained_vit(spec: ModelSpec, weights: Any) -> nnx.Module:
     is_dir = isinstance(weights, (str, Path)) and Path(weights).is_dir()
     sd = None if is_dir else load_state_dict(weights)
     if is_dir or any(k.startswith(("embeddings.", "vit.embeddings.", "dinov2.embeddings.")) for k in sd):
-        return models.from_hf_vit(weights if is_dir else sd, num_classes=spec.num_classes)
-    return models.from_timm(config, sd, num_classes=spec.num_classes)
+        return models.from_hf_vit(weights if is_dir else sd, num_classes=spec.num_classes, rngs=rngs)
+    return models.from_timm(config, sd, num_classes=spec.num_classes, rngs=rngs)
 
 
-def _pretrained(spec: ModelSpec, weights: Any) -> nnx.Module:
+def _pretrained(spec: ModelSpec, weights: Any, rngs: nnx.Rngs | None = None) -> nnx.Module:
     """`spec`'s module with a torchvision/timm checkpoint loaded (a ViT: timm or Hugging Face
     layout, `_pretrained_vit`); errors name `init_weights`."""
     from ibo_jax.models import from_torchvision
 
     try:
         if spec.arch == VIT:
-            return _pretrained_vit(spec, weights)
+            return _pretrained_vit(spec, weights, rngs)
         return from_torchvision(spec.arch, weights, num_classes=spec.num_classes, **dict(spec.kwargs))
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"init_weights: cannot load the checkpoint into {spec.arch} with model_kwargs "
@@ -314,11 +315,11 @@ def initial_model(spec: ModelSpec, init_weights: Any, key: jax.Array, *, bf16: b
     """(the module training starts from, its spec): random init from `key`, then `init_weights`
     loaded if given. A ViT read from a Hugging Face checkpoint has that checkpoint's config, which
     the returned spec records (what model_config.json holds)."""
-    model = spec.build(rngs=nnx.Rngs(int(jax.random.randint(key, (), 0, 2**31 - 1))),
-                       dtype="bfloat16" if bf16 else None)
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    model = spec.build(rngs=nnx.Rngs(seed), dtype="bfloat16" if bf16 else None)
     if init_weights is None:
         return model, spec
-    loaded = _pretrained(spec, init_weights)
+    loaded = _pretrained(spec, init_weights, nnx.Rngs(seed))  # a ViT's new head: the classifier seed
     if spec.arch == VIT:
         spec = vit_spec(loaded.config)
         return loaded, spec

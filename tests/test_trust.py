@@ -170,7 +170,10 @@ def test_randomization_compiles_each_method_once_whatever_the_weights_placement(
     placed = {str(leaf.sharding) for leaf in jax.tree.leaves(nnx.state(mixed)) if isinstance(leaf, jax.Array)}
     assert placed == {str(named)}
     images = synthetic.generate(np.arange(2), seed=1)["image"]
-    before = base._compute_jit._cache_size()
-    res = randomization.cascade(model, fresh, images, methods=("saliency",))
-    assert len(res["steps"]) >= 3
-    assert base._compute_jit._cache_size() - before == 1
+    plain = models.resnet_small(2, rngs=nnx.Rngs(0), **kw)  # uncommitted weights, as built
+    plain.eval()
+    for trained in (model, plain):
+        before = base._compute_jit._cache_size()
+        res = randomization.cascade(trained, fresh, images, methods=("saliency",))
+        assert len(res["steps"]) >= 3
+        assert base._compute_jit._cache_size() - before == 1

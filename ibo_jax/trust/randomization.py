@@ -104,6 +104,10 @@ def _set(tree: dict, path: str, value) -> None:
     tree[int(last) if last.isdigit() and int(last) in tree else last] = value
 
 
+def _committed(x) -> bool:
+    return isinstance(x, jax.Array) and bool(getattr(x, "committed", getattr(x, "_committed", False)))
+
+
 def randomized(model: nnx.Module, fresh: nnx.Module, groups: Sequence[str]) -> nnx.Module:
     """A copy of `model` with the parameters of `groups` taken from `fresh` (same architecture)."""
     graphdef, state = nnx.split(model)
@@ -112,10 +116,11 @@ def randomized(model: nnx.Module, fresh: nnx.Module, groups: Sequence[str]) -> n
     pure = nnx.to_pure_dict(params)
     new = nnx.to_pure_dict(nnx.state(fresh, nnx.Param))
     for g in groups:
-        # placed like the trained weights (a restored checkpoint's leaves carry a NamedSharding, a
-        # fresh model's a SingleDeviceSharding): one compilation per method for the whole cascade,
-        # not one per mix of placements (measured: 200 compilations, 137 s of the ViT demo's trust)
-        _set(pure, g, jax.tree.map(lambda f, t: jax.device_put(f, t.sharding) if isinstance(t, jax.Array) else f,
+        # placed like the trained weights (a restored checkpoint's leaves are committed to a
+        # NamedSharding, a fresh model's are uncommitted): one compilation per method for the whole
+        # cascade, not one per mix of placements (measured: 200 compilations, 137 s of the ViT
+        # demo's trust); uncommitted trained weights leave the fresh ones as they are
+        _set(pure, g, jax.tree.map(lambda f, t: jax.device_put(f, t.sharding) if _committed(t) else f,
                                    _get(new, g), _get(pure, g)))
     nnx.replace_by_pure_dict(params, pure)
     nnx.update(out, params)
